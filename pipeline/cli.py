@@ -1,0 +1,161 @@
+"""The `onfh` program (contract in DESIGN.md).
+
+Bad input ends with exit status 2 and one line ``onfh: error: ...`` on stderr; nothing is written.
+Heavy modules are imported inside the commands so that `onfh info` and `onfh analyze` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import InputError
+
+LANDMARK_OPTIONS = ("--acetabular-edge", "--acetabular-roof-medial", "--lesion-seed")
+_TRIPLE = re.compile(r"^-?\d*\.?\d+(e-?\d+)?,")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, as for any bad input
+        self.exit(2, f"onfh: error: {message}\n")
+
+
+def parse_point(text: str) -> tuple[float, float, float]:
+    """'X,Y,Z' in RAS mm to a tuple; InputError otherwise."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(v == v and abs(v) != float("inf") for v in values):
+        raise InputError(f"expected a point X,Y,Z in RAS mm, got {text!r}")
+    return values
+
+
+def _join_negative_points(argv: list[str]) -> list[str]:
+    """`--acetabular-edge -31.2,4,7` would read as an unknown option: glue it as `--opt=value`."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in LANDMARK_OPTIONS and i + 1 < len(argv) and _TRIPLE.match(argv[i + 1]):
+            out.append(f"{arg}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="onfh", description="Femoral-head osteonecrosis MRI volumetry (see README.md).")
+    parser.add_argument("--version", action="version", version=f"onfh {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("analyze", help="measure one hip of one scan")
+    p.add_argument("image", help="NIfTI, NRRD, MHA/MHD file, or DICOM folder/file")
+    p.add_argument("--side", required=True, choices=("left", "right"), help="the patient's hip")
+    p.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    p.add_argument("--labels", help="label map on the image grid (head and lesion labels)")
+    p.add_argument("--head-label", type=int, help="label of the femoral head (default 1)")
+    p.add_argument("--lesion-label", type=int, help="label of the lesion (default 2)")
+    p.add_argument("--head-mask", help="binary femoral-head mask (lesion included)")
+    p.add_argument("--lesion-mask", help="binary lesion mask")
+    p.add_argument("--femur-mask", help="binary proximal-femur mask; the head is isolated from it")
+    p.add_argument("--acetabulum-mask", help="binary hip-bone/acetabulum mask for the weight-bearing span")
+    p.add_argument("--acetabular-edge", help="lateral acetabular edge X,Y,Z (RAS mm)")
+    p.add_argument("--acetabular-roof-medial", help="medial end of the acetabular roof X,Y,Z (RAS mm)")
+    p.add_argument("--series", help="DICOM SeriesInstanceUID when a folder holds several series")
+    p.add_argument("--config", help="YAML settings (defaults: configs/default.yaml)")
+
+    p = sub.add_parser("info", help="geometry and series facts of an image (no patient identifiers)")
+    p.add_argument("image")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--series", help="DICOM SeriesInstanceUID when a folder holds several series")
+    p.add_argument("--spacing", help="voxel size SX,SY,SZ mm for files whose header has none")
+
+    p = sub.add_parser("sample-data", help="write the synthetic sample cohort with ground truth")
+    p.add_argument("dir")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = _join_negative_points(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except InputError as exc:
+        print(f"onfh: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("onfh: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not bad input: still one line unless debugging
+        if os.environ.get("ONFH_DEBUG"):
+            raise
+        print(f"onfh: internal error: {type(exc).__name__}: {exc} (set ONFH_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return 1
+
+
+def _cmd_analyze(args) -> int:
+    from .analyze import run_analyze
+    from .config import load_settings
+
+    settings = load_settings(args.config, labels__head=args.head_label, labels__lesion=args.lesion_label)
+    if args.labels and (args.head_mask or args.lesion_mask):
+        raise InputError("give either --labels or --head-mask/--lesion-mask, not both")
+    if (args.head_mask is None) != (args.lesion_mask is None):
+        raise InputError("--head-mask and --lesion-mask go together")
+    for option in ("femur_mask", "acetabulum_mask", "acetabular_edge", "acetabular_roof_medial"):
+        if getattr(args, option):
+            raise InputError(f"--{option.replace('_', '-')} is not supported yet")
+    analysis = run_analyze(
+        args.image, args.side, args.out, settings,
+        labels=args.labels, head_mask=args.head_mask, lesion_mask=args.lesion_mask,
+        lesion_label_explicit=args.lesion_label is not None, series_uid=args.series,
+    )
+    m = analysis.metrics
+    nf = m["necrotic_fraction_pct"]
+    print(
+        f"{args.side} hip: head {m['head_volume_ml']:.2f} mL, lesion {m['lesion_volume_ml']:.2f} mL, "
+        f"NF {nf:.1f} %, size class {m['size_class'] or '-'}; {len(m['warnings'])} warning(s); -> {args.out}"
+    )
+    for w in m["warnings"]:
+        print(f"  warning: {w}", file=sys.stderr)
+    return 0
+
+
+def _cmd_info(args) -> int:
+    from .info import format_info, scan_info
+
+    spacing = None
+    if args.spacing:
+        try:
+            spacing = tuple(float(v) for v in args.spacing.split(","))
+        except ValueError:
+            spacing = ()
+        if len(spacing) != 3 or min(spacing) <= 0:
+            raise InputError(f"--spacing expects three positive numbers SX,SY,SZ (mm), got {args.spacing!r}")
+    info = scan_info(args.image, series_uid=args.series, spacing=spacing)
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return 0
+
+
+def _cmd_sample_data(args) -> int:
+    from .sampledata import write_sample_cohort
+
+    manifest = write_sample_cohort(Path(args.dir), progress=lambda msg: print(msg, file=sys.stderr))
+    print(manifest)
+    return 0
+
+
+_COMMANDS = {"analyze": _cmd_analyze, "info": _cmd_info, "sample-data": _cmd_sample_data}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Surfaces of masks: marching cubes in world space, mesh volume and area, STL, and shape-based
+interpolation to isotropic voxels (METHOD.md section 3).
+
+Meshes are built in voxel-index space and mapped through the full affine, so oblique (and even
+sheared) grids give exact world-space surfaces. Measurement meshes are never smoothed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+
+def mask_mesh(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Marching cubes at level 0.5 on an unsmoothed binary mask.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (I, J, K)
+    affine : ndarray, shape (4, 4)
+        Voxel index -> RAS mm.
+
+    Returns
+    -------
+    verts : ndarray, shape (V, 3)
+        Vertices in RAS mm.
+    faces : ndarray, shape (F, 3)
+        Triangles with outward normals (right-hand rule) in world space.
+    """
+    from skimage.measure import marching_cubes
+
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
+    lo, hi = _bbox(mask, margin=1)
+    # Pad so that a mask touching the array edge still gives a closed surface.
+    crop = np.pad(mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], 1).astype(np.float32)
+    verts, faces, _, _ = marching_cubes(crop, level=0.5, allow_degenerate=False)
+    verts = verts + (np.asarray(lo) - 1)
+    world = verts @ affine[:3, :3].T + affine[:3, 3]
+    faces = faces.astype(np.int64)
+    if _signed_volume(world, faces) < 0:
+        # skimage orients faces for its own index space; a left-handed affine flips them.
+        faces = faces[:, ::-1]
+    return world, faces
+
+
+def _signed_volume(verts: np.ndarray, faces: np.ndarray) -> float:
+    v0, v1, v2 = verts[faces[:, 0]], verts[faces[:, 1]], verts[faces[:, 2]]
+    return float(np.einsum("ij,ij->i", v0, np.cross(v1, v2)).sum() / 6.0)
+
+
+def mesh_volume_mm3(verts: np.ndarray, faces: np.ndarray) -> float:
+    """Enclosed volume of a closed triangle mesh by the divergence theorem, mm^3."""
+    if len(faces) == 0:
+        return 0.0
+    return abs(_signed_volume(verts, faces))
+
+
+def mesh_area_mm2(verts: np.ndarray, faces: np.ndarray) -> float:
+    """Total triangle area, mm^2."""
+    if len(faces) == 0:
+        return 0.0
+    v0, v1, v2 = verts[faces[:, 0]], verts[faces[:, 1]], verts[faces[:, 2]]
+    return float(np.linalg.norm(np.cross(v1 - v0, v2 - v0), axis=1).sum() / 2.0)
+
+
+def mask_mesh_volume_ml(mask: np.ndarray, affine: np.ndarray) -> float:
+    """Surface volume of a mask (METHOD.md section 3), mL."""
+    verts, faces = mask_mesh(mask, affine)
+    return mesh_volume_mm3(verts, faces) / 1000.0
+
+
+def write_stl(path: str | Path, verts: np.ndarray, faces: np.ndarray, name: str = "onfh") -> None:
+    """Binary STL in RAS mm (3D Slicer reads STL as LPS unless told otherwise; the README says so)."""
+    tri = verts[faces].astype(np.float32)  # (F, 3, 3)
+    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    lengths = np.linalg.norm(normals, axis=1, keepdims=True)
+    normals = np.divide(normals, lengths, out=np.zeros_like(normals), where=lengths > 0)
+    record = np.zeros(len(faces), dtype=[("n", "<f4", 3), ("v", "<f4", (3, 3)), ("attr", "<u2")])
+    record["n"] = normals
+    record["v"] = tri
+    header = f"{name} RAS mm".encode()[:80].ljust(80, b" ")
+    with open(path, "wb") as fh:
+        fh.write(header)
+        fh.write(np.uint32(len(faces)).tobytes())
+        fh.write(record.tobytes())
+
+
+def read_stl(path: str | Path) -> np.ndarray:
+    """Triangles (F, 3, 3) of a binary STL written by :func:`write_stl`."""
+    raw = Path(path).read_bytes()
+    count = int(np.frombuffer(raw[80:84], dtype="<u4")[0])
+    record = np.frombuffer(raw[84:], dtype=[("n", "<f4", 3), ("v", "<f4", (3, 3)), ("attr", "<u2")], count=count)
+    return record["v"].astype(np.float64)
+
+
+# shape-based interpolation -----------------------------------------------------------------
+def isotropic_reconstruction(
+    mask: np.ndarray, affine: np.ndarray, voxel_mm: float = 0.5, margin_mm: float = 3.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shape-based interpolation of a binary mask to isotropic voxels (Raya & Udupa 1990).
+
+    A signed distance map (mm, positive inside, zero half-way between an inside and an outside
+    voxel centre) is computed on the original grid, resampled trilinearly onto an isotropic grid
+    with the same axis directions, and thresholded at zero. Thick slices thus give a smooth shape
+    between slices instead of a staircase.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (I, J, K)
+    affine : ndarray (4, 4)
+        Voxel index -> RAS mm of ``mask``.
+    voxel_mm : float
+        Isotropic voxel size of the result, mm.
+    margin_mm : float
+        Empty border kept around the mask's bounding box, mm.
+
+    Returns
+    -------
+    iso_mask : ndarray of bool
+    iso_affine : ndarray (4, 4)
+        Voxel index -> RAS mm of ``iso_mask`` (the cropped, isotropic grid).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    if not mask.any():
+        return np.zeros((1, 1, 1), dtype=bool), affine.copy()
+    margin_vox = np.ceil(margin_mm / spacing).astype(int) + 1
+    lo, hi = _bbox(mask, margin=0)
+    lo = lo - margin_vox
+    hi = hi + margin_vox
+    # Work on a padded crop so that the distance map sees background all round.
+    pad_lo = np.maximum(-lo, 0)
+    pad_hi = np.maximum(hi - np.array(mask.shape), 0)
+    clo = np.maximum(lo, 0)
+    chi = np.minimum(hi, mask.shape)
+    crop = np.pad(mask[clo[0]:chi[0], clo[1]:chi[1], clo[2]:chi[2]], list(zip(pad_lo, pad_hi)))
+    sdf = signed_distance(crop, spacing)
+
+    # Isotropic grid tiling the crop's voxel boxes (same directions, finer steps). Its centres sit
+    # half a fine voxel inside the box edges, never on the half-way points where the distance map
+    # is exactly zero, so a mask that is already on the fine grid is reproduced voxel for voxel.
+    steps = voxel_mm / spacing  # crop-index step per output voxel along each axis
+    n_out = np.maximum(np.floor(np.array(crop.shape) / steps + 1e-9).astype(int), 1)
+    first = -0.5 + steps / 2
+    coords = [f + np.arange(n) * s for f, n, s in zip(first, n_out, steps)]
+    iso = np.empty(tuple(n_out), dtype=bool)
+    # Slab by slab keeps memory at one output slab of coordinates.
+    gi, gj = np.meshgrid(coords[0], coords[1], indexing="ij")
+    for k, ck in enumerate(coords[2]):
+        pts = np.stack([gi, gj, np.full_like(gi, ck)])
+        iso[:, :, k] = ndimage.map_coordinates(sdf, pts, order=1, mode="nearest") > 0
+    direction = affine[:3, :3] / spacing
+    iso_affine = np.eye(4)
+    iso_affine[:3, :3] = direction * voxel_mm
+    iso_affine[:3, 3] = affine[:3, :3] @ (lo + first) + affine[:3, 3]
+    return iso, iso_affine
+
+
+def signed_distance(mask: np.ndarray, spacing) -> np.ndarray:
+    """Signed Euclidean distance (mm) between voxel centres: > 0 inside, < 0 outside.
+
+    The zero level lies half-way between neighbouring inside and outside voxel centres.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    inside = ndimage.distance_transform_edt(mask, sampling=spacing)
+    outside = ndimage.distance_transform_edt(~mask, sampling=spacing)
+    return (inside - outside).astype(np.float32)
+
+
+def _bbox(mask: np.ndarray, margin: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
+    lo = np.array([max(i[0] - margin, 0) for i in idx])
+    hi = np.array([min(i[-1] + 1 + margin, s) for i, s in zip(idx, mask.shape)])
+    return lo, hi

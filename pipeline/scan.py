@@ -1,0 +1,232 @@
+"""`Scan`: a voxel array that never travels without its geometry (METHOD.md section 1).
+
+The in-memory orientation is canonical: the file's voxel axes are permuted and flipped (never
+resampled) so that array axes run as close as possible to R, A, S. The 4x4 ``affine`` maps those
+canonical voxel indices to RAS millimetres and stays exact for oblique scans (the rotation is kept
+in the affine, not baked into the array). The file's own voxel order is remembered so that label
+maps are written back on the image's own grid, voxel for voxel.
+
+Because reorientation is a pure permutation/flip, the same physical scan stored in any of the 48
+axis orders gives the identical canonical array, hence identical numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import nibabel as nib
+from nibabel import orientations as ornt
+
+from .errors import InputError
+
+
+@dataclass(frozen=True, eq=False)
+class Scan:
+    """A 3D image in canonical (closest-RAS) voxel order with its RAS-mm affine.
+
+    Attributes
+    ----------
+    data : ndarray, shape (I, J, K)
+        Voxel values, canonical order.
+    affine : ndarray, shape (4, 4)
+        Canonical voxel index -> RAS mm.
+    source_affine : ndarray, shape (4, 4)
+        The file's own voxel index -> RAS mm (what ``onfh info`` reports).
+    source_ornt : ndarray, shape (3, 2)
+        nibabel orientation transform taking the file's voxel order to the canonical one.
+    meta : dict
+        Format, path, series facts and loader warnings. Never patient identifiers.
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    source_affine: np.ndarray
+    source_ornt: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_source(cls, data: np.ndarray, affine: np.ndarray, meta: dict | None = None) -> "Scan":
+        """Build a Scan from an array in a file's own voxel order and its RAS affine."""
+        data = np.asanyarray(data)
+        affine = np.asarray(affine, dtype=np.float64)
+        if data.ndim != 3:
+            raise InputError(f"expected a 3D image, got {data.ndim}D with shape {tuple(data.shape)}")
+        if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+            raise InputError("image affine is missing or not finite")
+        if abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+            raise InputError("image affine is singular (no valid voxel geometry)")
+        transform = ornt.io_orientation(affine)
+        canon = ornt.apply_orientation(data, transform)
+        canon_affine = affine @ ornt.inv_ornt_aff(transform, data.shape)
+        return cls(np.ascontiguousarray(canon), canon_affine, affine, transform, dict(meta or {}))
+
+    # geometry -----------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.data.shape)
+
+    @property
+    def source_shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.to_source(self.data).shape)
+
+    @property
+    def spacing(self) -> np.ndarray:
+        """Voxel size along the canonical array axes, mm."""
+        return voxel_spacing(self.affine)
+
+    @property
+    def source_spacing(self) -> np.ndarray:
+        """Voxel size along the file's own axes, mm."""
+        return voxel_spacing(self.source_affine)
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        return float(abs(np.linalg.det(self.affine[:3, :3])))
+
+    @property
+    def axcodes(self) -> tuple[str, str, str]:
+        """Orientation codes of the file's own voxel axes (e.g. ('L', 'P', 'S'))."""
+        return tuple(nib.aff2axcodes(self.source_affine))
+
+    def index_to_ras(self, ijk: np.ndarray) -> np.ndarray:
+        """Canonical voxel indices (..., 3) to RAS mm (..., 3)."""
+        ijk = np.asarray(ijk, dtype=np.float64)
+        return ijk @ self.affine[:3, :3].T + self.affine[:3, 3]
+
+    def ras_to_index(self, xyz: np.ndarray) -> np.ndarray:
+        """RAS mm (..., 3) to continuous canonical voxel indices (..., 3)."""
+        inv = np.linalg.inv(self.affine)
+        xyz = np.asarray(xyz, dtype=np.float64)
+        return xyz @ inv[:3, :3].T + inv[:3, 3]
+
+    # orientation bookkeeping ----------------------------------------------------------------
+    def to_source(self, array: np.ndarray) -> np.ndarray:
+        """An array on this scan's canonical grid, put back into the file's own voxel order."""
+        return np.ascontiguousarray(ornt.apply_orientation(array, _invert_ornt(self.source_ornt)))
+
+    def from_source_order(self, array: np.ndarray) -> np.ndarray:
+        """An array in the file's own voxel order, put into this scan's canonical order."""
+        return np.ascontiguousarray(ornt.apply_orientation(array, self.source_ornt))
+
+    def with_data(self, data: np.ndarray, **meta) -> "Scan":
+        """Same geometry, other voxels (e.g. a mask)."""
+        if tuple(data.shape) != self.shape:
+            raise ValueError(f"shape {data.shape} does not match scan {self.shape}")
+        return Scan(data, self.affine, self.source_affine, self.source_ornt, {**self.meta, **meta})
+
+
+def voxel_spacing(affine: np.ndarray) -> np.ndarray:
+    """Column norms of the affine's 3x3 part: voxel size along each array axis, mm."""
+    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+
+
+def _invert_ornt(transform: np.ndarray) -> np.ndarray:
+    """Inverse of a nibabel orientation transform (axis permutation with flips)."""
+    inverse = np.empty_like(transform)
+    for src_axis, (dst_axis, flip) in enumerate(transform):
+        inverse[int(dst_axis)] = (src_axis, flip)
+    return inverse
+
+
+# loading ----------------------------------------------------------------------------------
+def load_scan(path: str | Path, series_uid: str | None = None, spacing: tuple | None = None) -> Scan:
+    """Read a NIfTI, NRRD, MHA/MHD file or a DICOM series (folder or one file of it).
+
+    Parameters
+    ----------
+    path : str or Path
+    series_uid : str, optional
+        SeriesInstanceUID to pick in a DICOM folder holding several series.
+    spacing : tuple of 3 floats, optional
+        Voxel size in mm stated by the user, for files whose header has no geometry
+        (e.g. some Enhanced MR DICOM). Without it such files are refused.
+
+    Raises
+    ------
+    InputError
+        For anything that is not a readable, finite, 3D image with exact geometry.
+    """
+    from .readers import read_image
+
+    data, affine, meta = read_image(Path(path), series_uid=series_uid, spacing=spacing)
+    check_image_array(data)
+    return Scan.from_source(data, affine, meta)
+
+
+def check_image_array(data: np.ndarray) -> None:
+    """Refuse what cannot be measured: not 3D, fewer than 3 slices, non-finite values."""
+    if data.ndim == 4 and data.shape[3] == 1:
+        raise InputError("4D image with a single volume: squeeze it to 3D first")
+    if data.ndim != 3:
+        raise InputError(f"expected a 3D image, got {data.ndim}D with shape {tuple(data.shape)}")
+    if min(data.shape) < 3:
+        raise InputError(f"image has fewer than 3 slices along an axis (shape {tuple(data.shape)})")
+    if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
+        raise InputError("image contains non-finite values (NaN or Inf)")
+
+
+# label maps -------------------------------------------------------------------------------
+def load_labels(path: str | Path, scan: Scan, tolerance_mm: float = 0.01) -> np.ndarray:
+    """Read an integer label map or mask and return it on ``scan``'s canonical grid.
+
+    The map's grid must be the scan's grid (the same voxels in space): shape, spacing, origin
+    and direction agree within ``tolerance_mm`` (direction cosines within tolerance_mm / 100).
+    The voxel order of the file may differ (it is reoriented, not resampled).
+
+    Raises
+    ------
+    InputError
+        If the map is unreadable, not integer-valued, or its grid differs (the message names
+        the difference).
+    """
+    from .readers import read_image
+
+    data, affine, _ = read_image(Path(path))
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise InputError(f"label map {Path(path).name} is {data.ndim}D, expected 3D")
+    if np.issubdtype(data.dtype, np.floating):
+        if not np.all(np.isfinite(data)) or not np.array_equal(data, np.round(data)):
+            raise InputError(f"label map {Path(path).name} holds non-integer values")
+    labels = Scan.from_source(data, affine)
+    check_same_grid(labels, scan, tolerance_mm, what=f"label map {Path(path).name}")
+    return np.asarray(labels.data).astype(np.int32, copy=False)
+
+
+def check_same_grid(other: Scan, scan: Scan, tolerance_mm: float, what: str) -> None:
+    """Raise InputError naming the first difference between two canonical grids."""
+    if other.shape != scan.shape:
+        raise InputError(f"{what} grid differs from the image: shape {other.shape} vs {scan.shape}")
+    ds = np.abs(other.spacing - scan.spacing)
+    if ds.max() > tolerance_mm:
+        raise InputError(
+            f"{what} grid differs from the image: spacing {np.round(other.spacing, 4).tolist()} mm "
+            f"vs {np.round(scan.spacing, 4).tolist()} mm"
+        )
+    do = np.linalg.norm(other.affine[:3, 3] - scan.affine[:3, 3])
+    if do > tolerance_mm:
+        raise InputError(
+            f"{what} grid differs from the image: origin {np.round(other.affine[:3, 3], 3).tolist()} "
+            f"vs {np.round(scan.affine[:3, 3], 3).tolist()} mm ({do:.3f} mm apart)"
+        )
+    dir_other = other.affine[:3, :3] / other.spacing
+    dir_scan = scan.affine[:3, :3] / scan.spacing
+    dd = np.abs(dir_other - dir_scan).max()
+    if dd > tolerance_mm / 100:
+        raise InputError(f"{what} grid differs from the image: direction cosines differ by {dd:.2g}")
+
+
+def save_like(array: np.ndarray, scan: Scan, path: str | Path, dtype=np.uint8) -> None:
+    """Write an array on ``scan``'s canonical grid as NIfTI on the image's own grid.
+
+    The file holds the voxels in the image file's own order with its affine, so it overlays the
+    image in ITK-SNAP or 3D Slicer voxel for voxel.
+    """
+    out = nib.Nifti1Image(scan.to_source(np.asarray(array).astype(dtype)), scan.source_affine)
+    out.set_sform(scan.source_affine, code=1)
+    out.set_qform(scan.source_affine, code=1)
+    out.header.set_xyzt_units("mm")
+    nib.save(out, str(path))
