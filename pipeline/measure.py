@@ -61,8 +61,8 @@ def masks_from_labels(
         When the head label (or a required lesion label) is absent; the message lists the labels
         that are present.
     """
-    present = np.unique(labels)
-    present_list = [int(v) for v in present if v != 0]
+    present_list = present_labels(labels)
+    present = set(present_list)
     warnings: list[str] = []
     lesion = labels == lesion_label
     head = (labels == head_label) | lesion
@@ -78,6 +78,16 @@ def masks_from_labels(
     if others:
         warnings.append(f"label map values {others} are neither head nor lesion and were ignored")
     return head, lesion, warnings
+
+
+def present_labels(labels: np.ndarray) -> list[int]:
+    """Non-zero values of an integer label map, ascending (bincount: far faster than np.unique)."""
+    labels = np.asarray(labels)
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo >= 0 and hi < 1 << 16:
+        counts = np.bincount(labels.ravel(), minlength=hi + 1)
+        return [int(v) for v in np.flatnonzero(counts) if v != 0]
+    return [int(v) for v in np.unique(labels) if v != 0]
 
 
 def clip_lesion_to_head(head: np.ndarray, lesion: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, list[str]]:
