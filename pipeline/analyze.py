@@ -16,7 +16,7 @@ import numpy as np
 from . import measure
 from .config import Settings
 from .errors import InputError
-from .mesh import isotropic_reconstruction, mask_mesh, mesh_volume_mm3, write_stl
+from .mesh import isotropic_reconstructions, mask_mesh, mesh_volume_mm3, write_stl
 from .outputs import atomic_output_dir, provenance, sha256_of, write_json
 from .scan import Scan, load_labels, load_scan, save_like
 
@@ -116,12 +116,14 @@ def _reconstruct(analysis: Analysis, settings: Settings) -> None:
     """Shape-based interpolation to isotropic voxels; figures beside the voxel-count ones."""
     voxel = settings.reconstruction.voxel_mm
     affine = analysis.scan.affine
-    head_iso, head_aff = isotropic_reconstruction(analysis.head, affine, voxel)
-    lesion_iso, lesion_aff = isotropic_reconstruction(analysis.lesion & analysis.head, affine, voxel)
-    head_ml = measure.voxel_volume_ml(head_iso, head_aff)
-    lesion_ml = measure.voxel_volume_ml(lesion_iso, lesion_aff) if analysis.lesion.any() else 0.0
-    head_mesh = mask_mesh(head_iso, head_aff)
-    lesion_mesh = mask_mesh(lesion_iso, lesion_aff) if analysis.lesion.any() else mask_mesh(lesion_iso & False, lesion_aff)
+    (head_iso, lesion_iso), iso_affine = isotropic_reconstructions(
+        [analysis.head, analysis.lesion & analysis.head], affine, voxel
+    )
+    lesion_iso &= head_iso  # the lesion stays inside the head after interpolation too
+    head_ml = measure.voxel_volume_ml(head_iso, iso_affine)
+    lesion_ml = measure.voxel_volume_ml(lesion_iso, iso_affine)
+    head_mesh = mask_mesh(head_iso, iso_affine)
+    lesion_mesh = mask_mesh(lesion_iso, iso_affine)
     analysis.metrics["reconstruction"] = {
         "method": "shape-based interpolation (signed distance, trilinear, threshold 0)",
         "voxel_mm": voxel,

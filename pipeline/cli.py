@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import InputError
+from .parsing import parse_point  # noqa: F401  (used by the landmark options)
 
 LANDMARK_OPTIONS = ("--acetabular-edge", "--acetabular-roof-medial", "--lesion-seed")
 _TRIPLE = re.compile(r"^-?\d*\.?\d+(e-?\d+)?,")
@@ -23,18 +24,6 @@ _TRIPLE = re.compile(r"^-?\d*\.?\d+(e-?\d+)?,")
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, as for any bad input
         self.exit(2, f"onfh: error: {message}\n")
-
-
-def parse_point(text: str) -> tuple[float, float, float]:
-    """'X,Y,Z' in RAS mm to a tuple; InputError otherwise."""
-    parts = [p.strip() for p in str(text).split(",")]
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) != 3 or not all(v == v and abs(v) != float("inf") for v in values):
-        raise InputError(f"expected a point X,Y,Z in RAS mm, got {text!r}")
-    return values
 
 
 def _join_negative_points(argv: list[str]) -> list[str]:

@@ -101,63 +101,79 @@ def read_stl(path: str | Path) -> np.ndarray:
 def isotropic_reconstruction(
     mask: np.ndarray, affine: np.ndarray, voxel_mm: float = 0.5, margin_mm: float = 3.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Shape-based interpolation of a binary mask to isotropic voxels (Raya & Udupa 1990).
+    """Shape-based interpolation of one binary mask to isotropic voxels; see
+    :func:`isotropic_reconstructions`."""
+    (iso,), iso_affine = isotropic_reconstructions([mask], affine, voxel_mm, margin_mm)
+    return iso, iso_affine
 
-    A signed distance map (mm, positive inside, zero half-way between an inside and an outside
-    voxel centre) is computed on the original grid, resampled trilinearly onto an isotropic grid
-    with the same axis directions, and thresholded at zero. Thick slices thus give a smooth shape
-    between slices instead of a staircase.
+
+def isotropic_reconstructions(
+    masks: list[np.ndarray], affine: np.ndarray, voxel_mm: float = 0.5, margin_mm: float = 3.0
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Shape-based interpolation of binary masks to one isotropic grid (Raya & Udupa 1990).
+
+    For each mask a signed distance map (mm, positive inside, zero half-way between an inside and
+    an outside voxel centre) is computed on the original grid, resampled trilinearly onto an
+    isotropic grid with the same axis directions, and thresholded at zero. Thick slices thus give
+    a smooth shape between slices instead of a staircase. All masks share the grid (the bounding
+    box of their union plus a margin), so nested masks (lesion within head) can be intersected.
 
     Parameters
     ----------
-    mask : ndarray of bool, shape (I, J, K)
+    masks : list of ndarray of bool, each shape (I, J, K)
     affine : ndarray (4, 4)
-        Voxel index -> RAS mm of ``mask``.
+        Voxel index -> RAS mm of the masks.
     voxel_mm : float
         Isotropic voxel size of the result, mm.
     margin_mm : float
-        Empty border kept around the mask's bounding box, mm.
+        Empty border kept around the union's bounding box, mm.
 
     Returns
     -------
-    iso_mask : ndarray of bool
+    iso_masks : list of ndarray of bool
     iso_affine : ndarray (4, 4)
-        Voxel index -> RAS mm of ``iso_mask`` (the cropped, isotropic grid).
+        Voxel index -> RAS mm of the isotropic grid (cropped).
     """
-    mask = np.asarray(mask, dtype=bool)
+    masks = [np.asarray(m, dtype=bool) for m in masks]
+    union = np.logical_or.reduce(masks)
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    if not mask.any():
-        return np.zeros((1, 1, 1), dtype=bool), affine.copy()
+    if not union.any():
+        return [np.zeros((1, 1, 1), dtype=bool) for _ in masks], affine.copy()
     margin_vox = np.ceil(margin_mm / spacing).astype(int) + 1
-    lo, hi = _bbox(mask, margin=0)
+    lo, hi = _bbox(union, margin=0)
     lo = lo - margin_vox
     hi = hi + margin_vox
-    # Work on a padded crop so that the distance map sees background all round.
-    pad_lo = np.maximum(-lo, 0)
-    pad_hi = np.maximum(hi - np.array(mask.shape), 0)
-    clo = np.maximum(lo, 0)
-    chi = np.minimum(hi, mask.shape)
-    crop = np.pad(mask[clo[0]:chi[0], clo[1]:chi[1], clo[2]:chi[2]], list(zip(pad_lo, pad_hi)))
-    sdf = signed_distance(crop, spacing)
-
     # Isotropic grid tiling the crop's voxel boxes (same directions, finer steps). Its centres sit
     # half a fine voxel inside the box edges, never on the half-way points where the distance map
     # is exactly zero, so a mask that is already on the fine grid is reproduced voxel for voxel.
     steps = voxel_mm / spacing  # crop-index step per output voxel along each axis
-    n_out = np.maximum(np.floor(np.array(crop.shape) / steps + 1e-9).astype(int), 1)
+    n_out = np.maximum(np.floor((hi - lo) / steps + 1e-9).astype(int), 1)
     first = -0.5 + steps / 2
     coords = [f + np.arange(n) * s for f, n, s in zip(first, n_out, steps)]
-    iso = np.empty(tuple(n_out), dtype=bool)
-    # Slab by slab keeps memory at one output slab of coordinates.
     gi, gj = np.meshgrid(coords[0], coords[1], indexing="ij")
-    for k, ck in enumerate(coords[2]):
-        pts = np.stack([gi, gj, np.full_like(gi, ck)])
-        iso[:, :, k] = ndimage.map_coordinates(sdf, pts, order=1, mode="nearest") > 0
+    results = []
+    for mask in masks:
+        sdf = signed_distance(_crop_padded(mask, lo, hi), spacing)
+        iso = np.empty(tuple(n_out), dtype=bool)
+        # Slab by slab keeps memory at one output slab of coordinates.
+        for k, ck in enumerate(coords[2]):
+            pts = np.stack([gi, gj, np.full_like(gi, ck)])
+            iso[:, :, k] = ndimage.map_coordinates(sdf, pts, order=1, mode="nearest") > 0
+        results.append(iso)
     direction = affine[:3, :3] / spacing
     iso_affine = np.eye(4)
     iso_affine[:3, :3] = direction * voxel_mm
     iso_affine[:3, 3] = affine[:3, :3] @ (lo + first) + affine[:3, 3]
-    return iso, iso_affine
+    return results, iso_affine
+
+
+def _crop_padded(mask: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """mask[lo:hi] with zeros where the box reaches outside the array."""
+    pad_lo = np.maximum(-lo, 0)
+    pad_hi = np.maximum(hi - np.array(mask.shape), 0)
+    clo = np.maximum(lo, 0)
+    chi = np.minimum(hi, mask.shape)
+    return np.pad(mask[clo[0]:chi[0], clo[1]:chi[1], clo[2]:chi[2]], list(zip(pad_lo, pad_hi)))
 
 
 def signed_distance(mask: np.ndarray, spacing) -> np.ndarray:

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import nibabel as nib
+import numpy as np
 from nibabel import orientations as ornt
 
 from .errors import InputError
@@ -47,7 +47,7 @@ class Scan:
     meta: dict = field(default_factory=dict)
 
     @classmethod
-    def from_source(cls, data: np.ndarray, affine: np.ndarray, meta: dict | None = None) -> "Scan":
+    def from_source(cls, data: np.ndarray, affine: np.ndarray, meta: dict | None = None) -> Scan:
         """Build a Scan from an array in a file's own voxel order and its RAS affine."""
         data = np.asanyarray(data)
         affine = np.asarray(affine, dtype=np.float64)
@@ -110,7 +110,7 @@ class Scan:
         """An array in the file's own voxel order, put into this scan's canonical order."""
         return np.ascontiguousarray(ornt.apply_orientation(array, self.source_ornt))
 
-    def with_data(self, data: np.ndarray, **meta) -> "Scan":
+    def with_data(self, data: np.ndarray, **meta) -> Scan:
         """Same geometry, other voxels (e.g. a mask)."""
         if tuple(data.shape) != self.shape:
             raise ValueError(f"shape {data.shape} does not match scan {self.shape}")

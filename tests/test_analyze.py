@@ -12,7 +12,7 @@ from pipeline.analyze import run_analyze
 from pipeline.config import Settings
 from pipeline.errors import InputError
 
-from conftest import (all_axis_orders, ball_and_cap_labels, grid_affine, restore, rotation_matrix, save_nifti)
+from conftest import all_axis_orders, ball_and_cap_labels, grid_affine, restore, rotation_matrix, save_nifti
 
 CONTRACT_KEYS = {
     "schema_version", "side", "input", "head_volume_ml", "head_mesh_volume_ml", "head_center_ras_mm",

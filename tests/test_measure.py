@@ -7,7 +7,7 @@ from pipeline import measure
 from pipeline.errors import InputError
 from pipeline.mesh import mask_mesh_volume_ml
 
-from conftest import (ball_and_cap_labels, ball_volume_ml, cap_volume_ml, grid_affine, rotation_matrix)
+from conftest import ball_and_cap_labels, ball_volume_ml, cap_volume_ml, grid_affine, rotation_matrix
 
 SPACINGS = [(1.0, 1.0, 1.0), (0.7, 0.7, 3.5), (0.5, 0.5, 0.5), (0.9, 3.0, 0.9)]
 

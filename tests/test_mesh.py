@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 
 from pipeline import measure
-from pipeline.mesh import (isotropic_reconstruction, mask_mesh, mesh_area_mm2, mesh_volume_mm3, read_stl,
-                           signed_distance, write_stl)
+from pipeline.mesh import (
+    isotropic_reconstruction,
+    mask_mesh,
+    mesh_area_mm2,
+    mesh_volume_mm3,
+    read_stl,
+    signed_distance,
+    write_stl,
+)
 
 from conftest import ball_and_cap_labels, ball_volume_ml, grid_affine, rotation_matrix
 
