@@ -22,11 +22,12 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
-import numpy as np
 import nibabel as nib
+import numpy as np
 
 from .errors import InputError
 
@@ -139,7 +140,9 @@ def read_nifti(path: Path, spacing=None):
             ) from None
         caught = [one_line(r.message) for r in records]
     if data.dtype.fields is not None or np.iscomplexobj(data):
-        raise InputError(f"{path.name} holds {data.dtype} voxels (colour or complex); expected one real value per voxel")
+        raise InputError(
+            f"{path.name} holds {data.dtype} voxels (colour or complex); expected one real value per voxel"
+        )
     affine = np.asarray(img.affine, dtype=np.float64)
     header = img.header
     meta_warnings = [f"nibabel: {w}" for w in caught if w]
@@ -253,6 +256,11 @@ class _Captured:
     text = ""
 
 
+# File descriptor 2 is process-wide: two threads redirecting it at once could leave it pointing
+# at a closed temporary file, so redirections take turns.
+_STDERR_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def capture_native_stderr():
     """Capture what C/C++ libraries (ITK's MetaIO, GDCM) write to file descriptor 2.
@@ -261,12 +269,19 @@ def capture_native_stderr():
     there, bypassing Python. The captured text is offered to the caller as ``.text``.
     """
     captured = _Captured()
-    try:
-        fd = 2
-        saved = os.dup(fd)
-    except OSError:  # no usable stderr (e.g. some embedded interpreters): nothing to capture
-        yield captured
-        return
+    with _STDERR_LOCK:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no usable stderr (e.g. some embedded interpreters): nothing to capture
+            yield captured
+            return
+        with _redirected(saved, captured):
+            yield captured
+
+
+@contextlib.contextmanager
+def _redirected(saved: int, captured: _Captured):
+    fd = 2
     with tempfile.TemporaryFile() as tmp:
         try:
             sys.stderr.flush()

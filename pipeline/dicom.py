@@ -1,0 +1,782 @@
+"""DICOM series (classic one-slice-per-file) and Enhanced multi-frame DICOM, with exact geometry.
+
+The affine is built here from the headers, not delegated to a library, so that every refusal can
+say what is wrong with the stack:
+
+- in-plane axes from ImageOrientationPatient (row direction = along a row, i.e. increasing
+  column index; column direction = down a column, increasing row index);
+- PixelSpacing = [spacing between rows, spacing between columns] (mm). The array index i runs
+  along the row direction (columns of the image), so it takes PixelSpacing[1]; j takes [0];
+- slices sorted by their position along the slice normal n = row x column, the third axis is
+  n times the (checked even) slice step, the origin is the first sorted slice's
+  ImagePositionPatient;
+- everything is LPS, converted to RAS once at the end.
+
+The array is (columns, rows, slices): ``pixel_array`` (rows, columns) transposed per slice.
+RescaleSlope/RescaleIntercept (classic or per-frame PixelValueTransformationSequence) are applied.
+
+Headers are read with ``stop_before_pixels`` for grouping and checking; pixels are read only for
+the chosen series. Patient-identifying fields are never copied into ``meta``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .readers import LPS_TO_RAS, SHEAR_COS_TOLERANCE, capture_native_stderr, itk_reason, one_line
+
+# Direction cosines closer than this (per component) are one orientation: rounding in the
+# header is ~1e-6; two deliberate stacks differ by far more.
+ORIENTATION_TOLERANCE = 1e-4
+# Slices closer than this along the normal are "at the same position" (a repeated stack).
+SAME_POSITION_MM = 0.01
+# A slice step may differ from the median step by max(abs, rel * median): header positions are
+# rounded to ~1e-3 mm by some vendors; a missing slice doubles the step.
+STEP_TOLERANCE_MM = 0.01
+STEP_TOLERANCE_REL = 0.01
+# In-plane drift of the stack (gantry tilt) allowed, as a fraction of the smallest pixel: below it,
+# stacking the slices orthogonally misplaces no voxel by more than a tenth of its size.
+TILT_TOLERANCE_PIXELS = 0.1
+
+ENHANCED_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR
+    "1.2.840.10008.5.1.4.1.1.4.3",  # Enhanced MR Color
+    "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR
+    "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT
+    "1.2.840.10008.5.1.4.1.1.2.2",  # Legacy Converted Enhanced CT
+    "1.2.840.10008.5.1.4.1.1.130",  # Enhanced PET
+    "1.2.840.10008.5.1.4.1.1.128.1",  # Legacy Converted Enhanced PET
+}
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+# Tags that tell repeated images at one position apart (multi-echo, phases, repeats).
+REPEAT_TAGS = (
+    "EchoNumbers",
+    "EchoTime",
+    "EffectiveEchoTime",
+    "InversionTime",
+    "TriggerTime",
+    "TemporalPositionIdentifier",
+    "TemporalPositionIndex",
+    "AcquisitionNumber",
+    "StackID",
+    "DiffusionBValue",
+    "ImageType",
+)
+
+
+class GeometryError(InputError):
+    """A DICOM stack that is not one measurable volume; ``short`` is a few words for listings."""
+
+    def __init__(self, message: str, short: str):
+        super().__init__(message)
+        self.short = short
+
+
+@dataclass
+class _File:
+    path: Path
+    ds: object  # pydicom Dataset, header only
+
+    @property
+    def series_uid(self) -> str:
+        return str(self.ds.get("SeriesInstanceUID", "") or "")
+
+
+@dataclass
+class _Frame:
+    file: _File
+    index: int | None  # frame index in a multi-frame file (0-based), None for a classic file
+    label: str
+    item: object | None  # the per-frame functional group item, if any
+    ipp: np.ndarray | None
+    iop: np.ndarray | None
+    pixel_spacing: np.ndarray | None
+    rows: int
+    cols: int
+    slope: float
+    intercept: float
+    thickness: float | None
+    sort_key: tuple
+    legacy_multiframe: bool = False  # multi-frame without functional groups: no per-frame geometry
+
+
+@dataclass
+class _Stack:
+    order: list[int]
+    affine: np.ndarray  # RAS
+    warnings: list[str]
+    step_mm: float | None
+
+
+# entry point ------------------------------------------------------------------------------
+def read_dicom(path: Path, series_uid: str | None = None, spacing=None):
+    """Read a DICOM series (folder, or one file of it) or an Enhanced multi-frame file.
+
+    Parameters
+    ----------
+    path : Path
+        A folder of DICOM files, or one file; for a file, the other files of the same series in
+        its folder are read too.
+    series_uid : str, optional
+        SeriesInstanceUID to pick when the folder holds several series.
+    spacing : tuple of 3 floats, optional
+        Voxel size (mm) for headers without geometry; an axis-aligned affine is then built and
+        a warning added. Ignored (with a warning) when the header has geometry.
+
+    Returns
+    -------
+    data : ndarray, shape (columns, rows, slices)
+        Rescaled voxel values.
+    affine : ndarray, shape (4, 4)
+        Voxel index -> RAS mm.
+    meta : dict
+        ``format`` ("dicom" or "dicom-enhanced"), ``path``, ``warnings``, ``series_uid``,
+        ``series_description``, ``series_number``, ``modality``, ``n_files``, ``n_slices`` and,
+        ``files`` (paths of the files read, sorted) and, when present, ``slice_thickness_mm``,
+        ``slice_gap_mm``, ``manufacturer``, ``model``.
+
+    Raises
+    ------
+    InputError
+        Not DICOM, several series without a choice, or a stack that is not one evenly spaced,
+        untilted, single-orientation volume with geometry (one-line message).
+    """
+    # pydicom converts header values lazily and warns about malformed ones on access; those
+    # warnings are noise next to our own checks (and the CLI promises a one-line error).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _read_dicom(Path(path), series_uid, spacing)
+
+
+def _read_dicom(path: Path, series_uid, spacing):
+    notes: list[str] = []
+    if path.is_dir():
+        files, skipped = _scan_folder(path)
+        if not files:
+            subdirs = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+            hint = f" (it has {len(subdirs)} sub-folder(s): pass the one holding the series)" if subdirs else ""
+            raise InputError(f"no DICOM images in folder {path.name}{hint}")
+        if skipped:
+            notes.append(f"{skipped} file(s) in {path.name} are not DICOM images and were ignored")
+        groups = _group(files)
+        uid = _choose_series(groups, series_uid, path.name, spacing, notes)
+        chosen = groups[uid]
+    else:
+        ds, reason = _read_header(path)
+        if ds is None:
+            raise InputError(f"{path.name} is not a readable image ({reason}); supported: .nii, .nii.gz, "
+                             ".nrrd, .nhdr, .mha, .mhd, or DICOM (a series folder or one of its files)")
+        first = _File(path, ds)
+        if series_uid is not None and first.series_uid != series_uid:
+            raise InputError(
+                f"{path.name} belongs to series {first.series_uid or '(no SeriesInstanceUID)'}, "
+                f"not to the requested {series_uid}"
+            )
+        others, _ = _scan_folder(path.parent, skip=path)
+        chosen = [first] + [f for f in others if f.series_uid == first.series_uid and first.series_uid]
+    chosen = _dedupe(chosen, notes)
+    frames = _frames(chosen)
+    name = _series_name(chosen)
+    stack = _stack(frames, name, spacing)
+    data = _pixels(frames, stack.order, name, notes)
+    meta = _meta(path, chosen, frames, stack, notes + stack.warnings)
+    return data, stack.affine, meta
+
+
+# files and series --------------------------------------------------------------------------
+def _read_header(path: Path):
+    """(header dataset, None) for a DICOM image file, else (None, reason)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        forced = False
+        try:
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        except InvalidDicomError:
+            forced = True
+            # Old files without the 128-byte preamble are still DICOM; force, then insist on
+            # image attributes so that random files are not mistaken for images.
+            try:
+                ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+            except Exception as exc:
+                return None, f"unreadable: {one_line(exc, 120) or type(exc).__name__}"
+        except Exception as exc:
+            return None, f"unreadable or truncated header: {one_line(exc, 120) or type(exc).__name__}"
+        try:
+            sop = str(ds.get("SOPClassUID", "") or getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", ""))
+            rows = int(ds.get("Rows", 0) or 0)
+            cols = int(ds.get("Columns", 0) or 0)
+        except Exception:
+            return None, "no readable image attributes"
+    if sop == DICOMDIR_SOP_CLASS:
+        return None, "a DICOMDIR index, not an image"
+    if rows <= 0 or cols <= 0:
+        if forced:
+            return None, "not a DICOM file"
+        modality = str(ds.get("Modality", "") or "")
+        return None, f"a DICOM {modality + ' ' if modality else ''}object without image rows/columns"
+    return ds, None
+
+
+def _scan_folder(folder: Path, skip: Path | None = None) -> tuple[list[_File], int]:
+    """DICOM image headers of the regular, non-hidden files directly in ``folder``, by name."""
+    files, skipped = [], 0
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or p.name.startswith(".") or (skip is not None and p.name == skip.name):
+            continue
+        if p.stat().st_size == 0:
+            skipped += 1
+            continue
+        ds, _ = _read_header(p)
+        if ds is None:
+            skipped += 1
+        else:
+            files.append(_File(p, ds))
+    return files, skipped
+
+
+def _group(files: list[_File]) -> dict[str, list[_File]]:
+    groups: dict[str, list[_File]] = {}
+    for f in files:
+        groups.setdefault(f.series_uid, []).append(f)
+    return groups
+
+
+def _choose_series(groups, series_uid, folder_name, spacing, notes) -> str:
+    """The SeriesInstanceUID to read: the requested one, the only one, or the only 3D one."""
+    if series_uid is not None:
+        if series_uid in groups:
+            return series_uid
+        raise InputError(
+            f"no series with SeriesInstanceUID {series_uid} in {folder_name}; it holds "
+            f"{_listing(groups, spacing)}"
+        )
+    if len(groups) == 1:
+        return next(iter(groups))
+    volumes = [uid for uid in groups if _is_volume(groups[uid], spacing)]
+    if len(volumes) == 1:
+        others = len(groups) - 1
+        notes.append(
+            f"folder {folder_name} holds {len(groups)} series; read the only 3D volume "
+            f"{_describe(volumes[0], groups[volumes[0]])} and ignored {others} other(s)"
+        )
+        return volumes[0]
+    which = "none of them is a single 3D volume" if not volumes else f"{len(volumes)} are 3D volumes"
+    raise InputError(
+        f"{folder_name} holds {len(groups)} DICOM series and {which}: {_listing(groups, spacing)} "
+        "- pass one series' own folder or one of its files, or choose it with --series SERIES_UID"
+    )
+
+
+def _is_volume(files: list[_File], spacing) -> bool:
+    try:
+        _stack(_frames(_dedupe(files, [])), "", spacing)
+    except InputError:
+        return False
+    return True
+
+
+def _describe(uid: str, files: list[_File]) -> str:
+    ds = files[0].ds
+    desc = _clean(ds.get("SeriesDescription", "")) or "(no description)"
+    n_frames = sum(_n_frames(f.ds) for f in files)
+    size = f"{int(ds.get('Columns', 0))}x{int(ds.get('Rows', 0))}x{n_frames}"
+    return f'"{desc}" ({len(files)} file{"s" if len(files) != 1 else ""}, {size}, SeriesInstanceUID {uid or "(none)"})'
+
+
+def _listing(groups, spacing, limit: int = 12) -> str:
+    parts = []
+    for uid, files in list(groups.items())[:limit]:
+        reason = ""
+        try:
+            _stack(_frames(_dedupe(files, [])), "", spacing)
+        except GeometryError as exc:
+            reason = f" [not a volume: {exc.short}]"
+        except InputError:
+            reason = " [not a volume]"
+        parts.append(_describe(uid, files) + reason)
+    if len(groups) > limit:
+        parts.append(f"and {len(groups) - limit} more")
+    return "; ".join(parts)
+
+
+def _dedupe(files: list[_File], notes: list[str]) -> list[_File]:
+    """One file per SOPInstanceUID: copies of an image (or re-encodings of it) count once."""
+    seen, kept, dropped = set(), [], 0
+    for f in files:
+        sop = str(f.ds.get("SOPInstanceUID", "") or "")
+        if sop and sop in seen:
+            dropped += 1
+            continue
+        seen.add(sop)
+        kept.append(f)
+    if dropped:
+        notes.append(f"{dropped} file(s) repeat an image already read (same SOPInstanceUID) and were ignored")
+    return kept
+
+
+def _series_name(files: list[_File]) -> str:
+    desc = _clean(files[0].ds.get("SeriesDescription", ""))
+    if len(files) == 1:
+        return f'DICOM file {files[0].path.name}' + (f' (series "{desc}")' if desc else "")
+    return f'DICOM series "{desc}"' if desc else f"DICOM series in {files[0].path.parent.name}"
+
+
+def _clean(value, limit: int = 64) -> str:
+    return one_line("".join(ch if ch.isprintable() else " " for ch in str(value or "")), limit)
+
+
+# frames -----------------------------------------------------------------------------------
+def _n_frames(ds) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _floats(value, n: int) -> np.ndarray | None:
+    """``value`` as n finite floats, or None when absent or malformed."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, (str, bytes, int, float)) else list(value)
+    try:
+        arr = np.array([float(v) for v in items], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
+        return None
+    return arr
+
+
+def _float(value, default):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return default
+    return v if np.isfinite(v) else default
+
+
+def _group_value(item, shared, sequence: str, keyword: str):
+    """``keyword`` from a functional-group ``sequence``: per-frame item first, then shared."""
+    for group in (item, shared):
+        if group is None:
+            continue
+        seq = group.get(sequence)
+        if seq is not None and len(seq) > 0 and keyword in seq[0]:
+            value = seq[0].get(keyword)
+            if value is not None and value != "":
+                return value
+    return None
+
+
+def _frames(files: list[_File]) -> list[_Frame]:
+    """One entry per 2D image: each classic file, each frame of a multi-frame file."""
+    frames: list[_Frame] = []
+    instance_counts = Counter(str(f.ds.get("InstanceNumber", "")) for f in files)
+    for f in files:
+        ds = f.ds
+        rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+        top_slope = _float(ds.get("RescaleSlope", 1.0), 1.0)
+        top_intercept = _float(ds.get("RescaleIntercept", 0.0), 0.0)
+        instance = ds.get("InstanceNumber")
+        inst_key = _float(instance, float("inf"))
+        n = _n_frames(ds)
+        per = ds.get("PerFrameFunctionalGroupsSequence")
+        shared_seq = ds.get("SharedFunctionalGroupsSequence")
+        shared = shared_seq[0] if shared_seq is not None and len(shared_seq) > 0 else None
+        if per is not None or shared is not None:
+            for i in range(n):
+                item = per[i] if per is not None and i < len(per) else None
+                label = f"frame {i + 1}" + (f" of {f.path.name}" if len(files) > 1 else "")
+                ps = _group_value(item, shared, "PixelMeasuresSequence", "PixelSpacing")
+                frames.append(_Frame(
+                    file=f, index=i, label=label, item=item,
+                    ipp=_floats(_group_value(item, shared, "PlanePositionSequence", "ImagePositionPatient"), 3),
+                    iop=_floats(_group_value(item, shared, "PlaneOrientationSequence", "ImageOrientationPatient"), 6),
+                    pixel_spacing=_floats(ps if ps is not None else ds.get("PixelSpacing"), 2),
+                    rows=rows, cols=cols,
+                    slope=_float(_group_value(item, shared, "PixelValueTransformationSequence", "RescaleSlope"),
+                                 top_slope),
+                    intercept=_float(_group_value(item, shared, "PixelValueTransformationSequence",
+                                                  "RescaleIntercept"), top_intercept),
+                    thickness=_float(_group_value(item, shared, "PixelMeasuresSequence", "SliceThickness"), None),
+                    sort_key=(inst_key, f.path.name, i),
+                ))
+        else:
+            # Classic file; a multi-frame file without functional groups has no per-frame
+            # position, so its frames carry no geometry (only the top-level pixel spacing).
+            single = n == 1
+            if single:
+                unique = instance is not None and instance_counts[str(instance)] == 1
+                label = f"instance {instance}" if unique else f"file {f.path.name}"
+            for i in range(n):
+                if not single:
+                    label = f"frame {i + 1}" + (f" of {f.path.name}" if len(files) > 1 else "")
+                frames.append(_Frame(
+                    file=f, index=None if single else i, label=label, item=None,
+                    ipp=_floats(ds.get("ImagePositionPatient"), 3) if single else None,
+                    iop=_floats(ds.get("ImageOrientationPatient"), 6) if single else None,
+                    pixel_spacing=_floats(ds.get("PixelSpacing"), 2),
+                    rows=rows, cols=cols, slope=top_slope, intercept=top_intercept,
+                    thickness=_float(ds.get("SliceThickness"), None),
+                    sort_key=(inst_key, f.path.name, i), legacy_multiframe=not single,
+                ))
+    return frames
+
+
+def _frame_value(frame: _Frame, keyword: str):
+    """A per-frame attribute (searched one sequence level deep), else the file's top level."""
+    if frame.item is not None:
+        for elem in frame.item:
+            if elem.VR == "SQ" and len(elem.value) > 0 and keyword in elem.value[0]:
+                return elem.value[0].get(keyword)
+    return frame.file.ds.get(keyword)
+
+
+# geometry ---------------------------------------------------------------------------------
+def _stack(frames: list[_Frame], name: str, spacing) -> _Stack:
+    """Check the frames form one volume and return their order and the RAS affine."""
+    n = len(frames)
+    if n < 3:
+        what = "1 slice: a 2D image" if n == 1 else f"only {n} slices"
+        raise GeometryError(f"{name} has {what}, not a volume (at least 3 slices are needed)",
+                            f"{n} slice{'s' if n != 1 else ''}")
+    samples = {int(f.file.ds.get("SamplesPerPixel", 1) or 1) for f in frames}
+    photometric = {str(f.file.ds.get("PhotometricInterpretation", "") or "") for f in frames}
+    if max(samples) > 1 or "PALETTE COLOR" in photometric:
+        raise GeometryError(f"{name} is a colour image ({', '.join(sorted(photometric))}); "
+                            "expected one grey value per voxel", "colour")
+    sizes = Counter((f.cols, f.rows) for f in frames)
+    if len(sizes) > 1:
+        desc = ", ".join(f"{c}x{r} ({k})" for (c, r), k in sizes.most_common())
+        raise GeometryError(f"{name} mixes image sizes {desc}: not one volume", "mixed sizes")
+    order = sorted(range(n), key=lambda i: frames[i].sort_key)
+    missing = [tag for tag, attr in (("ImagePositionPatient", "ipp"), ("ImageOrientationPatient", "iop"),
+                                     ("PixelSpacing", "pixel_spacing"))
+               if any(getattr(frames[i], attr) is None for i in order)]
+    if missing:
+        legacy = [f for f in frames if f.legacy_multiframe]
+        top = [t for t in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+               if legacy and t in legacy[0].file.ds]
+        if legacy and top:
+            absent = (f"no per-frame geometry (a multi-frame image without functional groups; its top-level "
+                      f"{' / '.join(top)} cannot place each frame)")
+        elif legacy:
+            absent = ("no ImagePositionPatient / ImageOrientationPatient / PixelSpacing in its header "
+                      "(no functional groups, nothing at top level)")
+        else:
+            absent = f"no {' / '.join(missing)} in its header (per-frame or shared)"
+        if spacing is None:
+            raise GeometryError(
+                f"{name} has {absent}: no geometry, "
+                "no millimetres - refusing to measure; if you know the voxel size, state it with "
+                "--spacing SX,SY,SZ (mm) to read it on an axis-aligned grid",
+                "no geometry")
+        affine = np.diag([*spacing, 1.0])
+        note = (f"no geometry in the header of {name}: voxel size {spacing[0]:g} x {spacing[1]:g} x "
+                f"{spacing[2]:g} mm as stated by the user, slices in instance/frame order, slice spacing not "
+                "checked; orientation and origin are unknown (axis-aligned grid at 0: left/right and other "
+                "anatomical directions are not known)")
+        return _Stack(order, affine, [note], None)
+
+    _check_orientations(frames, name)
+    iop = np.mean([f.iop for f in frames], axis=0)
+    row, col = iop[:3], iop[3:]
+    for label, vec in (("row", row), ("column", col)):
+        if abs(np.linalg.norm(vec) - 1.0) > 1e-2:
+            raise GeometryError(f"{name} has an invalid ImageOrientationPatient ({label} direction of length "
+                                f"{np.linalg.norm(vec):.3f}, not 1)", "invalid orientation")
+    row, col = row / np.linalg.norm(row), col / np.linalg.norm(col)
+    cos = float(row @ col)
+    if abs(cos) > SHEAR_COS_TOLERANCE:
+        raise GeometryError(f"{name} has row and column directions at {np.degrees(np.arccos(cos)):.2f} deg, "
+                            "not 90 (sheared pixels)", "sheared pixels")
+    spacings = np.array([f.pixel_spacing for f in frames])
+    if np.any(spacings <= 0):
+        raise GeometryError(f"{name} has a non-positive PixelSpacing", "invalid pixel spacing")
+    if np.ptp(spacings, axis=0).max() > 1e-4 * spacings.max():
+        values = sorted({tuple(np.round(s, 5)) for s in spacings})
+        raise GeometryError(f"{name} mixes pixel spacings {values} mm: not one volume", "mixed pixel spacing")
+    pixel_spacing = spacings.mean(axis=0)
+    normal = np.cross(row, col)
+    normal /= np.linalg.norm(normal)
+
+    # Sort along the normal; the stable sort keeps instance order among equal positions.
+    ipp = np.array([frames[i].ipp for i in order])
+    d = ipp @ normal
+    along = np.argsort(d, kind="stable")
+    order = [order[i] for i in along]
+    ipp, d = ipp[along], d[along]
+    steps = np.diff(d)
+
+    if np.any(steps < SAME_POSITION_MM):
+        _refuse_repeats(frames, order, steps, name)
+
+    # Gantry tilt: how far the slices slide in-plane as they step along the normal. A constant
+    # slide per mm of depth is a tilt (angle from its least-squares slope); anything else is a
+    # stack whose slices are shifted in-plane.
+    rel = ipp - ipp[0]
+    depth = d - d[0]
+    inplane = rel - np.outer(depth, normal)
+    drift = np.linalg.norm(inplane, axis=1)
+    tolerance = TILT_TOLERANCE_PIXELS * pixel_spacing.min()
+    tilted = drift.max() > tolerance
+    slide = (depth @ inplane) / (depth @ depth)  # in-plane mm per mm along the normal
+    tilt_deg = float(np.degrees(np.arctan(np.linalg.norm(slide))))
+    shifted = np.linalg.norm(inplane - np.outer(depth, slide), axis=1).max() > tolerance
+    tilt_note = ""
+    if tilted:
+        tilt_note = (f"; the slices are also shifted in-plane by up to {drift.max():.2f} mm" if shifted
+                     else f"; the slices are also tilted {tilt_deg:.1f} deg (gantry tilt)")
+
+    median = float(np.median(steps))
+    tol = max(STEP_TOLERANCE_MM, STEP_TOLERANCE_REL * median)
+    uneven = np.abs(steps - median) > tol
+    if np.any(uneven):
+        k = int(np.argmax(np.abs(steps - median)))
+        a, b = frames[order[k]], frames[order[k + 1]]
+        ratio = steps[k] / median
+        if ratio > 1.5 and abs(ratio - round(ratio)) < 0.1:
+            missing = round(ratio) - 1
+            what = f"a gap (about {missing} slice{'s' if missing != 1 else ''} missing)"
+        else:
+            what = "uneven slice spacing"
+        count = f" ({int(uneven.sum())} uneven steps; the largest shown)" if uneven.sum() > 1 else ""
+        raise GeometryError(
+            f"{name} has {what}{count}: {a.label} and {b.label} are {steps[k]:.3f} mm apart where the "
+            f"other slices are {median:.3f} mm apart (ImagePositionPatient {_fmt(a.ipp)} and {_fmt(b.ipp)} mm, "
+            f"LPS){tilt_note}; refusing to stack unevenly spaced slices as one volume",
+            "missing slices" if "gap" in what else "uneven spacing")
+    step = float((d[-1] - d[0]) / (n - 1))
+    residual = np.abs(d - (d[0] + step * np.arange(n)))
+    if residual.max() > max(STEP_TOLERANCE_MM, 0.05 * step):
+        k = int(np.argmax(residual))
+        raise GeometryError(
+            f"{name} has uneven slice spacing: {frames[order[k]].label} lies {residual[k]:.3f} mm off an even "
+            f"grid of {step:.3f} mm steps{tilt_note}; refusing to stack unevenly spaced slices as one volume",
+            "uneven spacing")
+    if tilted:
+        tag = frames[order[0]].file.ds.get("GantryDetectorTilt")
+        stated = f", GantryDetectorTilt {float(tag):g} deg" if _float(tag, 0.0) != 0.0 else ""
+        if shifted:
+            k = int(np.argmax(drift))
+            raise GeometryError(
+                f"{name} has slices shifted in-plane: {frames[order[k]].label} is {drift[k]:.2f} mm off the line "
+                "through the first slice along the slice normal (not a constant tilt), so the images do not stack "
+                "into one orthogonal volume", "slices shifted in-plane")
+        raise GeometryError(
+            f"{name} has gantry tilt: the slices are tilted {tilt_deg:.1f} deg (each slice shifted "
+            f"{np.linalg.norm(slide) * step:.3f} mm in-plane per {step:.3f} mm step{stated}), so they are not "
+            "perpendicular to the in-plane axes; stacking them as orthogonal would distort every measurement "
+            "- resample to an orthogonal grid first (e.g. dcm2niix corrects gantry tilt)",
+            f"gantry tilt {tilt_deg:.1f} deg")
+
+    lps = np.eye(4)
+    lps[:3, 0] = row * pixel_spacing[1]
+    lps[:3, 1] = col * pixel_spacing[0]
+    lps[:3, 2] = normal * step
+    lps[:3, 3] = ipp[0]
+    notes = []
+    if spacing is not None:
+        notes.append("stated spacing ignored: the DICOM header gives the voxel geometry")
+    return _Stack(order, LPS_TO_RAS @ lps, notes, step)
+
+
+def _check_orientations(frames: list[_Frame], name: str) -> None:
+    clusters: list[list] = []  # [representative iop, count]
+    for f in frames:
+        for c in clusters:
+            if np.abs(c[0] - f.iop).max() <= ORIENTATION_TOLERANCE:
+                c[1] += 1
+                break
+        else:
+            clusters.append([f.iop, 1])
+    if len(clusters) == 1:
+        return
+    desc = " and ".join(
+        f"{count} {_plane(iop)} slice{'s' if count != 1 else ''} (IOP {_fmt(iop, 3)})" for iop, count in clusters
+    )
+    raise GeometryError(
+        f"{name} mixes {len(clusters)} slice orientations: {desc} - e.g. a localizer or several stacks under "
+        "one SeriesInstanceUID; export each stack as its own series", f"{len(clusters)} orientations")
+
+
+def _plane(iop: np.ndarray) -> str:
+    normal = np.cross(iop[:3], iop[3:])
+    axis = int(np.argmax(np.abs(normal)))
+    return "near-" + ("sagittal", "coronal", "axial")[axis]
+
+
+def _refuse_repeats(frames, order, steps, name) -> None:
+    groups, current = [], [order[0]]
+    for i, s in enumerate(steps):
+        if s < SAME_POSITION_MM:
+            current.append(order[i + 1])
+        else:
+            groups.append(current)
+            current = [order[i + 1]]
+    groups.append(current)
+    largest = max(groups, key=len)
+    differ = []
+    for tag in REPEAT_TAGS:
+        values = {str(_frame_value(frames[i], tag)) for i in largest}
+        if len(values) > 1:
+            differ.append(tag)
+    why = f"; they differ in {', '.join(differ)}" if differ else ""
+    raise GeometryError(
+        f"{name} is not one volume: its {len(frames)} images lie at only {len(groups)} distinct slice "
+        f"position{'s' if len(groups) != 1 else ''} (up to {len(largest)} images at the same position{why}) - "
+        "a multi-echo, multi-phase, time-series or repeated stack in one series; export the echo or phase "
+        "you want as its own series", "repeated positions")
+
+
+def _fmt(values, digits: int = 2) -> str:
+    return "(" + ", ".join(f"{v:.{digits}f}" for v in np.asarray(values, dtype=float)) + ")"
+
+
+# pixels -----------------------------------------------------------------------------------
+def _pixels(frames: list[_Frame], order: list[int], name: str, notes: list[str]) -> np.ndarray:
+    """Stack the frames in ``order`` as (columns, rows, slices) with the rescale applied.
+
+    Built as (slices, rows, columns), where filling and rescaling run over contiguous planes,
+    and returned as its transposed view; :class:`pipeline.scan.Scan` makes it contiguous.
+    """
+    planes: list[np.ndarray | None] = [None] * len(order)
+    slopes = np.array([frames[i].slope for i in order], dtype=np.float64)
+    intercepts = np.array([frames[i].intercept for i in order], dtype=np.float64)
+    position = {idx: k for k, idx in enumerate(order)}
+    by_file: dict[Path, list[int]] = {}
+    for idx in order:
+        by_file.setdefault(frames[idx].file.path, []).append(idx)
+    for path, idxs in by_file.items():
+        pixels, rescaled = _file_pixels(frames[idxs[0]].file, notes)
+        if rescaled:
+            # SimpleITK/GDCM already applied the file's rescale; it applies one pair per file.
+            pairs = {(frames[i].slope, frames[i].intercept) for i in idxs}
+            if len(pairs) > 1:
+                raise InputError(f"cannot decode {path.name} with per-frame rescaling (install pylibjpeg "
+                                 "or gdcm for pydicom)")
+            for i in idxs:
+                slopes[position[i]], intercepts[position[i]] = 1.0, 0.0
+        for i in idxs:
+            f = frames[i]
+            plane = pixels if f.index is None else (pixels[f.index] if pixels.ndim == 3 else None)
+            if plane is None or plane.shape != (f.rows, f.cols):
+                got = None if plane is None else plane.shape
+                raise InputError(f"pixel data of {path.name} ({f.label}) has shape {got}, header says "
+                                 f"{f.rows}x{f.cols}: damaged file")
+            planes[position[i]] = plane
+    raw = np.stack(planes)
+    if not raw.dtype.isnative:  # big-endian files: keep the values, use the machine's byte order
+        raw = raw.astype(raw.dtype.newbyteorder("="))
+    if np.all(slopes == 1.0) and np.all(intercepts == 0.0):
+        out = raw
+    elif np.all(slopes == 1.0) and np.all(intercepts == np.round(intercepts)) and raw.dtype.kind in "iu":
+        out = raw.astype(np.int32) + intercepts.astype(np.int32)[:, None, None]
+    else:
+        # float64 arithmetic per plane, float32 storage: exact enough for any 16-bit scanner value.
+        out = np.empty(raw.shape, dtype=np.float32)
+        for k in range(raw.shape[0]):
+            out[k] = raw[k] * slopes[k] + intercepts[k]
+    return out.transpose(2, 1, 0)
+
+
+def _file_pixels(file: _File, notes: list[str]) -> tuple[np.ndarray, bool]:
+    """The pixel array of one file: (frames, rows, cols) or (rows, cols); True if already rescaled.
+
+    Only the pixel element is read again (the header is already parsed; re-parsing the
+    functional groups of a large Enhanced file costs more than its pixels). pydicom decodes what
+    its installed plugins can; compressed syntaxes it cannot decode (e.g. JPEG lossless or
+    JPEG-LS without pylibjpeg) fall back to SimpleITK's GDCM, which applies the rescale itself.
+    """
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    pixel_tags = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            pix = pydicom.dcmread(str(file.path), specific_tags=list(pixel_tags), force=True)
+        except Exception as exc:
+            raise InputError(f"cannot read {file.path.name}: {one_line(exc) or type(exc).__name__}") from None
+        present = [tag for tag in pixel_tags if tag in pix]
+        if not present:
+            raise InputError(f"{file.path.name} has no pixel data (truncated or not an image)")
+        ds = Dataset(file.ds)
+        if hasattr(file.ds, "file_meta"):
+            ds.file_meta = file.ds.file_meta
+        ds[present[0]] = pix[present[0]]
+        try:
+            return np.asarray(ds.pixel_array), False
+        except Exception as exc:
+            first_error = exc
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if syntax is None or not syntax.is_compressed:
+        raise InputError(f"cannot read pixel data of {file.path.name} (truncated or damaged?): "
+                         f"{one_line(first_error) or type(first_error).__name__}")
+    import SimpleITK as sitk
+
+    with capture_native_stderr():
+        try:
+            img = sitk.ReadImage(str(file.path))
+        except RuntimeError as exc:
+            raise InputError(f"cannot decode pixel data of {file.path.name} ({syntax.name}): pydicom: "
+                             f"{one_line(first_error, 120)}; SimpleITK: {itk_reason(exc)}") from None
+    arr = sitk.GetArrayFromImage(img)  # (frames, rows, cols)
+    if _n_frames(ds) == 1 and "PerFrameFunctionalGroupsSequence" not in ds:
+        arr = arr.reshape(arr.shape[-2:])
+    note = f"pixel data in {syntax.name} decoded by SimpleITK (GDCM): pydicom has no decoder installed for it"
+    if note not in notes:
+        notes.append(note)
+    return arr, True
+
+
+# meta -------------------------------------------------------------------------------------
+def _meta(path: Path, files: list[_File], frames: list[_Frame], stack: _Stack, notes: list[str]) -> dict:
+    """Series facts for ``meta``: an explicit whitelist, so no identifying field can slip in."""
+    ds = files[0].ds
+    enhanced = any(
+        str(f.ds.get("SOPClassUID", "")) in ENHANCED_SOP_CLASSES or "PerFrameFunctionalGroupsSequence" in f.ds
+        for f in files
+    )
+    meta = {
+        "format": "dicom-enhanced" if enhanced else "dicom",
+        "path": str(path),
+        "warnings": list(notes),
+        "series_uid": str(ds.get("SeriesInstanceUID", "") or ""),
+        "series_description": _clean(ds.get("SeriesDescription", ""), 200),
+        "series_number": _int_or_none(ds.get("SeriesNumber")),
+        "modality": str(ds.get("Modality", "") or ""),
+        "n_files": len(files),
+        "n_slices": len(stack.order),
+        # The files actually read, so that callers can fingerprint exactly this series.
+        "files": sorted(str(f.path) for f in files),
+    }
+    thickness = frames[stack.order[0]].thickness
+    if thickness is not None:
+        meta["slice_thickness_mm"] = float(thickness)
+        if stack.step_mm is not None and stack.step_mm - thickness > STEP_TOLERANCE_MM:
+            # Not a warning: gaps are routine in 2D MR; volumes interpolate across them.
+            meta["slice_gap_mm"] = round(float(stack.step_mm - thickness), 4)
+    if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+        meta["warnings"].append("MONOCHROME1: viewers show these values inverted; the stored values are kept")
+    for key, tag in (("manufacturer", "Manufacturer"), ("model", "ManufacturerModelName")):
+        value = _clean(ds.get(tag, ""))
+        if value:
+            meta[key] = value
+    return meta
+
+
+def _int_or_none(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
