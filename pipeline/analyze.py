@@ -16,6 +16,8 @@ import numpy as np
 from . import measure
 from .config import Settings
 from .errors import InputError
+from .frame import HeadFrame, head_frame_from_mask, isolate_head, select_side
+from .location import location_metrics, weight_bearing_span, zone_map
 from .mesh import isotropic_reconstructions, mask_mesh, mesh_volume_mm3, write_stl
 from .outputs import atomic_output_dir, provenance, sha256_of, write_json
 from .scan import Scan, load_labels, load_scan, save_like
@@ -39,7 +41,7 @@ class Analysis:
     metrics: dict
     zones: np.ndarray | None = None
     meshes: dict = field(default_factory=dict)
-    planes: dict = field(default_factory=dict)
+    frame: HeadFrame | None = None
 
 
 def measure_hip(
@@ -50,8 +52,12 @@ def measure_hip(
     settings: Settings,
     segmentation: dict | None = None,
     warnings: list[str] | None = None,
+    acetabular_edge=None,
+    acetabular_roof_medial=None,
+    acetabulum: np.ndarray | None = None,
 ) -> Analysis:
-    """Volumes, necrotic fraction and size class of one hip (METHOD.md sections 3 and 6).
+    """Every figure of one hip: volumes, necrotic fraction, size class, head frame, location and
+    angles (METHOD.md sections 1, 3, 4 and 6).
 
     Parameters
     ----------
@@ -65,6 +71,10 @@ def measure_hip(
         How the masks were obtained (recorded as is).
     warnings : list of str
         Warnings gathered before measurement (loading, mask import).
+    acetabular_edge, acetabular_roof_medial : sequence of 3 floats, optional
+        User landmarks, RAS mm (METHOD.md section 4).
+    acetabulum : ndarray of bool, optional
+        Hip-bone/acetabulum mask on ``scan``'s grid, for the weight-bearing span.
     """
     if side not in SIDES:
         raise InputError(f"side must be left or right, not {side!r}")
@@ -107,9 +117,39 @@ def measure_hip(
         "warnings": warnings,
     }
     analysis = Analysis(scan, head, lesion, metrics, meshes={"head": head_mesh, "lesion": lesion_mesh})
+    _locate(analysis, settings, acetabular_edge, acetabular_roof_medial, acetabulum)
     if settings.reconstruction.isotropic:
         _reconstruct(analysis, settings)
     return analysis
+
+
+def _locate(analysis: Analysis, settings: Settings, edge, roof_medial, acetabulum) -> None:
+    """Head frame, weight-bearing span, zones, types and angles (METHOD.md sections 1 and 4)."""
+    m = analysis.metrics
+    affine = analysis.scan.affine
+    frame, fit = head_frame_from_mask(analysis.head, affine, m["side"])
+    analysis.frame = frame
+    m["head_center_ras_mm"] = frame.center
+    m["head_radius_mm"] = frame.radius
+    m["sphere_fit_rms_mm"] = fit.rms_mm
+    m["sphere_fit"] = fit.as_dict()
+    if fit.rms_mm > settings.head.max_sphere_rms_mm:
+        m["warnings"].append(
+            f"sphere-fit RMS residual {fit.rms_mm:.2f} mm exceeds {settings.head.max_sphere_rms_mm:g} mm: "
+            "the head is not spherical or the mask is rough; check the head frame"
+        )
+    span = weight_bearing_span(
+        frame, edge, roof_medial, acetabulum, affine,
+        default_edge_angle_deg=settings.location.default_edge_angle_deg,
+    )
+    m["warnings"] += span["details"].pop("warnings")
+    m["weight_bearing"] = span
+    location = location_metrics(analysis.head, analysis.lesion, affine, frame, span,
+                                step_mm=settings.location.plane_step_mm)
+    # The empty-lesion case is already stated once by measure_hip.
+    m["warnings"] += [w for w in location.pop("warnings") if not w.startswith("empty lesion")]
+    m.update(location)
+    analysis.zones = zone_map(analysis.head, affine, frame, span)
 
 
 def _reconstruct(analysis: Analysis, settings: Settings) -> None:
@@ -153,36 +193,67 @@ def _input_facts(scan: Scan) -> dict:
 def import_masks(
     scan: Scan,
     settings: Settings,
+    side: str,
     labels: str | Path | None = None,
     head_mask: str | Path | None = None,
     lesion_mask: str | Path | None = None,
+    femur_mask: str | Path | None = None,
     lesion_label_explicit: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict, list[str]]:
-    """Head and lesion masks from a label map or a pair of mask files, on ``scan``'s grid."""
+    """Head and lesion masks of one hip on ``scan``'s grid, from what the user gave.
+
+    Sources: a label map (``labels``); a head and a lesion mask; or a proximal-femur mask from
+    which the head is isolated (METHOD.md section 2) with a lesion mask. A mask covering both
+    hips is cut to the requested ``side`` (the patient's right hip has the greater RAS x).
+    """
     tol = settings.labels.grid_tolerance_mm
+    warnings: list[str] = []
     if labels is not None:
         label_map = load_labels(labels, scan, tol)
         head, lesion, warnings = measure.masks_from_labels(
             label_map, settings.labels.head, settings.labels.lesion, lesion_required=lesion_label_explicit
         )
-        seg = {
-            "method": "imported label map",
-            "parameters": {"labels": str(labels), "head_label": settings.labels.head,
-                           "lesion_label": settings.labels.lesion},
-        }
-        return head, lesion, seg, warnings
-    if head_mask is None or lesion_mask is None:
-        raise InputError("give --labels, or both --head-mask and --lesion-mask")
-    head = load_labels(head_mask, scan, tol) != 0
-    lesion = load_labels(lesion_mask, scan, tol) != 0
+        seg = {"method": "imported label map",
+               "parameters": {"labels": str(labels), "head_label": settings.labels.head,
+                              "lesion_label": settings.labels.lesion}}
+    elif femur_mask is not None:
+        if lesion_mask is None:
+            raise InputError("--femur-mask needs --lesion-mask (automatic lesion segmentation is not available)")
+        femur = select_side(_binary(femur_mask, scan, tol), scan.affine, side)
+        head, info = isolate_head(femur, scan.affine, method=settings.head.method)
+        warnings += info.pop("warnings", [])
+        lesion = _binary(lesion_mask, scan, tol)
+        seg = {"method": f"head isolated from a femur mask ({settings.head.method})",
+               "parameters": {"femur_mask": str(femur_mask), "lesion_mask": str(lesion_mask)},
+               "head_isolation": info}
+    elif head_mask is not None and lesion_mask is not None:
+        head = _binary(head_mask, scan, tol)
+        lesion = _binary(lesion_mask, scan, tol)
+        seg = {"method": "imported masks",
+               "parameters": {"head_mask": str(head_mask), "lesion_mask": str(lesion_mask)}}
+    else:
+        raise InputError("give --labels, --head-mask with --lesion-mask, or --femur-mask with --lesion-mask "
+                         "(automatic segmentation is not available)")
     if not head.any():
-        raise InputError(f"head mask {Path(head_mask).name} is empty")
-    seg = {"method": "imported masks", "parameters": {"head_mask": str(head_mask), "lesion_mask": str(lesion_mask)}}
-    return head, lesion, seg, []
+        raise InputError("the femoral-head mask is empty")
+    hip = select_side(head | lesion, scan.affine, side)
+    if not hip.all() and (hip != (head | lesion)).any():
+        warnings.append(f"masks cover both hips: the {side} hip (by RAS x) was kept")
+    return head & hip, lesion & hip, seg, warnings
 
 
-def write_analysis(analysis: Analysis, out_dir: str | Path, settings: Settings, started: float) -> Path:
-    """Write metrics.json, labels.nii.gz, zones.nii.gz, head.stl, lesion.stl (and qc.png) atomically."""
+def _binary(path, scan: Scan, tol: float) -> np.ndarray:
+    mask = load_labels(path, scan, tol) != 0
+    if not mask.any():
+        raise InputError(f"mask {Path(path).name} is empty")
+    return mask
+
+
+def write_analysis(analysis: Analysis, out_dir: str | Path, settings: Settings, started: float,
+                   title: str = "") -> Path:
+    """Write metrics.json, labels.nii.gz, zones.nii.gz, head.stl, lesion.stl and qc.png atomically."""
+    from .qc import write_qc_png
+
     out_dir = Path(out_dir)
     with atomic_output_dir(out_dir) as tmp:
         label_map = np.zeros(analysis.scan.shape, dtype=np.uint8)
@@ -191,8 +262,11 @@ def write_analysis(analysis: Analysis, out_dir: str | Path, settings: Settings, 
         save_like(label_map, analysis.scan, tmp / "labels.nii.gz")
         if analysis.zones is not None:
             save_like(analysis.zones, analysis.scan, tmp / "zones.nii.gz")
-        for name, (verts, faces) in analysis.meshes.items():
-            write_stl(tmp / f"{name}.stl", verts, faces, name=name)
+        if settings.outputs.stl:
+            for name, (verts, faces) in analysis.meshes.items():
+                write_stl(tmp / f"{name}.stl", verts, faces, name=name)
+        if settings.outputs.qc_png and analysis.frame is not None:
+            write_qc_png(tmp / "qc.png", analysis, title)
         metrics = dict(analysis.metrics)
         metrics["provenance"] = provenance(settings, time.perf_counter() - started)
         write_json(tmp / "metrics.json", metrics)
@@ -207,16 +281,28 @@ def run_analyze(
     labels=None,
     head_mask=None,
     lesion_mask=None,
+    femur_mask=None,
+    acetabulum_mask=None,
+    edge=None,
+    roof_medial=None,
     lesion_label_explicit: bool = False,
     series_uid: str | None = None,
+    spacing=None,
+    title: str = "",
 ) -> Analysis:
     """Load, import masks, measure, write. Raises InputError for bad input (nothing is written)."""
     started = time.perf_counter()
-    scan = load_scan(image, series_uid=series_uid)
+    if side not in SIDES:
+        raise InputError(f"side must be left or right, not {side!r}")
+    scan = load_scan(image, series_uid=series_uid, spacing=spacing)
     scan.meta["sha256"] = sha256_of(image, scan.meta.get("files"))
-    if labels is None and head_mask is None and lesion_mask is None:
-        raise InputError("automatic segmentation is not available yet: give --labels or --head-mask/--lesion-mask")
-    head, lesion, seg, warnings = import_masks(scan, settings, labels, head_mask, lesion_mask, lesion_label_explicit)
-    analysis = measure_hip(scan, head, lesion, side, settings, segmentation=seg, warnings=warnings)
-    write_analysis(analysis, out_dir, settings, started)
+    head, lesion, seg, warnings = import_masks(
+        scan, settings, side, labels, head_mask, lesion_mask, femur_mask, lesion_label_explicit
+    )
+    acetabulum = None
+    if acetabulum_mask is not None:
+        acetabulum = select_side(_binary(acetabulum_mask, scan, settings.labels.grid_tolerance_mm), scan.affine, side)
+    analysis = measure_hip(scan, head, lesion, side, settings, segmentation=seg, warnings=warnings,
+                           acetabular_edge=edge, acetabular_roof_medial=roof_medial, acetabulum=acetabulum)
+    write_analysis(analysis, out_dir, settings, started, title)
     return analysis

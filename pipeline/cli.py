@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import InputError
-from .parsing import parse_point  # noqa: F401  (used by the landmark options)
+from .parsing import parse_point
 
 LANDMARK_OPTIONS = ("--acetabular-edge", "--acetabular-roof-medial", "--lesion-seed")
 _TRIPLE = re.compile(r"^-?\d*\.?\d+(e-?\d+)?,")
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--acetabular-edge", help="lateral acetabular edge X,Y,Z (RAS mm)")
     p.add_argument("--acetabular-roof-medial", help="medial end of the acetabular roof X,Y,Z (RAS mm)")
     p.add_argument("--series", help="DICOM SeriesInstanceUID when a folder holds several series")
+    p.add_argument("--spacing", help="voxel size SX,SY,SZ mm for files whose header has none")
     p.add_argument("--config", help="YAML settings (defaults: configs/default.yaml)")
 
     p = sub.add_parser("info", help="geometry and series facts of an image (no patient identifiers)")
@@ -97,17 +98,20 @@ def _cmd_analyze(args) -> int:
     from .config import load_settings
 
     settings = load_settings(args.config, labels__head=args.head_label, labels__lesion=args.lesion_label)
+    if args.femur_mask and (args.labels or args.head_mask):
+        raise InputError("--femur-mask replaces --labels/--head-mask: give one source of the head")
     if args.labels and (args.head_mask or args.lesion_mask):
         raise InputError("give either --labels or --head-mask/--lesion-mask, not both")
-    if (args.head_mask is None) != (args.lesion_mask is None):
-        raise InputError("--head-mask and --lesion-mask go together")
-    for option in ("femur_mask", "acetabulum_mask", "acetabular_edge", "acetabular_roof_medial"):
-        if getattr(args, option):
-            raise InputError(f"--{option.replace('_', '-')} is not supported yet")
+    if args.head_mask is not None and args.lesion_mask is None:
+        raise InputError("--head-mask needs --lesion-mask")
     analysis = run_analyze(
         args.image, args.side, args.out, settings,
-        labels=args.labels, head_mask=args.head_mask, lesion_mask=args.lesion_mask,
+        labels=args.labels, head_mask=args.head_mask, lesion_mask=args.lesion_mask, femur_mask=args.femur_mask,
+        acetabulum_mask=args.acetabulum_mask,
+        edge=parse_point(args.acetabular_edge) if args.acetabular_edge else None,
+        roof_medial=parse_point(args.acetabular_roof_medial) if args.acetabular_roof_medial else None,
         lesion_label_explicit=args.lesion_label is not None, series_uid=args.series,
+        spacing=_spacing(args.spacing),
     )
     m = analysis.metrics
     nf = m["necrotic_fraction_pct"]
@@ -123,17 +127,22 @@ def _cmd_analyze(args) -> int:
 def _cmd_info(args) -> int:
     from .info import format_info, scan_info
 
-    spacing = None
-    if args.spacing:
-        try:
-            spacing = tuple(float(v) for v in args.spacing.split(","))
-        except ValueError:
-            spacing = ()
-        if len(spacing) != 3 or min(spacing) <= 0:
-            raise InputError(f"--spacing expects three positive numbers SX,SY,SZ (mm), got {args.spacing!r}")
-    info = scan_info(args.image, series_uid=args.series, spacing=spacing)
+    info = scan_info(args.image, series_uid=args.series, spacing=_spacing(args.spacing))
     print(json.dumps(info, indent=2) if args.json else format_info(info))
     return 0
+
+
+def _spacing(text: str | None):
+    """--spacing SX,SY,SZ (mm) for headers without geometry."""
+    if not text:
+        return None
+    try:
+        spacing = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        spacing = ()
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise InputError(f"--spacing expects three positive numbers SX,SY,SZ (mm), got {text!r}")
+    return spacing
 
 
 def _cmd_sample_data(args) -> int:

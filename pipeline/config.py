@@ -60,12 +60,18 @@ class GateSettings(_Section):
     max_slice_thickness_mm: float = Field(5.0, gt=0, description="thicker slices give a warning")
 
 
+class OutputSettings(_Section):
+    qc_png: bool = Field(True, description="draw qc.png (about 1-2 s per scan)")
+    stl: bool = Field(True, description="write head.stl and lesion.stl")
+
+
 class Settings(_Section):
     labels: LabelSettings = LabelSettings()
     head: HeadSettings = HeadSettings()
     reconstruction: ReconstructionSettings = ReconstructionSettings()
     location: LocationSettings = LocationSettings()
     gates: GateSettings = GateSettings()
+    outputs: OutputSettings = OutputSettings()
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

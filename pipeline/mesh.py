@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 
-def mask_mesh(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def mask_mesh(mask: np.ndarray, affine: np.ndarray, step: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Marching cubes at level 0.5 on an unsmoothed binary mask.
 
     Parameters
@@ -21,6 +21,8 @@ def mask_mesh(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndar
     mask : ndarray of bool, shape (I, J, K)
     affine : ndarray, shape (4, 4)
         Voxel index -> RAS mm.
+    step : int
+        Marching-cubes step in voxels: 1 for measurement, larger for light display meshes.
 
     Returns
     -------
@@ -37,7 +39,7 @@ def mask_mesh(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndar
     lo, hi = _bbox(mask, margin=1)
     # Pad so that a mask touching the array edge still gives a closed surface.
     crop = np.pad(mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], 1).astype(np.float32)
-    verts, faces, _, _ = marching_cubes(crop, level=0.5, allow_degenerate=False)
+    verts, faces, _, _ = marching_cubes(crop, level=0.5, step_size=step, allow_degenerate=False)
     verts = verts + (np.asarray(lo) - 1)
     world = verts @ affine[:3, :3].T + affine[:3, 3]
     faces = faces.astype(np.int64)
