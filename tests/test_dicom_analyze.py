@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from _dicom_fixtures import write_series
 
 from pipeline.analyze import run_analyze
 from pipeline.config import Settings
 
-from _dicom_fixtures import write_series
 from conftest import ball_and_cap_labels, grid_affine, rotation_matrix, save_nifti
 
 SECRETS = ("DOE^JANE", "DOE", "SECRET123")
