@@ -222,13 +222,13 @@ def import_masks(
         femur = select_side(_binary(femur_mask, scan, tol), scan.affine, side)
         head, info = isolate_head(femur, scan.affine, method=settings.head.method)
         warnings += info.pop("warnings", [])
-        lesion = _binary(lesion_mask, scan, tol)
+        lesion = _binary(lesion_mask, scan, tol, allow_empty=True)
         seg = {"method": f"head isolated from a femur mask ({settings.head.method})",
                "parameters": {"femur_mask": str(femur_mask), "lesion_mask": str(lesion_mask)},
                "head_isolation": info}
     elif head_mask is not None and lesion_mask is not None:
         head = _binary(head_mask, scan, tol)
-        lesion = _binary(lesion_mask, scan, tol)
+        lesion = _binary(lesion_mask, scan, tol, allow_empty=True)
         seg = {"method": "imported masks",
                "parameters": {"head_mask": str(head_mask), "lesion_mask": str(lesion_mask)}}
     else:
@@ -242,9 +242,11 @@ def import_masks(
     return head & hip, lesion & hip, seg, warnings
 
 
-def _binary(path, scan: Scan, tol: float) -> np.ndarray:
+def _binary(path, scan: Scan, tol: float, allow_empty: bool = False) -> np.ndarray:
+    """A mask file as bool on ``scan``'s grid; empty is an error unless allowed (a healthy head's
+    lesion mask is legitimately empty)."""
     mask = load_labels(path, scan, tol) != 0
-    if not mask.any():
+    if not allow_empty and not mask.any():
         raise InputError(f"mask {Path(path).name} is empty")
     return mask
 

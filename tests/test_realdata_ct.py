@@ -1,0 +1,54 @@
+"""Real anatomy: the native right femoral head of a real pelvic CT (../shared/realdata)."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from pipeline.analyze import run_analyze
+from pipeline.config import Settings
+
+from conftest import realdata, save_nifti
+
+
+@pytest.fixture(scope="module")
+def ct_right(tmp_path_factory):
+    """example_ct analysed from the femur and hip-bone masks (healthy head: empty lesion mask)."""
+    ct = realdata("example_ct.nii.gz")
+    labels = realdata("ct_pelvis_labels")
+    tmp = tmp_path_factory.mktemp("ct")
+    femur = nib.load(str(labels / "femur_right.nii.gz"))
+    empty = save_nifti(tmp / "no_lesion.nii.gz", np.zeros(femur.shape, np.uint8), femur.affine)
+    out = tmp / "out"
+    run_analyze(ct, "right", out, Settings(), femur_mask=labels / "femur_right.nii.gz", lesion_mask=empty,
+                acetabulum_mask=labels / "hip_right.nii.gz")
+    return json.loads((out / "metrics.json").read_text()), out
+
+
+def test_real_head_from_femur_mask_is_plausible(ct_right):
+    m, out = ct_right
+    # Adult femoral heads are 40-50 mm across (METHOD.md section 7); this one is about 45 mm.
+    assert 20.0 <= m["head_radius_mm"] <= 27.0
+    assert 30.0 <= m["head_volume_ml"] <= 70.0
+    assert m["sphere_fit_rms_mm"] < 1.5  # 3 mm voxels: half a voxel of surface roughness
+    # The right head is the one at greater RAS x than the body's midline (x of the image centre).
+    assert m["head_center_ras_mm"][0] > 0
+    assert m["segmentation"]["head_isolation"]["method"] == "neck-plane"
+    assert m["lesion_volume_ml"] == 0 and m["jic_type"] is None and m["size_class"] is None
+    assert any("empty lesion" in w for w in m["warnings"])
+    assert (out / "qc.png").stat().st_size > 10_000
+
+
+def test_real_acetabulum_gives_a_normal_centre_edge_angle(ct_right):
+    m, _ = ct_right
+    wb = m["weight_bearing"]
+    assert wb["source"] == "acetabulum-mask"
+    # Wiberg's lateral centre-edge angle of a normal adult hip: 20-45 degrees.
+    assert 20.0 <= wb["lce_angle_deg"] <= 45.0
+    # The span's lateral end and the angle are two readings of one edge point (head frame, right hip).
+    u, _, w = np.subtract(wb["details"]["edge_ras_mm"], m["head_center_ras_mm"])
+    assert wb["u_lat_mm"] == pytest.approx(u, abs=1e-3)
+    assert wb["lce_angle_deg"] == pytest.approx(np.degrees(np.arctan2(u, w)), abs=1e-3)
+    # The edge overhangs the head: it lies beyond the head surface, above the centre.
+    assert np.hypot(u, w) > m["head_radius_mm"] and w > 0
