@@ -87,6 +87,9 @@ def time_process(cmd: list[str], repeat: int) -> dict:
 def time_phases(img: Path, lab: Path, out: Path) -> dict:
     from pipeline.analyze import import_masks, measure_hip, write_analysis
     from pipeline.config import Settings
+    from pipeline.frame import head_frame_from_mask
+    from pipeline.location import location_metrics, weight_bearing_span, zone_map
+    from pipeline.mesh import isotropic_reconstructions
     from pipeline.scan import load_scan
 
     settings = Settings()
@@ -95,8 +98,17 @@ def time_phases(img: Path, lab: Path, out: Path) -> dict:
     scan = load_scan(img)
     phases["load_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    head, lesion, seg, warnings = import_masks(scan, settings, labels=lab)
+    head, lesion, seg, warnings = import_masks(scan, settings, "right", labels=lab)
     phases["import_masks_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    frame, _ = head_frame_from_mask(head, scan.affine, "right")
+    span = weight_bearing_span(frame)
+    location_metrics(head, lesion, scan.affine, frame, span)
+    zone_map(head, scan.affine, frame, span)
+    phases["location_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    isotropic_reconstructions([head, lesion], scan.affine, settings.reconstruction.voxel_mm)
+    phases["isotropic_reconstruction_s"] = time.perf_counter() - t
     t = time.perf_counter()
     analysis = measure_hip(scan, head, lesion, "right", settings.model_copy(
         update={"reconstruction": settings.reconstruction.model_copy(update={"isotropic": False})}), seg, warnings)
@@ -106,7 +118,7 @@ def time_phases(img: Path, lab: Path, out: Path) -> dict:
     phases["measure_with_reconstruction_s"] = time.perf_counter() - t
     t = time.perf_counter()
     write_analysis(analysis, out, settings, time.perf_counter())
-    phases["write_s"] = time.perf_counter() - t
+    phases["write_with_qc_png_s"] = time.perf_counter() - t
     return {k: round(v, 3) for k, v in phases.items()}
 
 
@@ -130,6 +142,13 @@ def main() -> int:
             entry["onfh_analyze_process"] = time_process(
                 [onfh, "analyze", str(img), "--side", "right", "--out", str(folder / "out"), "--labels", str(lab)],
                 args.repeat)
+            # The same job without the picture and the isotropic reconstruction: the figures that
+            # pyradiomics' shape class also gives (volumes, meshes), plus location.
+            light = folder / "light.yaml"
+            light.write_text("outputs: {qc_png: false}\nreconstruction: {isotropic: false}\n")
+            entry["onfh_analyze_process_no_qc_no_reconstruction"] = time_process(
+                [onfh, "analyze", str(img), "--side", "right", "--out", str(folder / "out_light"), "--labels",
+                 str(lab), "--config", str(light)], args.repeat)
             entry["phases_in_process"] = time_phases(img, lab, folder / "out_phases")
             if radiomics_python:
                 script = folder / "radiomics_shape.py"

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-from scipy import ndimage, optimize
+from scipy import ndimage
 
 from .errors import InputError
 
@@ -203,6 +203,8 @@ def fit_sphere_lsq(points_mm: np.ndarray) -> tuple[np.ndarray, float]:
         diff = local - x[:3]
         dist = np.maximum(np.linalg.norm(diff, axis=1, keepdims=True), 1e-12)
         return np.hstack([-diff / dist, -np.ones((len(local), 1))])
+
+    from scipy import optimize  # lazy: scipy.optimize takes 0.3 s to import
 
     res = optimize.least_squares(residual, np.r_[c0, r0], jac=jacobian, method="lm")
     return res.x[:3] + origin, float(abs(res.x[3]))

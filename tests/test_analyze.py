@@ -177,3 +177,23 @@ def test_cli_analyze_writes_outputs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert f"NF {metrics['necrotic_fraction_pct']:.1f} %" in proc.stdout
+
+
+def test_landmarks_with_negative_coordinates_in_both_forms(tmp_path):
+    """A left hip's acetabular edge has negative x: `--opt=-x,y,z` and `--opt -x,y,z` both work."""
+    lab, img, aff = _phantom(tmp_path)
+    flip = np.diag([-1.0, 1, 1, 1])  # mirror the phantom to the patient's left (x < 0)
+    ip = save_nifti(tmp_path / "i.nii.gz", img, flip @ aff)
+    lp = save_nifti(tmp_path / "l.nii.gz", lab, flip @ aff)
+    edge = "-52.5,-10.2,25.0"  # 12.2 mm lateral of the head centre (-40.3) for a left hip
+    outs = []
+    for n, form in enumerate(([f"--acetabular-edge={edge}"], ["--acetabular-edge", edge])):
+        out = tmp_path / f"o{n}"
+        proc = _onfh("analyze", ip, "--side", "left", "--out", out, "--labels", lp, *form)
+        assert proc.returncode == 0, proc.stderr
+        outs.append(json.loads((out / "metrics.json").read_text())["weight_bearing"])
+    assert outs[0] == outs[1]
+    assert outs[0]["source"] == "landmark"
+    assert outs[0]["u_lat_mm"] == pytest.approx(12.2, abs=0.3)
+    bad = _onfh("analyze", ip, "--side", "left", "--out", tmp_path / "o3", "--labels", lp, "--acetabular-edge", "1,2")
+    assert bad.returncode == 2 and "expected a point X,Y,Z" in bad.stderr
