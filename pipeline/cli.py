@@ -69,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--series", help="DICOM SeriesInstanceUID when a folder holds several series")
     p.add_argument("--spacing", help="voxel size SX,SY,SZ mm for files whose header has none")
 
+    p = sub.add_parser("batch", help="a cohort from a manifest: every scan, every follow-up against baseline")
+    p.add_argument("manifest", help="CSV: subject, side, timepoint_months, image [, labels, ...]")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--config", help="YAML settings")
+    p.add_argument("--workers", type=int, help="local worker processes (default: the core count)")
+    p.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://127.0.0.1:8786")
+    p.add_argument("--resume", action="store_true", help="skip tasks whose inputs and settings are unchanged")
+
     p = sub.add_parser("sample-data", help="write the synthetic sample cohort with ground truth")
     p.add_argument("dir")
     return parser
@@ -153,7 +161,18 @@ def _cmd_sample_data(args) -> int:
     return 0
 
 
-_COMMANDS = {"analyze": _cmd_analyze, "info": _cmd_info, "sample-data": _cmd_sample_data}
+def _cmd_batch(args) -> int:
+    from .batch import run_batch
+    from .config import load_settings
+
+    if args.workers is not None and args.workers < 1:
+        raise InputError("--workers must be at least 1")
+    settings = load_settings(args.config)
+    return run_batch(args.manifest, args.out, settings, workers=args.workers, scheduler=args.scheduler,
+                     resume=args.resume)
+
+
+_COMMANDS = {"analyze": _cmd_analyze, "batch": _cmd_batch, "info": _cmd_info, "sample-data": _cmd_sample_data}
 
 if __name__ == "__main__":
     sys.exit(main())
