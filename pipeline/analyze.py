@@ -145,7 +145,8 @@ def _locate(analysis: Analysis, settings: Settings, edge, roof_medial, acetabulu
     m["warnings"] += span["details"].pop("warnings")
     m["weight_bearing"] = span
     location = location_metrics(analysis.head, analysis.lesion, affine, frame, span,
-                                step_mm=settings.location.plane_step_mm)
+                                step_mm=settings.location.plane_step_mm,
+                                contact_shell_mm=settings.location.contact_shell_mm)
     # The empty-lesion case is already stated once by measure_hip.
     m["warnings"] += [w for w in location.pop("warnings") if not w.startswith("empty lesion")]
     m.update(location)

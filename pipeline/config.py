@@ -53,6 +53,9 @@ class LocationSettings(_Section):
         30.0, gt=0, lt=90, description="default weight-bearing half-span: u = ±r·sin(angle) (METHOD.md section 4)"
     )
     plane_step_mm: float = Field(0.25, gt=0, le=2, description="sampling step on the mid-planes, mm")
+    contact_shell_mm: float = Field(
+        1.0, gt=0, le=5, description="depth under the head outline counted as lesion contact for the arcs, mm"
+    )
 
 
 class GateSettings(_Section):

@@ -13,7 +13,7 @@ Choices where METHOD.md leaves room (each one stated in the function that makes 
 * Zone volumes classify voxel centres; a lesion voxel outside the head mask is ignored (with a
   warning), so the zones add up to the lesion-in-head volume.
 * Arc "contact": on the sampled mid-plane, a lesion pixel is in contact with the head surface
-  when it lies inside the head and within ``contact_shell_mm`` of the head's outline (Euclidean
+  when it lies inside the head and within ``contact_shell_mm`` (default 1 mm) of the head's outline (Euclidean
   distance to the nearest non-head pixel). The arc is the smallest circular interval, seen from
   c, that holds every contact pixel (so it wraps across ±180° correctly). A lesion on the plane
   that does not reach the surface has arc 0.
@@ -421,7 +421,7 @@ def location_metrics(
     frame: HeadFrame,
     span: dict,
     step_mm: float = 0.25,
-    contact_shell_mm: float | None = None,
+    contact_shell_mm: float = 1.0,
     sample_order: int = 1,
 ) -> dict:
     """Location of the lesion in the head (METHOD.md section 4).
@@ -436,9 +436,12 @@ def location_metrics(
         From :func:`weight_bearing_span` (u_med_mm, u_lat_mm).
     step_mm : float
         Pixel size of the mid-plane sampling, mm.
-    contact_shell_mm : float, optional
-        Depth under the head outline that counts as contact with the surface for the arcs;
-        default max(2 mm, the largest voxel size).
+    contact_shell_mm : float
+        Depth under the head outline that counts as contact with the surface for the arcs, mm.
+        The mid-planes are sampled trilinearly at ``step_mm``, so the outline is sub-voxel smooth
+        and 1 mm suffices even for 3.5 mm slices; a deeper shell widens the arc where the lesion
+        boundary meets the surface obliquely (on the sample cohort: +1-3 degrees at 2 mm, +2-12 at
+        3.5 mm, against the continuous truth).
     sample_order : {0, 1}
         Mid-plane sampling: 1 trilinear thresholded at 0.5 (default), 0 nearest neighbour.
 
@@ -474,7 +477,7 @@ def location_metrics(
         warnings.append("no lesion in the upper hemisphere (w > 0): jic_type_3d is null")
 
     spacing = voxel_spacing(affine)
-    shell = max(2.0, float(spacing.max())) if contact_shell_mm is None else float(contact_shell_mm)
+    shell = float(contact_shell_mm)
     half = frame.radius + 2.0 * float(spacing.max()) + 2.0
     arcs = {}
     for plane in ("coronal", "sagittal"):
