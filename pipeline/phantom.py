@@ -18,10 +18,10 @@ Coordinates
 Rendering
 ---------
 Each voxel's value is the mean of the model over the voxel box (partial volume): every voxel is
-sampled at its centre, and voxels within ~1.5 half-diagonals of any tissue boundary are resampled
-on a sub-grid that is finest along the slice direction. A smooth multiplicative bias field and
-Rician noise are applied last. Truth label maps use the fraction of each voxel inside the set,
-from a finer sub-grid, thresholded at 0.5.
+sampled at its centre, and voxels within a half-diagonal of a tissue boundary are split into
+about cubic sub-boxes (5 along a 3.5 mm slice) and averaged. Per-tissue texture, a small in-plane
+point-spread blur, a smooth multiplicative bias field and Rician noise follow. Truth label maps
+use the fraction of each voxel inside the set, from a finer sub-grid, thresholded at 0.5.
 """
 
 from __future__ import annotations
@@ -80,14 +80,15 @@ class T1Contrast:
     joint_fluid: float = 210.0
     pulvinar_fat: float = 850.0
     urine: float = 170.0
-    band: float = 150.0
+    band: float = 120.0
     track: float = 210.0
     physeal_scar: float = 650.0
     regenerated: float = 820.0
     core_a: float = 920.0
     core_b: float = 760.0
-    core_c: float = 250.0
-    core_d: float = 170.0
+    core_c: float = 300.0
+    core_d: float = 215.0
+    bowel: float = 430.0
 
     def core(self, mitchell: str) -> float:
         return {"A": self.core_a, "B": self.core_b, "C": self.core_c, "D": self.core_d}[mitchell]
@@ -582,8 +583,8 @@ class Hip:
             self._init_lesion(p.lesion)
 
     def _midline_u(self) -> float:
-        # The pubis reaches the symphysis; 92 mm is the default head-centre-to-midline distance.
-        # Subjects that know their midline overwrite this through set_midline().
+        # Provisional symphysis position (92 mm medial to the head); Subject calls set_midline()
+        # with the body's actual midline.
         return -(92.0 - 2.0)
 
     def set_midline(self, midline_x: float) -> None:
@@ -899,10 +900,6 @@ class Hip:
                 nearb(tr)
         val[bone], dist[bone], texa[bone] = vals, dsts, texs
 
-    def bbox_local(self):
-        """Generous hip-local box holding every structure of this hip that is not unbounded."""
-        return np.array([-110.0, -90.0, -400.0]), np.array([95.0, 80.0, 150.0])
-
     # -- landmarks in body coordinates ----------------------------------------------------------
     def to_body(self, local) -> np.ndarray:
         local = np.asarray(local, dtype=np.float64)
@@ -933,9 +930,10 @@ class Subject:
         self._septa_g = self.septa.grad_rms
         self._changes: dict = {}
         hr, hl = self.hips["right"].c, self.hips["left"].c
-        self.thigh_x = {"right": hr[0] + 6.0, "left": hl[0] - 6.0}
-        # thigh's lateral skin just inside the trunk's at the crotch level (no step)
-        self.thigh_r = float(b.midline_x * 0 + b.half_width_mm + 2.0 - 0.5 * abs(hr[0] - hl[0]) - 6.0)
+        # The thighs meet at the midline (adductors touching) and their lateral skin stays just
+        # inside the trunk's, so the outline has no step.
+        self.thigh_x = {"right": hr[0] - 8.0, "left": hl[0] + 8.0}
+        self.thigh_r = float(b.half_width_mm + 2.0 - 0.5 * abs(hr[0] - hl[0]) + 8.0)
         self.cavity_half = 0.5 * abs(hr[0] - hl[0]) - 44.0
 
     # -- calibrated lesion change per visit ----------------------------------------------------
@@ -962,7 +960,7 @@ class Subject:
         k0 = np.sqrt((px / hw) ** 2 + (py * (1.0 / hd)) ** 2)
         k1 = np.sqrt((px / (hw * hw)) ** 2 + (py * (1.0 / (hd * hd))) ** 2)
         d_tr = k0 * (k0 - 1.0) / np.maximum(k1, 1e-9)
-        z_crotch = b.pelvis_z - 75.0
+        z_crotch = b.pelvis_z - 95.0
         d_tr = np.maximum(d_tr, z_crotch - z)
         d = d_tr
         for side in ("right", "left"):
@@ -1020,12 +1018,20 @@ class Subject:
             di[shallow] = ds
             val[ins], dist[ins], texa[ins] = vi, di, ti
 
-        # pelvic cavity (fat) with the bladder; lined by obturator internus (muscle) outside it
-        pc = (b.midline_x, b.pelvis_y - 5.0, b.pelvis_z + 20.0)
-        d_cav = _ell(x, y, z, pc, (self.cavity_half, 62.0, 70.0))
-        val[d_cav < 0], texa[d_cav < 0] = ct.fat, 0.015
+        # lesser pelvis: fat above the pelvic floor, lined by obturator internus (the muscle left
+        # between it and the bone), holding the bladder and the rectum; thin strands of vessels
+        pc = (b.midline_x, b.pelvis_y - 5.0, b.pelvis_z + 25.0)
+        d_cav = _ell(x, y, z, pc, (self.cavity_half, 62.0, 65.0))
+        cav = np.nonzero(d_cav < 0)[0]
+        if cav.size:
+            strand = np.abs(self.septa(x[cav] * 1.7, y[cav] * 1.7, z[cav] * 1.7)) * (1.0 / self._septa_g) < 0.35
+            vc = np.where(strand, ct.muscle, ct.fat).astype(F32)
+            val[cav], texa[cav] = vc, 0.02
         near(d_cav)
-        d_bl = _ell(x, y, z, (b.midline_x, b.pelvis_y + 22.0, b.pelvis_z - 2.0), (36.0, 27.0, 28.0))
+        d_re = _ell(x, y, z, (b.midline_x + 4.0, b.pelvis_y - 50.0, b.pelvis_z + 15.0), (17.0, 16.0, 45.0))
+        val[d_re < 0], texa[d_re < 0] = ct.bowel, 0.08
+        near(d_re)
+        d_bl = _ell(x, y, z, (b.midline_x, b.pelvis_y + 12.0, b.pelvis_z + 4.0), (40.0, 36.0, 36.0))
         val[d_bl < 0], texa[d_bl < 0] = ct.urine, 0.01
         near(d_bl)
 
@@ -1656,13 +1662,36 @@ def bias_field(aff: np.ndarray, shape, pct: float, rng: np.random.Generator) -> 
     c = world.mean(axis=0)
     span = np.ptp(world, axis=0).max() / 2.0
     x = (world - c) / span
-    terms = [x[:, 0], x[:, 1], x[:, 2], x[:, 0] * x[:, 1], x[:, 1] * x[:, 2], x[:, 0] * x[:, 2],
-             x[:, 0] ** 2, x[:, 1] ** 2, x[:, 2] ** 2]
+    terms = [
+        x[:, 0],
+        x[:, 1],
+        x[:, 2],
+        x[:, 0] * x[:, 1],
+        x[:, 1] * x[:, 2],
+        x[:, 0] * x[:, 2],
+        x[:, 0] ** 2,
+        x[:, 1] ** 2,
+        x[:, 2] ** 2,
+    ]
     coef = rng.normal(size=len(terms))
     g = sum(ci * t for ci, t in zip(coef, terms))
     g = g - 0.5 * (g.max() + g.min())
     g = g / np.abs(g).max() * (pct / 100.0)
     return (1.0 + g).reshape(shape).astype(F32)
+
+
+def _end_slices_ml(frac: np.ndarray, vox_ml: float) -> float:
+    """Volume (from fractions) of a set in its first and last slice along the slice axis.
+
+    With thick slices, every partial voxel of an end slice has about the same fraction, so the
+    >= 0.5 rule gains or drops that cap as a whole: this is the correlated part of the label
+    maps' discretisation error (see tests/test_phantom.py).
+    """
+    per_slice = frac.sum(axis=(0, 1), dtype=np.float64)
+    nz = np.nonzero(per_slice > 0)[0]
+    if nz.size == 0:
+        return 0.0
+    return float(per_slice[nz[0]] + (per_slice[nz[-1]] if nz[-1] != nz[0] else 0.0)) * vox_ml
 
 
 @dataclass
@@ -1757,6 +1786,10 @@ def render_scan(
             "lesion_partial_voxels": int(np.count_nonzero((fr["lesion"] > 0) & (fr["lesion"] < 1)))
             if "lesion" in fr
             else 0,
+            "head_fraction_sum_ml": float(fr["head"].sum(dtype=np.float64)) * vox_ml,
+            "lesion_fraction_sum_ml": float(fr["lesion"].sum(dtype=np.float64)) * vox_ml if "lesion" in fr else 0.0,
+            "head_end_slices_ml": _end_slices_ml(fr["head"], vox_ml),
+            "lesion_end_slices_ml": _end_slices_ml(fr["lesion"], vox_ml) if "lesion" in fr else 0.0,
             "voxel_volume_ml": vox_ml,
         }
         truth[side] = t
