@@ -10,7 +10,6 @@ import pytest
 
 from pipeline.analyze import import_masks, measure_hip
 from pipeline.config import Settings
-from pipeline.location import JIC_ZONES
 from pipeline.scan import load_scan
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
