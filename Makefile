@@ -7,21 +7,31 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench lint clean sample-data
+.PHONY: setup system-deps run test bench lint clean sample-data
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,cluster]"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,cluster,napari]"
 	touch $(STAMP)
+
+# The napari tests need a virtual X screen with OpenGL (QT_QPA_PLATFORM=offscreen has no GL for vispy).
+APT_PACKAGES := xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 \
+	libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0 \
+	libxcb-cursor0 libdbus-1-3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+system-deps:
+	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); }
 
 run: setup
 	$(PY) scripts/run_sample.py sample_data/manifest.csv --out results
 
-test: setup
-	$(PY) -m pytest -q
+test: setup system-deps
+	xvfb-run -a -s "-screen 0 1600x1200x24" $(PY) -m pytest -q
 
 bench: setup
 	$(PY) benchmarks/run.py --out benchmarks/results
