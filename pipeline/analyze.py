@@ -234,7 +234,7 @@ def import_masks(
                "parameters": {"head_mask": str(head_mask), "lesion_mask": str(lesion_mask)}}
     else:
         raise InputError("give --labels, --head-mask with --lesion-mask, or --femur-mask with --lesion-mask "
-                         "(automatic segmentation is not available)")
+                         "(or no mask at all for automatic segmentation)")
     if not head.any():
         raise InputError("the femoral-head mask is empty")
     hip = select_side(head | lesion, scan.affine, side)
@@ -292,17 +292,37 @@ def run_analyze(
     series_uid: str | None = None,
     spacing=None,
     title: str = "",
+    lesion_seeds=None,
+    roi=None,
 ) -> Analysis:
-    """Load, import masks, measure, write. Raises InputError for bad input (nothing is written)."""
+    """Load, import masks (or segment automatically when none are given), measure, write.
+
+    ``lesion_seeds`` (RAS mm points inside the lesion) and ``roi`` (RAS mm box x0, y0, z0, x1,
+    y1, z1) steer the automatic segmentation (``pipeline.segment.segment_hip``).
+    Raises InputError for bad input (nothing is written).
+    """
     started = time.perf_counter()
     if side not in SIDES:
         raise InputError(f"side must be left or right, not {side!r}")
     scan = load_scan(image, series_uid=series_uid, spacing=spacing)
     scan.meta["sha256"] = sha256_of(image, scan.meta.get("files"))
-    head, lesion, seg, warnings = import_masks(
-        scan, settings, side, labels, head_mask, lesion_mask, femur_mask, lesion_label_explicit
-    )
+    automatic = labels is None and head_mask is None and lesion_mask is None and femur_mask is None
+    if not automatic and (lesion_seeds or roi is not None):
+        raise InputError("--lesion-seed and --roi steer the automatic segmentation: give them without masks")
     acetabulum = None
+    if automatic:
+        from .segment import segment_hip
+
+        result = segment_hip(scan, side, settings, seeds=lesion_seeds, roi=roi)
+        head, lesion, seg, warnings = result.head, result.lesion, result.record(), list(result.warnings)
+        if result.confidence["status"] != "ok":
+            warnings.append("automatic segmentation flagged for review: " + "; ".join(result.confidence["flags"]))
+        if acetabulum_mask is None:
+            acetabulum = result.acetabulum
+    else:
+        head, lesion, seg, warnings = import_masks(
+            scan, settings, side, labels, head_mask, lesion_mask, femur_mask, lesion_label_explicit
+        )
     if acetabulum_mask is not None:
         acetabulum = select_side(_binary(acetabulum_mask, scan, settings.labels.grid_tolerance_mm), scan.affine, side)
     analysis = measure_hip(scan, head, lesion, side, settings, segmentation=seg, warnings=warnings,

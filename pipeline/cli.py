@@ -17,7 +17,7 @@ from . import __version__
 from .errors import InputError
 from .parsing import parse_point
 
-LANDMARK_OPTIONS = ("--acetabular-edge", "--acetabular-roof-medial", "--lesion-seed")
+LANDMARK_OPTIONS = ("--acetabular-edge", "--acetabular-roof-medial", "--lesion-seed", "--roi")
 _TRIPLE = re.compile(r"^-?\d*\.?\d+(e-?\d+)?,")
 
 
@@ -59,8 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--acetabulum-mask", help="binary hip-bone/acetabulum mask for the weight-bearing span")
     p.add_argument("--acetabular-edge", help="lateral acetabular edge X,Y,Z (RAS mm)")
     p.add_argument("--acetabular-roof-medial", help="medial end of the acetabular roof X,Y,Z (RAS mm)")
+    p.add_argument("--lesion-seed", action="append", default=None, metavar="X,Y,Z",
+                   help="a point inside the lesion, RAS mm (repeatable; automatic segmentation)")
+    p.add_argument("--roi", metavar="X0,Y0,Z0,X1,Y1,Z1",
+                   help="RAS mm box holding the head centre and the lesion (automatic segmentation)")
     p.add_argument("--series", help="DICOM SeriesInstanceUID when a folder holds several series")
     p.add_argument("--spacing", help="voxel size SX,SY,SZ mm for files whose header has none")
+    p.add_argument("--config", help="YAML settings (defaults: configs/default.yaml)")
+
+    p = sub.add_parser("compare", help="follow-up scans of one hip against its baseline: registration, regeneration")
+    p.add_argument("baseline", help="baseline image")
+    p.add_argument("followups", nargs="+", metavar="followup", help="follow-up image(s), in visit order")
+    p.add_argument("--side", required=True, choices=("left", "right"), help="the patient's hip")
+    p.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    p.add_argument("--baseline-labels", help="label map on the baseline grid (head and lesion labels)")
+    p.add_argument("--followup-labels", nargs="+", metavar="MAP", help="one label map per follow-up, in order")
     p.add_argument("--config", help="YAML settings (defaults: configs/default.yaml)")
 
     p = sub.add_parser("info", help="geometry and series facts of an image (no patient identifiers)")
@@ -79,6 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample-data", help="write the synthetic sample cohort with ground truth")
     p.add_argument("dir")
+
+    p = sub.add_parser("review", help="open napari with the images, their label maps and the Analyze hip widget")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="NIfTI, NRRD, MHA/MHD file, or DICOM folder/file")
+    p.add_argument("--labels", help="label map of the (single) IMAGE; default: IMAGE_labels.* beside it")
+    p.add_argument("--side", choices=("left", "right"), help="preset the widget's hip side")
+    p.add_argument("--acetabular-edge", help="lateral acetabular edge X,Y,Z (RAS mm), as a landmark layer")
+    p.add_argument("--config", help="YAML settings for the widget's measurements")
+    p.add_argument("--measure", action="store_true", help="measure the first image's hip on opening")
+    p.add_argument("--screenshot", metavar="PNG", help="write a picture of the window and exit (no interaction)")
     return parser
 
 
@@ -120,6 +142,8 @@ def _cmd_analyze(args) -> int:
         roof_medial=parse_point(args.acetabular_roof_medial) if args.acetabular_roof_medial else None,
         lesion_label_explicit=args.lesion_label is not None, series_uid=args.series,
         spacing=_spacing(args.spacing),
+        lesion_seeds=[parse_point(p) for p in args.lesion_seed] if args.lesion_seed else None,
+        roi=_roi(args.roi),
     )
     m = analysis.metrics
     nf = m["necrotic_fraction_pct"]
@@ -132,12 +156,50 @@ def _cmd_analyze(args) -> int:
     return 0
 
 
+def _cmd_compare(args) -> int:
+    from .compare import run_compare
+    from .config import load_settings
+
+    settings = load_settings(args.config)
+    if not args.baseline_labels or not args.followup_labels:
+        raise InputError("compare needs --baseline-labels and --followup-labels (one per follow-up): "
+                         "automatic segmentation is not available yet")
+    result = run_compare(args.baseline, args.followups, args.side, args.out, settings,
+                         baseline_labels=args.baseline_labels, followup_labels=args.followup_labels)
+    several = len(result["followups"]) > 1
+    for f in result["followups"]:
+        reg = f["registration"]
+        regen = f["regeneration_pct"]
+        who = f"follow-up {f['index']}" if several else "follow-up"
+        print(f"{args.side} hip, {who}: regeneration {'-' if regen is None else format(regen, '.1f')} %, "
+              f"regenerated {f['regenerated_ml']:.2f} mL, new {f['new_ml']:.2f} mL, "
+              f"persistent {f['persistent_ml']:.2f} mL; rotation {reg['rotation_deg']:.1f} deg, "
+              f"head Dice {reg['head_dice']:.3f}")
+    print(f"{len(result['warnings'])} warning(s); -> {args.out}")
+    for w in result["warnings"]:
+        print(f"  warning: {w}", file=sys.stderr)
+    return 0
+
+
 def _cmd_info(args) -> int:
     from .info import format_info, scan_info
 
     info = scan_info(args.image, series_uid=args.series, spacing=_spacing(args.spacing))
     print(json.dumps(info, indent=2) if args.json else format_info(info))
     return 0
+
+
+def _roi(text: str | None):
+    """--roi X0,Y0,Z0,X1,Y1,Z1 (RAS mm box)."""
+    if not text:
+        return None
+    try:
+        box = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 6 or any(lo >= hi for lo, hi in zip(box[:3], box[3:])):
+        raise InputError(f"--roi expects X0,Y0,Z0,X1,Y1,Z1 in RAS mm with X0 < X1, Y0 < Y1, Z0 < Z1, got {text!r}")
+    return box
 
 
 def _spacing(text: str | None):
@@ -172,7 +234,16 @@ def _cmd_batch(args) -> int:
                      resume=args.resume)
 
 
-_COMMANDS = {"analyze": _cmd_analyze, "batch": _cmd_batch, "info": _cmd_info, "sample-data": _cmd_sample_data}
+def _cmd_review(args) -> int:
+    from .napari._review import run_review
+
+    return run_review(args.images, labels=args.labels, side=args.side, config=args.config,
+                      screenshot=args.screenshot, measure=args.measure,
+                      edge=parse_point(args.acetabular_edge) if args.acetabular_edge else None)
+
+
+_COMMANDS = {"analyze": _cmd_analyze, "batch": _cmd_batch, "compare": _cmd_compare, "info": _cmd_info,
+             "sample-data": _cmd_sample_data, "review": _cmd_review}
 
 if __name__ == "__main__":
     sys.exit(main())

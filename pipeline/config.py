@@ -68,6 +68,104 @@ class OutputSettings(_Section):
     stl: bool = Field(True, description="write head.stl and lesion.stl")
 
 
+class LongitudinalSettings(_Section):
+    """`onfh compare`: rigid registration of a follow-up to the baseline and its checks (METHOD.md 5)."""
+
+    mask_dilation_mm: float = Field(
+        12.0, ge=0, le=30,
+        description="fixed-image mask: the baseline head mask dilated by this, mm (takes in the neck stub)",
+    )
+    voxel_mm: float = Field(1.0, gt=0.2, le=4, description="isotropic voxel of the baseline region registered, mm")
+    shrink_factors: tuple[int, ...] = Field((4, 2, 1), description="multi-resolution shrink factor per level")
+    smoothing_sigmas_mm: tuple[float, ...] = Field((2.0, 1.0, 0.0), description="Gaussian sigma per level, mm")
+    histogram_bins: int = Field(32, ge=8, le=256, description="Mattes mutual information histogram bins")
+    sampling_percentage: float = Field(0.3, gt=0, le=1, description="share of masked voxels sampled per level")
+    seed: int = Field(1, ge=1, description="seed of the metric sampling (fixed: same input, same numbers)")
+    max_iterations: int = Field(200, ge=1, description="optimizer iterations per level, at most")
+    learning_rate_mm: float = Field(2.0, gt=0, description="first optimizer step, mm of physical shift")
+    min_step_mm: float = Field(0.02, gt=0, description="the optimizer stops when its step falls below this, mm")
+    relaxation_factor: float = Field(0.9, gt=0, lt=1, description="step shrink factor at each reversal of direction")
+    refine_passes: int = Field(1, ge=0, le=5, description="full-resolution passes restarted after the pyramid")
+    refine_learning_rate_mm: float = Field(1.0, gt=0, description="first step of each refinement pass, mm")
+    min_head_dice: float = Field(
+        0.85, ge=0, le=1, description="head-mask Dice after alignment below which a warning is given"
+    )
+    max_rotation_deg: float = Field(20.0, gt=0, description="a larger recovered rotation gives a warning, degrees")
+    max_head_radius_difference_mm: float = Field(
+        3.0, gt=0, description="larger head-radius difference between visits: refused as another patient or hip, mm"
+    )
+    side_offset_mm: float = Field(
+        40.0, gt=0,
+        description="head centres farther than this from x = 0 on opposite sides: refused as the other hip, mm",
+    )
+
+    @model_validator(mode="after")
+    def _levels(self):
+        if not self.shrink_factors or len(self.shrink_factors) != len(self.smoothing_sigmas_mm):
+            raise ValueError("shrink_factors and smoothing_sigmas_mm need one value per level, as many of each")
+        if min(self.shrink_factors) < 1 or min(self.smoothing_sigmas_mm) < 0:
+            raise ValueError("shrink factors must be >= 1 and smoothing sigmas >= 0")
+        return self
+
+
+class SegmentationSettings(_Section):
+    """Automatic segmentation (``onfh analyze`` without masks; docs/segmentation.md)."""
+
+    coarse_voxel_mm: float = Field(2.0, gt=0.5, le=6, description="voxel of the whole-image search grid, mm")
+    bias_sigma_mm: float = Field(30.0, gt=5, description="Gaussian width of the bright-tissue bias estimate, mm")
+    hough_radius_mm: tuple[float, float] = Field(
+        (15.0, 28.0), description="marrow-sphere radii searched by the Hough vote, mm"
+    )
+    hough_candidates: int = Field(6, ge=1, le=50, description="Hough peaks verified as femoral-head candidates")
+    head_radius_mm: tuple[float, float] = Field(
+        (17.0, 32.0), description="plausible femoral-head radius (bone surface), mm; outside it: no head"
+    )
+    working_voxel_mm: float = Field(
+        0.7, gt=0.2, le=3, description="target voxel of the head crop; thick slices are subdivided to it, mm"
+    )
+    crop_margin_mm: float = Field(25.0, ge=15, description="head crop half-size beyond the head radius, mm")
+    surface_level: float = Field(
+        0.5, gt=0.1, lt=0.95, description="marrow-surface iso-level, fraction of the head's marrow signal"
+    )
+    cortex_offset_mm: float = Field(
+        0.7, ge=0, le=4, description="fitted marrow sphere radius + this = head (bone surface) radius, mm"
+    )
+    bright_level: float = Field(
+        0.55, gt=0.1, lt=0.95, description="marrow-like signal: fraction of the head's marrow signal"
+    )
+    healthy_level: float = Field(
+        0.72, gt=0.1, lt=0.95,
+        description="healthy-marrow signal for the lesion test, fraction of the head's marrow signal",
+    )
+    gap_mm: float = Field(
+        1.5, ge=0, le=5, description="erosion radius before marrow reconstruction: closes band gaps < 2x this, mm"
+    )
+    opening_mm: float = Field(
+        2.5, gt=0, le=8, description="lesion opening radius; > drill-track radius (1.5-2 mm) and cortex shell, mm"
+    )
+    min_lesion_ml: float = Field(0.15, ge=0, description="lesion components smaller than this are dropped, mL")
+    surface_contact_mm: float = Field(
+        3.0, gt=0, description="a lesion component must reach this close to the head surface (subchondral), mm"
+    )
+    neck_cortex_mm: float = Field(1.5, ge=0, le=5, description="marrow -> bone outer surface in the neck, mm")
+    min_inner_signal: float = Field(
+        0.7, gt=0, lt=1.5, description="head candidate: lower inner ball signal / bright-tissue level at least"
+    )
+    min_surface_coverage: float = Field(
+        0.35, gt=0, le=1, description="head candidate: share of sphere directions with a marrow-surface inlier"
+    )
+    acetabulum_plate_mm: float = Field(
+        2.5, ge=0, le=6, description="pelvic marrow -> acetabular bone surface (subchondral plate), mm"
+    )
+    acetabulum_reach_mm: float = Field(
+        20.0, gt=2, description="pelvic marrow farther than this beyond the head surface is ignored, mm"
+    )
+    max_sphere_rms_mm: float = Field(1.0, gt=0, description="QC flag when the marrow-sphere RMS residual is larger, mm")
+    min_band_contrast: float = Field(
+        0.25, ge=0, description="QC flag when the lesion margin is less than this darker than marrow (fraction)"
+    )
+
+
 class Settings(_Section):
     labels: LabelSettings = LabelSettings()
     head: HeadSettings = HeadSettings()
@@ -75,6 +173,8 @@ class Settings(_Section):
     location: LocationSettings = LocationSettings()
     gates: GateSettings = GateSettings()
     outputs: OutputSettings = OutputSettings()
+    segmentation: SegmentationSettings = SegmentationSettings()
+    longitudinal: LongitudinalSettings = LongitudinalSettings()
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,289 @@
+"""Femoral head and proximal femur on T1 MRI, without trained weights.
+
+Steps (docs/segmentation.md):
+
+1. Coarse grid (about 2 mm), signal divided by a smooth bright-tissue (fat / yellow marrow)
+   envelope: marrow is about 1 whatever the bias field.
+2. Hough vote for bright balls: every strong edge votes at distance r (``hough_radius_mm``) along
+   its gradient toward the bright side. The marrow of a femoral head is a bright ball with a dark
+   rim, so its edges agree on one centre; flat fat planes and the concave acetabulum do not.
+3. Each peak is verified by radial profiles (bright inside, a marrow edge at one radius over
+   many directions): what fails is not a femoral head (an abdomen scan finds none).
+4. In a fine crop around the chosen head: marching-cubes points of the marrow surface (signal
+   falling outward), robust sphere fit (RANSAC + least squares, ``frame.fit_sphere``); the head
+   radius is the marrow radius plus the subchondral cortex (``cortex_offset_mm``).
+5. Healthy marrow = bright voxels reached from the lower inner head after an erosion by
+   ``gap_mm`` (so thin bright bridges, e.g. through gaps of a lesion's band, do not pass), grown
+   back by the same radius. Femur = that marrow grown by the neck cortex, plus the head ball.
+6. Neck axis and waist (``frame.neck_axis``) and the neck-plane head of METHOD.md section 2.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import InputError
+from ..frame import fit_sphere, index_to_mm, mm_to_index, neck_axis, voxel_spacing
+from . import grid
+
+
+def fibonacci_directions(n: int) -> np.ndarray:
+    """``n`` about evenly spread unit vectors, shape (n, 3)."""
+    k = np.arange(n) + 0.5
+    phi = np.arccos(1 - 2 * k / n)
+    theta = np.pi * (1 + 5**0.5) * k
+    return np.stack([np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], axis=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# whole-image search
+# ----------------------------------------------------------------------------------------------
+def hough_candidates(norm: np.ndarray, affine: np.ndarray, radius_mm, n_peaks: int, bin_mm: float = 2.0):
+    """Centres of bright balls by a gradient-directed Hough vote.
+
+    Parameters
+    ----------
+    norm : ndarray
+        Bias-normalised image (bright tissue about 1) on a coarse grid.
+    affine : ndarray, shape (4, 4)
+    radius_mm : (float, float)
+        Radii voted for, mm (marrow ball, i.e. inside the cortex).
+    n_peaks : int
+    bin_mm : float
+        Accumulator bin, mm.
+
+    Returns
+    -------
+    list of (centre RAS mm ndarray, votes float), best first.
+    """
+    spacing = voxel_spacing(affine)
+    smooth = ndimage.gaussian_filter(norm, 1.0 / np.maximum(spacing / 2.0, 0.5))
+    g_idx = np.stack(np.gradient(smooth), axis=-1)
+    # world gradient = A^-T grad_index (I(x) = I(A^-1 (x - t)))
+    g = g_idx @ np.linalg.inv(affine[:3, :3])
+    mag = np.linalg.norm(g, axis=-1)
+    # a marrow/cortex edge changes the normalised signal by ~0.7 over a few mm
+    edge = mag > 0.06
+    if edge.sum() < 50:
+        return []
+    pts = index_to_mm(affine, np.argwhere(edge))
+    gd = g[edge] / mag[edge][:, None]
+    # the bright side must look like marrow or fat, not a muscle / fluid step
+    bright_side = grid.sample(smooth, affine, pts + 3.0 * gd)
+    keep = bright_side > 0.6
+    pts, gd, w = pts[keep], gd[keep], mag[edge][keep]
+    if len(pts) < 50:
+        return []
+    lo = pts.min(axis=0) - radius_mm[1]
+    dims = np.ceil((pts.max(axis=0) + radius_mm[1] - lo) / bin_mm).astype(int) + 1
+    acc = np.zeros(int(np.prod(dims)), dtype=np.float32)
+    weight = np.minimum(w, 0.3).astype(np.float32)
+    for r in np.arange(radius_mm[0], radius_mm[1] + 1e-9, 1.0):
+        cell = np.floor((pts + r * gd - lo) / bin_mm).astype(int)
+        ok = np.all((cell >= 0) & (cell < dims), axis=1)
+        flat = np.ravel_multi_index(cell[ok].T, dims)
+        acc += np.bincount(flat, weights=weight[ok], minlength=acc.size).astype(np.float32)
+    acc = ndimage.gaussian_filter(acc.reshape(dims), 1.0)
+    peaks = (acc == ndimage.maximum_filter(acc, size=int(round(24.0 / bin_mm)) | 1)) & (acc > 0)
+    cells = np.argwhere(peaks)
+    votes = acc[peaks]
+    order = np.argsort(-votes)[:n_peaks]
+    return [(lo + (cells[k] + 0.5) * bin_mm, float(votes[k])) for k in order]
+
+
+def verify_candidate(norm: np.ndarray, affine: np.ndarray, centre, settings) -> dict:
+    """Radial-profile check that a Hough peak is a femoral head (marrow ball with a rim).
+
+    Along 200 directions the signal is followed outward from the centre to its first drop below
+    ``surface_level``; a head has one drop radius over most directions (the lesion, superior, and
+    the neck, inferolateral, are the exceptions) and bright marrow inside.
+
+    Returns
+    -------
+    dict: ok (bool), marrow_radius_mm, coverage, inner_signal, reason.
+    """
+    s = settings.segmentation
+    dirs = fibonacci_directions(200)
+    radii = np.arange(0.0, s.hough_radius_mm[1] + 10.0, 0.5)
+    pts = np.asarray(centre)[None, None, :] + radii[None, :, None] * dirs[:, None, :]
+    prof = grid.sample(norm, affine, pts, cval=np.nan)
+    out = {"ok": False, "marrow_radius_mm": None, "coverage": 0.0, "inner_signal": None, "reason": ""}
+    # the lower inner head: a lesion is superior, so this is marrow in every head
+    inner = prof[dirs[:, 2] < -0.3][:, (radii >= 3.0) & (radii <= 0.6 * s.hough_radius_mm[0])]
+    if np.isnan(inner).mean() > 0.2:
+        out["reason"] = "centre at the edge of the field of view"
+        return out
+    inner_sig = float(np.nanmedian(inner))
+    out["inner_signal"] = inner_sig
+    below = np.nan_to_num(prof, nan=0.0) < s.surface_level
+    below[:, radii < 0.5 * s.hough_radius_mm[0]] = False
+    first = np.where(below.any(axis=1), radii[np.argmax(below, axis=1)], np.nan)
+    lower = dirs[:, 2] < 0.2
+    if np.isnan(first[lower]).all():
+        out["reason"] = "no marrow edge"
+        return out
+    r_m = float(np.nanmedian(first[lower]))
+    coverage = float(np.mean(np.abs(first - r_m) <= 3.0))
+    out.update(marrow_radius_mm=r_m, coverage=coverage)
+    lo_r = s.head_radius_mm[0] - s.cortex_offset_mm - 3.0
+    hi_r = s.head_radius_mm[1] - s.cortex_offset_mm + 3.0
+    if inner_sig < s.min_inner_signal:
+        out["reason"] = f"inner signal {inner_sig:.2f} below {s.min_inner_signal}"
+    elif not lo_r <= r_m <= hi_r:
+        out["reason"] = f"marrow radius {r_m:.1f} mm implausible"
+    elif coverage < s.min_surface_coverage:
+        out["reason"] = f"edge coverage {coverage:.2f} below {s.min_surface_coverage}"
+    else:
+        out["ok"] = True
+    return out
+
+
+def choose_head(candidates: list[dict], side: str, roi=None, seeds=None) -> dict:
+    """The verified candidate of the requested hip.
+
+    Two verified heads far apart in x are the two hips: the patient's right one has the greater
+    RAS x. With one head it is taken and the neck direction checks the side later.
+    """
+    # a head is the strongest sphere in its region: weak peaks next to a far stronger verified
+    # one are pelvic or trochanteric curvature
+    best = max((c["votes"] for c in candidates if c["ok"]), default=0.0)
+    ok = [c for c in candidates if c["ok"] and c["votes"] >= 0.25 * best]
+    if roi is not None:
+        r = np.asarray(roi, float).reshape(2, 3)
+        ok = [c for c in ok if np.all((c["centre"] >= r.min(0)) & (c["centre"] <= r.max(0)))]
+    if seeds:
+        # the head that holds the lesion seeds
+        sd = np.asarray(seeds, float).reshape(-1, 3)
+        near = [c for c in ok if np.min(np.linalg.norm(sd - c["centre"], axis=1)) < c["marrow_radius_mm"] + 5.0]
+        ok = near or ok
+    if not ok:
+        reasons = "; ".join(sorted({c["reason"] for c in candidates if c["reason"]})) or "no bright ball"
+        raise InputError(f"no femoral head found in the image ({reasons})")
+    # merge duplicates (two peaks on one head) keeping the best verified one
+    heads: list[dict] = []
+    for c in sorted(ok, key=lambda c: -c["coverage"] * c["votes"]):
+        if all(np.linalg.norm(c["centre"] - h["centre"]) > 30.0 for h in heads):
+            heads.append(c)
+    heads = heads[:2] if len(heads) >= 2 and abs(heads[0]["centre"][0] - heads[1]["centre"][0]) > 60.0 else heads[:1]
+    if len(heads) == 2:
+        heads.sort(key=lambda c: c["centre"][0])
+        return heads[1] if side == "right" else heads[0]
+    return heads[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# fine stage
+# ----------------------------------------------------------------------------------------------
+def fit_marrow_sphere(norm: np.ndarray, affine: np.ndarray, centre, r_guess: float, settings):
+    """Robust sphere through the head's marrow surface (signal falling outward), RAS mm.
+
+    Returns
+    -------
+    SphereFit, coverage (share of 100 directions holding an inlier), points used.
+    """
+    from skimage.measure import marching_cubes
+
+    s = settings.segmentation
+    spacing = voxel_spacing(affine)
+    c_idx = mm_to_index(affine, np.asarray(centre, float))
+    half = (r_guess + 8.0) / spacing
+    lo = np.maximum(np.floor(c_idx - half).astype(int), 0)
+    hi = np.minimum(np.ceil(c_idx + half).astype(int) + 1, norm.shape)
+    sub = norm[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    if min(sub.shape) < 3:
+        raise InputError("no femoral head found: the head lies at the edge of the field of view")
+    verts, *_ = marching_cubes(sub, level=s.surface_level)
+    pts = index_to_mm(affine, verts + lo)
+    rel = pts - centre
+    dist = np.linalg.norm(rel, axis=1)
+    shell = (dist > 0.5 * r_guess) & (dist < r_guess + 8.0)
+    pts, rel, dist = pts[shell], rel[shell], dist[shell]
+    radial = rel / dist[:, None]
+    inner = grid.sample(norm, affine, pts - 1.0 * radial, cval=0.0)
+    outer = grid.sample(norm, affine, pts + 1.0 * radial, cval=1.0)
+    pts = pts[inner > outer + 0.1]
+    if len(pts) < 50:
+        raise InputError("no femoral head found: too few marrow-surface points")
+    if len(pts) > 20000:
+        pts = pts[:: len(pts) // 20000 + 1]
+    rr = (s.head_radius_mm[0] - s.cortex_offset_mm, s.head_radius_mm[1] - s.cortex_offset_mm)
+    inlier = float(max(1.0, 0.5 * spacing.max() + 0.3))
+    fit = fit_sphere(pts, inlier_mm=inlier, radius_range_mm=rr, n_hypotheses=1500, neighbourhood_mm=50.0, seed=0)
+    d = np.abs(np.linalg.norm(pts - fit.center, axis=1) - fit.radius) <= inlier
+    bins = np.argmax(((pts[d] - fit.center) / fit.radius) @ fibonacci_directions(100).T, axis=1)
+    coverage = len(np.unique(bins)) / 100.0
+    return fit, coverage, pts
+
+
+def healthy_marrow(norm_w: np.ndarray, affine: np.ndarray, centre, r_m: float, level: float, gap_mm: float,
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Marrow connected to the lower inner head, with thin bridges cut.
+
+    Parameters
+    ----------
+    norm_w : ndarray
+        Signal scaled to the head's yellow marrow (about 1).
+    affine : ndarray, shape (4, 4)
+        Grid of ``norm_w`` (isotropic-ish working grid).
+    centre, r_m :
+        Marrow sphere, RAS mm and mm.
+    level : float
+        Marrow-like signal is above this.
+    gap_mm : float
+        Erosion radius: passages narrower than 2 x gap_mm do not connect.
+
+    Returns
+    -------
+    healthy : ndarray of bool
+        Bright marrow reached from the lower inner head through passages wider than 2 x gap_mm
+        (grown back by gap_mm inside the bright voxels).
+    bright : ndarray of bool
+        Marrow-like signal (> level).
+    """
+    sp = voxel_spacing(affine)
+    bright = norm_w > level
+    core = grid.erode_mm(bright, sp, gap_mm)
+    pts = grid.voxel_points(norm_w.shape, affine)
+    rel = pts - np.asarray(centre, np.float32)
+    dist = np.sqrt((rel**2).sum(-1))
+    seeds = core & (dist < 0.6 * r_m) & (rel[..., 2] < -0.2 * r_m)
+    if not seeds.any():
+        seeds = core & (dist < 0.6 * r_m)
+    if not seeds.any():
+        raise InputError("no femoral head found: no marrow signal inside the fitted head sphere")
+    labels, _ = ndimage.label(core)
+    ids = np.unique(labels[seeds])
+    reached = np.isin(labels, ids[ids > 0])
+    healthy = grid.dilate_mm(reached, sp, gap_mm + 0.01) & bright
+    return healthy, bright
+
+
+def femur_mask(healthy: np.ndarray, crop: grid.Crop, centre, radius: float, settings) -> np.ndarray:
+    """Proximal femur on the working grid: healthy marrow (holes filled) grown by the neck cortex,
+    plus the head ball (a dark lesion is bone too)."""
+    s = settings.segmentation
+    filled = ndimage.binary_fill_holes(healthy)
+    femur = grid.dilate_mm(filled, crop.spacing, s.neck_cortex_mm)
+    rel = crop.points() - np.asarray(centre, np.float32)
+    femur |= (rel**2).sum(-1) <= radius**2
+    labels, n = ndimage.label(femur)
+    if n > 1:
+        c_idx = np.clip(np.rint(mm_to_index(crop.affine, np.asarray(centre))).astype(int), 0, np.array(femur.shape) - 1)
+        femur = labels == labels[tuple(c_idx)]
+    return femur
+
+
+def neck_plane_head(femur: np.ndarray, crop: grid.Crop, centre, radius: float, warnings: list):
+    """Neck axis, waist and the cut distance sqrt(r^2 - rho^2) (METHOD.md section 2)."""
+    n, rho, waist = neck_axis(femur, crop.affine, np.asarray(centre, float), radius, warnings=warnings)
+    if rho >= radius:
+        warnings.append(f"neck waist radius {rho:.1f} mm is not smaller than the head radius {radius:.1f} mm")
+    cut = float(np.sqrt(max(radius**2 - rho**2, 0.0)))
+    return n, float(rho), waist, cut
+
+
+def head_on_grid(shape, affine, centre, radius: float, n, cut: float) -> np.ndarray:
+    """Voxels whose centre lies in the ball and on the head's side of the neck plane."""
+    rel = grid.voxel_points(shape, affine) - np.asarray(centre, np.float32)
+    return ((rel**2).sum(-1) <= radius**2) & (rel @ np.asarray(n, np.float32) <= cut)

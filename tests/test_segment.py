@@ -1,0 +1,134 @@
+"""Automatic segmentation (issue #4) against the phantom truth of the committed sample data.
+
+The sample scans are rendered by ``pipeline.phantom`` with exact truth; the tests check head and
+lesion Dice for a dark (Mitchell C) and a bright (Mitchell A) core, a healthy head, the drill
+track, side selection in a bilateral field of view, invariance to the storage order, and the
+refusal of an image with no femoral head. The wider validation set is scripts/validate_segmentation.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from nibabel import orientations as ornt
+
+from pipeline.cli import main
+from pipeline.config import Settings
+from pipeline.errors import InputError
+from pipeline.frame import select_side
+from pipeline.scan import load_labels, load_scan
+from pipeline.segment import segment_hip
+
+from conftest import realdata
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+def dice(a, b) -> float:
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else 2.0 * float((a & b).sum()) / float(total)
+
+
+_CACHE: dict = {}
+
+
+def segmented(stem: str, side: str):
+    """(scan, result, truth head, truth lesion), computed once per module run."""
+    key = (stem, side)
+    if key not in _CACHE:
+        scan = load_scan(SAMPLE / f"{stem}.nii.gz")
+        labels = load_labels(SAMPLE / f"{stem}_labels.nii.gz", scan, 0.01)
+        hip = select_side(labels > 0, scan.affine, side)
+        result = segment_hip(scan, side, Settings())
+        _CACHE[key] = (scan, result, hip, (labels == 2) & hip)
+    return _CACHE[key]
+
+
+def test_head_and_dark_core_lesion_match_the_truth():
+    scan, res, head, lesion = segmented("ONFH01_m00_cor", "right")  # Mitchell C, 3.5 mm slices
+    assert dice(res.head, head) >= 0.97
+    assert dice(res.lesion, lesion) >= 0.85
+    assert res.confidence["sphere_fit_rms_mm"] < 1.0
+    record = res.record()
+    assert record["method"] == "automatic" and "gap_mm" in record["parameters"]
+
+
+def test_bright_core_lesion_mitchell_a_on_an_oblique_scan():
+    scan, res, head, lesion = segmented("ONFH03_m00_obl", "right")  # fat-like core, oblique
+    assert dice(res.head, head) >= 0.97
+    assert dice(res.lesion, lesion) >= 0.85
+
+
+def test_healthy_head_has_no_lesion_and_sides_are_chosen_by_ras_x():
+    _, right, right_head, right_lesion = segmented("ONFH04_m00_bilat", "right")  # Mitchell B + healthy
+    scan, left, left_head, _ = segmented("ONFH04_m00_bilat", "left")
+    assert dice(right.head, right_head) >= 0.97 and dice(left.head, left_head) >= 0.97
+    assert right.confidence["head_center_ras_mm"][0] > left.confidence["head_center_ras_mm"][0]
+    assert left.lesion.sum() * scan.voxel_volume_mm3 / 1000.0 < 0.3
+    assert dice(right.lesion, right_lesion) >= 0.85
+
+
+def test_drill_track_is_not_lesion():
+    scan, res, head, lesion = segmented("ONFH01_m03_cor", "right")
+    track = json.loads((SAMPLE / "ONFH01_m03_cor_truth.json").read_text())["drill_track"]
+    a, b = np.asarray(track["entry_ras_mm"]), np.asarray(track["end_ras_mm"])
+    pts = scan.index_to_ras(np.argwhere(res.head))
+    t = np.clip((pts - a) @ (b - a) / ((b - a) @ (b - a)), 0, 1)
+    near_track = np.linalg.norm(pts - (a + t[:, None] * (b - a)), axis=1) <= track["diameter_mm"] / 2
+    idx = np.argwhere(res.head)[near_track]
+    on_track = np.zeros_like(res.head)
+    on_track[tuple(idx.T)] = True
+    from scipy import ndimage
+
+    away = on_track & ~ndimage.binary_dilation(lesion, iterations=2)
+    assert away.sum() > 20  # the track does cross healthy head
+    assert (res.lesion & away).sum() * scan.voxel_volume_mm3 / 1000.0 < 0.05
+    assert dice(res.lesion, lesion) >= 0.85
+
+
+def test_same_scan_in_another_axis_order_gives_identical_masks(tmp_path):
+    src = nib.load(SAMPLE / "ONFH05_m00_3d.nii.gz")
+    data = np.asarray(src.dataobj)
+    # store it R, I, A instead of L, P, S: a permutation with flips, no resampling
+    target = ornt.axcodes2ornt(("I", "R", "A"))
+    transform = ornt.ornt_transform(ornt.io_orientation(src.affine), target)
+    moved = ornt.apply_orientation(data, transform)
+    affine = src.affine @ ornt.inv_ornt_aff(transform, data.shape)
+    path = tmp_path / "restored.nii.gz"
+    nib.save(nib.Nifti1Image(moved, affine), path)
+    a = segment_hip(load_scan(SAMPLE / "ONFH05_m00_3d.nii.gz"), "left", Settings())
+    b = segment_hip(load_scan(path), "left", Settings())
+    assert load_scan(path).axcodes == ("I", "R", "A")
+    assert np.array_equal(a.head, b.head) and np.array_equal(a.lesion, b.lesion)
+    assert a.head.any() and a.lesion.any()
+
+
+def test_image_without_femoral_head_is_refused(tmp_path, capsys):
+    path = realdata("example_mr_sm.nii.gz")
+    with pytest.raises(InputError, match="no femoral head found"):
+        segment_hip(load_scan(path), "right", Settings())
+    code = main(["analyze", str(path), "--side", "right", "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "no femoral head found" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_roi_and_lesion_seed_are_parsed_and_recorded(tmp_path):
+    _, res, _, lesion = segmented("ONFH04_m00_bilat", "right")
+    centre = res.confidence["head_center_ras_mm"]
+    scan = load_scan(SAMPLE / "ONFH04_m00_bilat.nii.gz")
+    seed = scan.index_to_ras(np.argwhere(lesion).mean(axis=0).round())
+    roi = [c - 40 for c in centre] + [c + 40 for c in centre]
+    out = tmp_path / "out"
+    code = main(["analyze", str(SAMPLE / "ONFH04_m00_bilat.nii.gz"), "--side", "right", "--out", str(out),
+                 "--roi", ",".join(f"{v:.1f}" for v in roi), "--lesion-seed", ",".join(f"{v:.1f}" for v in seed)])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    seg = metrics["segmentation"]
+    assert seg["method"] == "automatic"
+    assert seg["parameters"]["roi_ras_mm"] is not None and len(seg["parameters"]["lesion_seeds_ras_mm"]) == 1
+    assert metrics["lesion_volume_ml"] > 5.0
