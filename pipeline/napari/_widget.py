@@ -1,0 +1,587 @@
+"""The "Analyze hip" dock widget.
+
+Pick the scan, its label map (1 head, 2 lesion by default), the side and optional acetabular
+landmarks (Points layers, world = RAS mm); "Measure" runs :func:`._measure.measure_label_map`
+(the CLI's own measurement) in a napari worker thread and shows the figures, a zone map and the
+mid-coronal / mid-sagittal planes. After painting, "Re-measure" updates everything; "Export..."
+writes exactly what ``onfh analyze`` writes (:func:`pipeline.analyze.write_analysis`).
+
+Automatic segmentation does not exist yet: the widget says so, and offers an empty label map on
+the scan's grid to paint instead.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from functools import partial
+from pathlib import Path
+
+import napari
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..config import load_settings
+from ..errors import InputError
+from ..info import obliquity_deg
+from ..scan import load_labels
+from ._layers import (
+    META_KEY,
+    SCAN_KEY,
+    data_to_world_matrix,
+    labels_layer_data,
+    labels_on_scan,
+    layer_scan,
+    points_layer_data,
+    stem,
+)
+from ._measure import measure_label_map, metrics_rows, plane_layers, zones_layer_data
+
+NONE = "(none)"
+OBLIQUE_NOTE_DEG = 0.5
+RESULT_PREFIX = "onfh "
+SEGMENTATION_NOTE = (
+    "Automatic segmentation is not available yet. Load a label map (File > Open: *_labels.nii.gz, "
+    "or `onfh review IMAGE`) or paint one: label 1 = femoral head, 2 = lesion."
+)
+VIEWS = {
+    # world axes (0, 1, 2) = (R, A, S). The last two entries are displayed (rows, columns); with
+    # the camera's vertical axis "up" and horizontal "left", superior is up and the patient's
+    # right (coronal, axial) or anterior (sagittal) is on the viewer's left: radiological views.
+    "coronal": (1, 2, 0),
+    "sagittal": (0, 2, 1),
+    "axial": (2, 1, 0),
+}
+
+
+def set_view(viewer, plane: str) -> None:
+    """Show a radiological coronal, sagittal or axial view of RAS world coordinates (or "3d")."""
+    if viewer.dims.ndim != 3:
+        return
+    if plane == "3d":
+        viewer.dims.ndisplay = 3
+        return
+    viewer.dims.ndisplay = 2
+    viewer.dims.order = VIEWS[plane]
+    viewer.dims.axis_labels = ("x (R)", "y (A)", "z (S)")
+    _camera(viewer).orientation2d = ("up", "left")
+
+
+def _camera(viewer):
+    """napari >= 0.9 keeps the camera in ``viewer.scene``; older versions on the viewer."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
+def _measure_job(scan, label_map, side, settings, edge, roof_medial, labels_source, edited):
+    """Worker generator: yields progress steps, returns (analysis, result layer tuples)."""
+    yield "measuring (volumes, head frame, zones, isotropic reconstruction)"
+    analysis = measure_label_map(scan, label_map, side, settings, edge, roof_medial, labels_source, edited)
+    yield "sampling the mid-planes"
+    layers = [zones_layer_data(analysis)] + plane_layers(analysis)
+    return analysis, layers
+
+
+def _export_job(analysis, out_dir, settings):
+    """Worker generator: writes the CLI's outputs for a measured hip."""
+    from ..analyze import write_analysis
+
+    started = time.perf_counter()
+    yield f"writing {out_dir}"
+    write_analysis(analysis, out_dir, settings, started)
+    return Path(out_dir)
+
+
+class AnalyzeHipWidget(QWidget):
+    """Measure one hip from the current label map (the `onfh analyze --labels` figures)."""
+
+    def __init__(self, napari_viewer, parent=None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.analysis = None
+        self.settings = None
+        self.last_export: Path | None = None
+        self.busy = False
+        self.stale = False
+        self.error: str | None = None
+        self._worker = None
+        self._pending_export: Path | None = None
+        self._edited: set[int] = set()
+        self._watched: list = []
+        self._build()
+        layers_events = self.viewer.layers.events
+        layers_events.inserted.connect(self.reset_choices)
+        layers_events.removed.connect(self.reset_choices)
+        self.viewer.dims.events.order.connect(self.sync_plane_layers)
+        self.viewer.dims.events.ndisplay.connect(self.sync_plane_layers)
+        self.reset_choices()
+
+    # UI ---------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        self.image_box = QComboBox()
+        self.labels_box = QComboBox()
+        self.side_box = QComboBox()
+        self.side_box.addItems(["right", "left"])
+        self.head_spin = QSpinBox()
+        self.lesion_spin = QSpinBox()
+        for spin, value in ((self.head_spin, 1), (self.lesion_spin, 2)):
+            spin.setRange(1, 65535)
+            spin.setValue(value)
+        self.edge_box = QComboBox()
+        self.roof_box = QComboBox()
+        self.edge_box.setToolTip("Points layer: its last point is the lateral acetabular edge (RAS mm)")
+        self.roof_box.setToolTip("Points layer: its last point is the medial end of the acetabular roof (RAS mm)")
+        self.config_edit = QLineEdit()
+        self.config_edit.setPlaceholderText("default settings (configs/default.yaml)")
+        config_row = QHBoxLayout()
+        config_row.addWidget(self.config_edit)
+        browse = QPushButton("...")
+        browse.setFixedWidth(28)
+        browse.clicked.connect(self._browse_config)
+        config_row.addWidget(browse)
+        form.addRow("Image", self.image_box)
+        form.addRow("Labels", self.labels_box)
+        form.addRow("Side", self.side_box)
+        form.addRow("Head label", self.head_spin)
+        form.addRow("Lesion label", self.lesion_spin)
+        form.addRow("Acetabular edge", self.edge_box)
+        form.addRow("Roof medial end", self.roof_box)
+        form.addRow("Settings", config_row)
+        layout.addLayout(form)
+        self.image_box.currentTextChanged.connect(self._image_changed)
+        self.labels_box.currentTextChanged.connect(self._mark_stale)
+        self.side_box.currentTextChanged.connect(self._mark_stale)
+        self.config_edit.textChanged.connect(self._mark_stale)
+        self.head_spin.valueChanged.connect(self._mark_stale)
+        self.lesion_spin.valueChanged.connect(self._mark_stale)
+        self.edge_box.currentTextChanged.connect(self._mark_stale)
+        self.roof_box.currentTextChanged.connect(self._mark_stale)
+
+        tools = QHBoxLayout()
+        self.open_labels_button = QPushButton("Open label map...")
+        self.open_labels_button.setToolTip("Read a label map or mask file onto the chosen image's grid "
+                                           "(checked as `onfh analyze --labels` checks it)")
+        self.open_labels_button.clicked.connect(self._open_labels_clicked)
+        tools.addWidget(self.open_labels_button)
+        self.new_labels_button = QPushButton("New label map")
+        self.new_labels_button.setToolTip("An empty label map on the image's grid, to paint (1 head, 2 lesion)")
+        self.new_labels_button.clicked.connect(self.new_label_map)
+        self.landmark_button = QPushButton("Add edge landmark")
+        self.landmark_button.setToolTip("A Points layer for the lateral acetabular edge; click once in the view")
+        self.landmark_button.clicked.connect(self.add_landmark_layer)
+        tools.addWidget(self.new_labels_button)
+        tools.addWidget(self.landmark_button)
+        layout.addLayout(tools)
+        self.segment_button = QPushButton("Segment automatically (not available yet)")
+        self.segment_button.setEnabled(False)
+        self.segment_button.setToolTip(SEGMENTATION_NOTE)
+        layout.addWidget(self.segment_button)
+        self.oblique_note = QLabel("")
+        self.oblique_note.setWordWrap(True)
+        self.oblique_note.setStyleSheet("color: #e0c060; font-size: 10px;")
+        self.oblique_note.setVisible(False)
+        note = QLabel(SEGMENTATION_NOTE)
+        note.setWordWrap(True)
+        note.setStyleSheet("color: #b0b0b0; font-size: 10px;")
+        layout.addWidget(note)
+        layout.addWidget(self.oblique_note)
+
+        actions = QHBoxLayout()
+        self.measure_button = QPushButton("Measure")
+        self.measure_button.clicked.connect(self.measure)
+        self.export_button = QPushButton("Export...")
+        self.export_button.setEnabled(False)
+        self.export_button.clicked.connect(self._export_clicked)
+        actions.addWidget(self.measure_button)
+        actions.addWidget(self.export_button)
+        layout.addLayout(actions)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 0)  # busy indicator
+        self.progress.setVisible(False)
+        layout.addWidget(self.progress)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+
+        self.table = QTableWidget(0, 2)
+        self.table.setHorizontalHeaderLabels(["figure", "value"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setWordWrap(True)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setMinimumHeight(200)
+        layout.addWidget(self.table)
+        self.warnings_text = QPlainTextEdit()
+        self.warnings_text.setReadOnly(True)
+        self.warnings_text.setMaximumHeight(80)
+        self.warnings_text.setPlaceholderText("warnings")
+        layout.addWidget(self.warnings_text)
+
+        views = QHBoxLayout()
+        for label, plane in (("Coronal", "coronal"), ("Sagittal", "sagittal"), ("Axial", "axial"), ("3D", "3d")):
+            button = QPushButton(label)
+            button.clicked.connect(lambda _=False, p=plane: set_view(self.viewer, p))
+            views.addWidget(button)
+        centre = QPushButton("Head centre")
+        centre.setToolTip("Move the sliders to the fitted head centre (the mid-planes)")
+        centre.clicked.connect(self.go_to_head_centre)
+        views.addWidget(centre)
+        layout.addLayout(views)
+
+    def _browse_config(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Settings", "", "YAML (*.yaml *.yml)")
+        if path:
+            self.config_edit.setText(path)
+
+    # layer choices ------------------------------------------------------------------------------
+    def _layers_of(self, kind: str) -> list:
+        cls = {"image": napari.layers.Image, "labels": napari.layers.Labels, "points": napari.layers.Points}[kind]
+        out = []
+        for layer in self.viewer.layers:
+            if not isinstance(layer, cls) or layer.name.startswith(RESULT_PREFIX):
+                continue
+            if kind != "points" and getattr(layer, "ndim", 3) != 3:
+                continue
+            out.append(layer)
+        return out
+
+    @staticmethod
+    def _fill(box: QComboBox, names: list[str], prefer: str | None = None) -> None:
+        current = box.currentText()
+        box.blockSignals(True)
+        box.clear()
+        box.addItems(names)
+        choice = current if current in names else (prefer if prefer in names else None)
+        if choice is not None:
+            box.setCurrentText(choice)
+        box.blockSignals(False)
+
+    def reset_choices(self, event=None) -> None:
+        """Refresh the layer lists (napari calls this when layers are added or removed)."""
+        images = [layer.name for layer in self._layers_of("image")]
+        labels = [layer.name for layer in self._layers_of("labels")]
+        points = [NONE] + [layer.name for layer in self._layers_of("points")]
+        before = self.image_box.currentText()
+        self._fill(self.image_box, images)
+        image = self.image_box.currentText()
+        self._fill(self.labels_box, labels, self._labels_for(image, labels))
+        edge = next((n for n in points if "edge" in n.lower()), NONE)
+        roof = next((n for n in points if "roof" in n.lower() or "medial" in n.lower()), NONE)
+        self._fill(self.edge_box, points, edge)
+        self._fill(self.roof_box, points, roof)
+        if image and image != before:
+            self._image_changed(image)
+
+    def _labels_for(self, image: str, labels: list[str]) -> str | None:
+        """The label layer that belongs to an image: same file stem first, then any."""
+        for name in labels:
+            if image and name.startswith(image):
+                return name
+        return labels[0] if labels else None
+
+    def _image_changed(self, name: str) -> None:
+        oblique = 0.0
+        if name and name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+            side = layer.metadata.get("onfh_side")
+            if side in ("left", "right"):
+                self.side_box.setCurrentText(side)
+            if layer.ndim == 3:
+                oblique = obliquity_deg(data_to_world_matrix(layer))
+        self.oblique_note.setVisible(oblique > OBLIQUE_NOTE_DEG)
+        self.oblique_note.setText(
+            f"Oblique scan ({oblique:.1f}° off the world axes): napari draws its 2D slices without the "
+            "out-of-slice rotation. The figures, the 'onfh mid-coronal/-sagittal' planes and the 3D view are exact."
+        )
+        self._mark_stale()
+
+    def _layer(self, box: QComboBox, what: str, required: bool = True):
+        name = box.currentText()
+        if not name or name == NONE:
+            if required:
+                raise InputError(f"choose {what}")
+            return None
+        if name not in self.viewer.layers:
+            raise InputError(f"layer {name!r} no longer exists")
+        return self.viewer.layers[name]
+
+    # editing ----------------------------------------------------------------------------------
+    def _watch(self, layer) -> None:
+        """Mark the figures stale (and the labels edited) when the layer changes."""
+        if any(w is layer for w in self._watched):
+            return
+        self._watched.append(layer)
+        for name in ("paint", "data"):
+            emitter = getattr(layer.events, name, None)
+            if emitter is not None:
+                emitter.connect(partial(self._edited_layer, id(layer)))
+
+    def _edited_layer(self, layer_id: int, event=None) -> None:
+        self._edited.add(layer_id)
+        self._mark_stale()
+
+    def _mark_stale(self, *_) -> None:
+        if self.analysis is not None and not self.stale:
+            self.stale = True
+            self.status.setText("Inputs changed since the last measurement: press Re-measure.")
+
+    def new_label_map(self):
+        """Add an empty Labels layer on the chosen image's grid (paint 1 head, 2 lesion)."""
+        try:
+            image = self._layer(self.image_box, "an image layer")
+            scan = layer_scan(image)
+        except InputError as exc:
+            self._show_error(str(exc))
+            return None
+        data, kwargs, _ = labels_layer_data(np.zeros(scan.shape, np.uint8), scan, f"{image.name}_labels")
+        layer = self.viewer.add_labels(data, **kwargs)
+        self.labels_box.setCurrentText(layer.name)
+        return layer
+
+    def _open_labels_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Label map", "",
+                                              "Images (*.nii *.nii.gz *.nrrd *.nhdr *.mha *.mhd);;All files (*)")
+        if path:
+            self.open_label_map(path)
+
+    def open_label_map(self, path):
+        """Add a label map file as a Labels layer on the chosen image's grid, whatever its name.
+
+        The file is read with :func:`pipeline.scan.load_labels` against the image (same voxels in
+        space, voxel order free), exactly as ``onfh analyze --labels`` reads it.
+        """
+        try:
+            image = self._layer(self.image_box, "an image layer")
+            scan = layer_scan(image)
+            label_map = load_labels(path, scan)
+        except InputError as exc:
+            self._show_error(str(exc))
+            return None
+        data, kwargs, _ = labels_layer_data(label_map, scan, stem(path), path)
+        layer = self.viewer.add_labels(data, **kwargs)
+        self.labels_box.setCurrentText(layer.name)
+        self.error = None
+        self.status.setText(f"Label map {Path(path).name} added on the grid of {image.name}.")
+        return layer
+
+    def add_landmark_layer(self):
+        """Add an empty Points layer for the lateral acetabular edge, ready to click."""
+        data, kwargs, _ = points_layer_data(np.zeros((0, 3)), "acetabular edge")
+        layer = self.viewer.add_points(data, **kwargs)
+        self.edge_box.setCurrentText(layer.name)
+        layer.mode = "add"
+        return layer
+
+    # measuring --------------------------------------------------------------------------------
+    def _landmark(self, box: QComboBox, what: str):
+        layer = self._layer(box, what, required=False)
+        if layer is None:
+            return None
+        self._watch(layer)
+        if len(layer.data) == 0:
+            return None
+        return tuple(float(v) for v in np.asarray(layer.data_to_world(layer.data[-1]), dtype=float))
+
+    def _request(self) -> tuple:
+        """Everything the measurement needs, copied on the main thread (painting may go on)."""
+        image = self._layer(self.image_box, "an image layer")
+        labels = self._layer(self.labels_box, "a labels layer (load or paint one: 1 head, 2 lesion)")
+        config = self.config_edit.text().strip() or None
+        settings = load_settings(config, labels__head=self.head_spin.value(),
+                                 labels__lesion=self.lesion_spin.value())
+        scan = layer_scan(image)
+        label_map = labels_on_scan(labels, scan, settings.labels.grid_tolerance_mm)
+        self._watch(labels)
+        edited = id(labels) in self._edited
+        source = (labels.metadata.get(META_KEY) or {}).get("path") or f"napari layer {labels.name}"
+        if edited and not source.startswith("napari layer"):
+            source = f"{source} (edited in napari layer {labels.name})"
+        return (scan, label_map, self.side_box.currentText(), settings,
+                self._landmark(self.edge_box, "the acetabular edge"),
+                self._landmark(self.roof_box, "the acetabular roof's medial end"), source, edited)
+
+    def measure(self):
+        """Start measuring in a worker thread; returns the worker (None if busy or refused)."""
+        if self.busy:
+            return None
+        try:
+            request = self._request()
+        except InputError as exc:
+            self._show_error(str(exc))
+            return None
+        first = self.analysis is None
+        return self._start(_measure_job, request, lambda result: self._show(result, first, request[3]),
+                           "onfh: measuring hip", total=2)
+
+    def _start(self, job, args, on_return, desc: str, total: int):
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(job, *args, _progress={"total": total, "desc": desc}, _ignore_errors=True)
+        worker.yielded.connect(lambda msg: self.status.setText(f"{msg}..."))
+        worker.returned.connect(on_return)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self._set_busy(True, desc)
+        self._worker = worker
+        worker.start()
+        return worker
+
+    def _set_busy(self, busy: bool, text: str = "") -> None:
+        self.busy = busy
+        self.progress.setVisible(busy)
+        for button in (self.measure_button, self.export_button, self.new_labels_button, self.open_labels_button):
+            button.setEnabled(not busy and (button is not self.export_button or self.analysis is not None))
+        if busy:
+            self.error = None
+            self.status.setText(f"{text}...")
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self._set_busy(False)
+        pending, self._pending_export = self._pending_export, None
+        if pending is not None and self.error is None and not self.stale and self.analysis is not None:
+            self.export(pending)
+
+    def _on_error(self, exc: BaseException) -> None:
+        if isinstance(exc, InputError):
+            self._show_error(str(exc))
+        else:
+            detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            self._show_error(f"internal error: {type(exc).__name__}: {exc}")
+            self.warnings_text.setPlainText(detail)
+
+    def _show_error(self, message: str) -> None:
+        self.error = message
+        self.status.setText(f"<span style='color:#ff6060'>error: {message}</span>")
+
+    def _show(self, result, first: bool, settings) -> None:
+        analysis, layers = result
+        self.analysis = analysis
+        self.settings = settings
+        self.stale = False
+        m = analysis.metrics
+        rows = metrics_rows(m)
+        self.table.setRowCount(len(rows))
+        for i, (name, value) in enumerate(rows):
+            self.table.setItem(i, 0, QTableWidgetItem(name))
+            item = QTableWidgetItem(value)
+            item.setTextAlignment(Qt.AlignLeft | Qt.AlignVCenter)
+            item.setToolTip(value)
+            self.table.setItem(i, 1, item)
+        self.table.resizeRowsToContents()
+        self.warnings_text.setPlainText("\n".join(f"• {w}" for w in m["warnings"]))
+        self._replace_result_layers(layers, self.labels_box.currentText())
+        self.measure_button.setText("Re-measure")
+        self.export_button.setEnabled(True)
+        nf = m["necrotic_fraction_pct"]
+        self.status.setText(
+            f"{m['side']} hip: head {m['head_volume_ml']:.2f} mL, lesion {m['lesion_volume_ml']:.2f} mL, "
+            f"NF {nf:.1f} %" + (f"; {len(m['warnings'])} warning(s)" if m["warnings"] else "")
+        )
+        if first:
+            set_view(self.viewer, "coronal")
+            self.go_to_head_centre()
+
+    def _replace_result_layers(self, layers: list[tuple], labels_name: str | None = None) -> None:
+        """Replace the result layers whole. The mid-plane images go just above the scan (under the
+        label map, so painting stays visible); outlines and zones go on top. The labels layer is
+        made active for painting."""
+        from napari.layers import Layer
+
+        visible = {}
+        for _, kwargs, _ in layers:
+            name = kwargs["name"]
+            if name in self.viewer.layers:
+                visible[name] = self.viewer.layers[name].visible
+                self.viewer.layers.remove(name)
+        image_name = self.image_box.currentText()
+        for data, kwargs, kind in layers:
+            layer = Layer.create(data, kwargs, kind)
+            layer.visible = visible.get(kwargs["name"], kwargs.get("visible", True))
+            if kind == "image" and image_name in self.viewer.layers:
+                self.viewer.layers.insert(self.viewer.layers.index(image_name) + 1, layer)
+            elif kind == "labels" and labels_name in self.viewer.layers:  # zones under the label map
+                self.viewer.layers.insert(self.viewer.layers.index(labels_name), layer)
+            else:
+                self.viewer.add_layer(layer)
+        if labels_name and labels_name in self.viewer.layers:
+            self.viewer.layers.selection.active = self.viewer.layers[labels_name]
+        self.sync_plane_layers()
+
+    def sync_plane_layers(self, event=None) -> None:
+        """Show each mid-plane (image and outlines) in its own 2D view and both in 3D: seen edge-on
+        in another view, a plane would only draw a stray line."""
+        dims = self.viewer.dims
+        if dims.ndim != 3:
+            return
+        sliced = dims.order[0]
+        for plane, axis in (("coronal", 1), ("sagittal", 0)):
+            show = dims.ndisplay == 3 or sliced == axis
+            for name in (f"{RESULT_PREFIX}mid-{plane}", f"{RESULT_PREFIX}mid-{plane} outlines"):
+                if name in self.viewer.layers:
+                    self.viewer.layers[name].visible = show
+
+    def go_to_head_centre(self, zoom: bool = True) -> None:
+        """Sliders and camera to the fitted head centre (where the mid-planes cross)."""
+        if self.analysis is None or self.analysis.frame is None:
+            return
+        frame = self.analysis.frame
+        centre = np.asarray(frame.center, dtype=float)
+        for axis in range(3):
+            self.viewer.dims.set_point(axis, float(centre[axis]))
+        displayed = self.viewer.dims.displayed
+        camera = _camera(self.viewer)
+        camera.center = tuple(float(centre[a]) for a in displayed)
+        canvas = getattr(getattr(self.viewer, "canvas", None), "size", None)
+        if zoom and canvas is not None and min(canvas) > 1:
+            camera.zoom = float(min(canvas)) / (6.0 * frame.radius)
+
+    # export -----------------------------------------------------------------------------------
+    def _export_clicked(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Export into a new or existing folder (replaced whole)")
+        if folder:
+            self.export(folder)
+
+    def export(self, out_dir):
+        """Write labels, zones, meshes, metrics.json and qc.png into ``out_dir`` like ``onfh analyze``.
+
+        When the inputs changed since the last measurement, the hip is re-measured first (the
+        table and layers are updated) and the export follows. Returns the running worker.
+        """
+        if self.busy:
+            return None
+        if self.stale or self.analysis is None:
+            self._pending_export = Path(out_dir)
+            return self.measure()
+        self._pending_export = None
+
+        def done(path):
+            self.last_export = path
+            self.status.setText(f"Exported to {path}")
+
+        return self._start(_export_job, (self.analysis, Path(out_dir), self.settings), done,
+                           "onfh: exporting", total=1)
+
+
+__all__ = ["AnalyzeHipWidget", "set_view", "SCAN_KEY"]
