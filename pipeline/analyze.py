@@ -211,13 +211,12 @@ def import_masks(
     warnings: list[str] = []
     if labels is not None:
         label_map = load_labels(labels, scan, tol)
-        head, lesion, warnings = measure.masks_from_labels(
-            label_map, settings.labels.head, settings.labels.lesion, lesion_required=lesion_label_explicit
-        )
+        head, lesion, warnings = masks_from_label_map(label_map, scan, side, settings, lesion_label_explicit)
         seg = {"method": "imported label map",
                "parameters": {"labels": str(labels), "head_label": settings.labels.head,
                               "lesion_label": settings.labels.lesion}}
-    elif femur_mask is not None:
+        return head, lesion, seg, warnings
+    if femur_mask is not None:
         if lesion_mask is None:
             raise InputError("--femur-mask needs --lesion-mask (automatic lesion segmentation is not available)")
         femur = select_side(_binary(femur_mask, scan, tol), scan.affine, side)
@@ -235,12 +234,54 @@ def import_masks(
     else:
         raise InputError("give --labels, --head-mask with --lesion-mask, or --femur-mask with --lesion-mask "
                          "(or no mask at all for automatic segmentation)")
+    head, lesion = _one_hip(head, lesion, scan, side, warnings)
+    return head, lesion, seg, warnings
+
+
+def masks_from_label_map(
+    label_map: np.ndarray, scan: Scan, side: str, settings: Settings, lesion_required: bool = False
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Head and lesion masks of one hip from a label map already on ``scan``'s canonical grid.
+
+    What ``onfh analyze --labels`` does after reading the file, and what the napari widgets do
+    with a Labels layer: head = ``settings.labels.head`` or lesion (the lesion counts as part of
+    the head), lesion = ``settings.labels.lesion``, other labels ignored with a warning, and a map
+    covering both hips cut to ``side`` (the patient's right hip has the greater RAS x).
+
+    Parameters
+    ----------
+    label_map : ndarray of int on ``scan``'s grid
+    scan : Scan
+    side : {"left", "right"}
+    settings : Settings
+    lesion_required : bool
+        The lesion label was named explicitly: its absence is an error (else a lesion-free head).
+
+    Returns
+    -------
+    head, lesion : ndarray of bool
+    warnings : list of str
+
+    Raises
+    ------
+    InputError
+        An absent head label (or required lesion label), an empty head.
+    """
+    head, lesion, warnings = measure.masks_from_labels(
+        label_map, settings.labels.head, settings.labels.lesion, lesion_required=lesion_required
+    )
+    head, lesion = _one_hip(head, lesion, scan, side, warnings)
+    return head, lesion, warnings
+
+
+def _one_hip(head: np.ndarray, lesion: np.ndarray, scan: Scan, side: str, warnings: list[str]):
+    """Refuse an empty head; cut masks covering both hips to ``side`` (noted in ``warnings``)."""
     if not head.any():
         raise InputError("the femoral-head mask is empty")
     hip = select_side(head | lesion, scan.affine, side)
     if not hip.all() and (hip != (head | lesion)).any():
         warnings.append(f"masks cover both hips: the {side} hip (by RAS x) was kept")
-    return head & hip, lesion & hip, seg, warnings
+    return head & hip, lesion & hip
 
 
 def _binary(path, scan: Scan, tol: float, allow_empty: bool = False) -> np.ndarray:
@@ -274,6 +315,21 @@ def write_analysis(analysis: Analysis, out_dir: str | Path, settings: Settings, 
         metrics["provenance"] = provenance(settings, time.perf_counter() - started)
         write_json(tmp / "metrics.json", metrics)
     return out_dir
+
+
+def segment_masks(scan: Scan, side: str, settings: Settings, seeds=None, roi=None):
+    """Automatic head, lesion and acetabulum masks (``pipeline.segment.segment_hip``).
+
+    Returns ``(head, lesion, segmentation_record, warnings, acetabulum)``; a segmentation the
+    algorithm flags for review adds a warning naming its flags.
+    """
+    from .segment import segment_hip
+
+    result = segment_hip(scan, side, settings, seeds=seeds, roi=roi)
+    warnings = list(result.warnings)
+    if result.confidence["status"] != "ok":
+        warnings.append("automatic segmentation flagged for review: " + "; ".join(result.confidence["flags"]))
+    return result.head, result.lesion, result.record(), warnings, result.acetabulum
 
 
 def run_analyze(
@@ -311,14 +367,9 @@ def run_analyze(
         raise InputError("--lesion-seed and --roi steer the automatic segmentation: give them without masks")
     acetabulum = None
     if automatic:
-        from .segment import segment_hip
-
-        result = segment_hip(scan, side, settings, seeds=lesion_seeds, roi=roi)
-        head, lesion, seg, warnings = result.head, result.lesion, result.record(), list(result.warnings)
-        if result.confidence["status"] != "ok":
-            warnings.append("automatic segmentation flagged for review: " + "; ".join(result.confidence["flags"]))
+        head, lesion, seg, warnings, found_acetabulum = segment_masks(scan, side, settings, lesion_seeds, roi)
         if acetabulum_mask is None:
-            acetabulum = result.acetabulum
+            acetabulum = found_acetabulum
     else:
         head, lesion, seg, warnings = import_masks(
             scan, settings, side, labels, head_mask, lesion_mask, femur_mask, lesion_label_explicit

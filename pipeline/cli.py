@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("followups", nargs="+", metavar="followup", help="follow-up image(s), in visit order")
     p.add_argument("--side", required=True, choices=("left", "right"), help="the patient's hip")
     p.add_argument("--out", required=True, help="output folder (replaced atomically)")
-    p.add_argument("--baseline-labels", help="label map on the baseline grid (head and lesion labels)")
+    p.add_argument("--baseline-labels", help="label map on the baseline grid (head and lesion labels); "
+                   "without label maps every visit is segmented automatically")
     p.add_argument("--followup-labels", nargs="+", metavar="MAP", help="one label map per follow-up, in order")
     p.add_argument("--config", help="YAML settings (defaults: configs/default.yaml)")
 
@@ -161,9 +162,6 @@ def _cmd_compare(args) -> int:
     from .config import load_settings
 
     settings = load_settings(args.config)
-    if not args.baseline_labels or not args.followup_labels:
-        raise InputError("compare needs --baseline-labels and --followup-labels (one per follow-up): "
-                         "automatic segmentation is not available yet")
     result = run_compare(args.baseline, args.followups, args.side, args.out, settings,
                          baseline_labels=args.baseline_labels, followup_labels=args.followup_labels)
     several = len(result["followups"]) > 1

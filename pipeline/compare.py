@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .analyze import SCHEMA_VERSION, SIDES, Analysis, import_masks, measure_hip
+from .analyze import SCHEMA_VERSION, SIDES, Analysis, import_masks, measure_hip, segment_masks
 from .config import Settings
 from .errors import InputError
 from .longitudinal import CHANGE_LABELS, Comparison, compare_visits
@@ -75,27 +75,26 @@ FILES = {
 
 
 def load_visit(image, labels, side: str, settings: Settings, what: str, edge=None, roof_medial=None) -> Analysis:
-    """Load one visit and measure it in its own space (imported label map required).
+    """Load one visit and measure it in its own space.
+
+    With a label map the masks are imported as ``onfh analyze --labels`` imports them; without
+    one the visit is segmented automatically (:func:`pipeline.analyze.segment_masks`), its
+    acetabulum found too, and ``segmentation.method`` says "automatic".
 
     Raises
     ------
     InputError
-        Without a label map (automatic segmentation is not available), or for bad input.
+        For bad input, or no femoral head found by the automatic path.
     """
-    _require_labels(image, labels, what)
     scan = load_scan(image)
     scan.meta["sha256"] = sha256_of(image, scan.meta.get("files"))
-    head, lesion, seg, warnings = import_masks(scan, settings, side, labels=labels)
-    return measure_hip(scan, head, lesion, side, settings, segmentation=seg, warnings=warnings,
-                       acetabular_edge=edge, acetabular_roof_medial=roof_medial)
-
-
-def _require_labels(image, labels, what: str) -> None:
+    acetabulum = None
     if labels is None:
-        raise InputError(
-            f"the {what} scan {Path(image).name} has no label map: compare needs --baseline-labels and "
-            "--followup-labels (automatic segmentation is not available yet)"
-        )
+        head, lesion, seg, warnings, acetabulum = segment_masks(scan, side, settings)
+    else:
+        head, lesion, seg, warnings = import_masks(scan, settings, side, labels=labels)
+    return measure_hip(scan, head, lesion, side, settings, segmentation=seg, warnings=warnings,
+                       acetabular_edge=edge, acetabular_roof_medial=roof_medial, acetabulum=acetabulum)
 
 
 def run_compare(
@@ -123,10 +122,11 @@ def run_compare(
         Output folder, replaced whole on success (layout in the module docstring).
     settings : Settings
         ``settings.longitudinal`` holds the registration parameters and the checks.
-    baseline_labels : path
+    baseline_labels : path, optional
         Label map on the baseline grid (head and lesion labels of ``settings.labels``).
-    followup_labels : path or list of paths
-        One label map per follow-up, on that follow-up's grid.
+    followup_labels : path or list of paths, optional
+        One label map per follow-up, on that follow-up's grid. Give label maps for every visit
+        or for none: without them every visit is segmented automatically.
     acetabular_edge, acetabular_roof_medial : sequence of 3 floats, optional
         Baseline landmarks, RAS mm: they set the weight-bearing span, hence the zones.
     title : str
@@ -140,7 +140,7 @@ def run_compare(
     Raises
     ------
     InputError
-        Missing label maps, unreadable or mismatched inputs, visits that cannot be the same hip
+        Label maps for some visits only, unreadable or mismatched inputs, visits that cannot be the same hip
         (side or head-radius mismatch), a failed registration. Nothing is written then.
     """
     started = time.perf_counter()
@@ -150,18 +150,19 @@ def run_compare(
     if not followups:
         raise InputError("give at least one follow-up scan")
     if followup_labels is None:
-        followup_labels = [None] * len(followups)  # refused below, naming the first scan without labels
+        followup_labels = [None] * len(followups)  # automatic segmentation
     elif isinstance(followup_labels, (str, Path)):
         followup_labels = [followup_labels]
     followup_labels = list(followup_labels)
     if len(followup_labels) != len(followups):
         raise InputError(f"{len(followups)} follow-up scans but {len(followup_labels)} follow-up label maps: "
                          "give one label map per follow-up, in the same order")
-
-    # refuse a missing label map before any scan is loaded and measured
-    _require_labels(baseline, baseline_labels, "baseline")
-    for k, (image, labels) in enumerate(zip(followups, followup_labels), start=1):
-        _require_labels(image, labels, f"follow-up {k}" if len(followups) > 1 else "follow-up")
+    given = [baseline_labels is not None] + [labels is not None for labels in followup_labels]
+    if any(given) and not all(given):
+        # A regeneration figure from a hand-drawn lesion at one visit and an automatic one at
+        # another would measure the difference between the two methods, not the bone.
+        raise InputError("give a label map for every visit (--baseline-labels and one --followup-labels per "
+                         "follow-up) or for none (automatic segmentation of every visit), not for some")
 
     base = load_visit(baseline, baseline_labels, side, settings, "baseline",
                       edge=acetabular_edge, roof_medial=acetabular_roof_medial)
