@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline-labels", help="label map on the baseline grid (head and lesion labels); "
                    "without label maps every visit is segmented automatically")
     p.add_argument("--followup-labels", nargs="+", metavar="MAP", help="one label map per follow-up, in order")
+    p.add_argument("--acetabular-edge", help="baseline lateral acetabular edge X,Y,Z (RAS mm): sets the zones")
+    p.add_argument("--acetabular-roof-medial", help="baseline medial end of the acetabular roof X,Y,Z (RAS mm)")
     p.add_argument("--config", help="YAML settings (defaults: configs/default.yaml)")
 
     p = sub.add_parser("info", help="geometry and series facts of an image (no patient identifiers)")
@@ -162,8 +164,12 @@ def _cmd_compare(args) -> int:
     from .config import load_settings
 
     settings = load_settings(args.config)
-    result = run_compare(args.baseline, args.followups, args.side, args.out, settings,
-                         baseline_labels=args.baseline_labels, followup_labels=args.followup_labels)
+    result = run_compare(
+        args.baseline, args.followups, args.side, args.out, settings,
+        baseline_labels=args.baseline_labels, followup_labels=args.followup_labels,
+        acetabular_edge=parse_point(args.acetabular_edge) if args.acetabular_edge else None,
+        acetabular_roof_medial=parse_point(args.acetabular_roof_medial) if args.acetabular_roof_medial else None,
+    )
     several = len(result["followups"]) > 1
     for f in result["followups"]:
         reg = f["registration"]

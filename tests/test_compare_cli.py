@@ -9,7 +9,7 @@ import pytest
 from _hip_pair import HipModel, grid, render, rotation, rotation_error_deg
 
 from pipeline.cli import main
-from pipeline.compare import run_compare
+from pipeline.compare import load_visit, run_compare
 from pipeline.config import Settings
 
 from conftest import restore, save_nifti
@@ -234,3 +234,18 @@ def test_sample_cohort_pair_without_labels_is_segmented_automatically(tmp_path):
     print(f"automatic regeneration {result['regeneration_pct']:.2f} % vs truth {truth['regeneration_pct']:.2f} %")
     assert result["regeneration_pct"] == pytest.approx(truth["regeneration_pct"], abs=5.0)
     assert result["registration"]["head_dice"] > 0.9
+
+
+def test_cli_compare_takes_the_baseline_acetabular_edge(pair, tmp_path, capsys):
+    """The edge landmark sets the baseline's weight-bearing span (hence the zones of regeneration)."""
+    out = tmp_path / "out"
+    base = load_visit(pair["baseline"], pair["baseline_labels"], "right", _settings(), "baseline")
+    centre = np.array(base.metrics["head_center_ras_mm"])
+    edge = centre + np.array([-4.0, 0.0, 18.0])  # medial of the default lateral end
+    rc = main(["compare", str(pair["baseline"]), str(pair["followup"]), "--side", "right", "--out", str(out),
+               "--baseline-labels", str(pair["baseline_labels"]), "--followup-labels", str(pair["followup_labels"]),
+               "--config", str(_fast_config(tmp_path)), "--acetabular-edge", ",".join(f"{v:.3f}" for v in edge)])
+    assert rc == 0, capsys.readouterr().err
+    span = json.loads((out / "longitudinal.json").read_text())["baseline"]["weight_bearing"]
+    assert span["source"] == "landmark"
+    assert span["u_lat_mm"] == pytest.approx(-4.0, abs=0.01)  # e_lat = +x for a right hip (METHOD.md 1)
