@@ -1,6 +1,6 @@
 # make run   : set up, then measure every sample scan with its labels (results/)
 # make test  : set up, then the whole test suite
-# make bench : speed and peak memory, JSON in benchmarks/results/
+# make bench : speed and peak memory of analyze, segmentation, compare and batch; JSON in benchmarks/results/
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -33,8 +33,10 @@ run: setup
 test: setup system-deps
 	xvfb-run -a -s "-screen 0 1600x1200x24" $(PY) -m pytest -q
 
+# Each script writes its JSON into benchmarks/results (analyze.json, segment.json, compare.json, batch.json).
+BENCHMARKS := run segment compare batch
 bench: setup
-	$(PY) benchmarks/run.py --out benchmarks/results
+	for b in $(BENCHMARKS); do test ! -f benchmarks/$$b.py || $(PY) benchmarks/$$b.py --out benchmarks/results || exit 1; done
 
 lint: setup
 	$(VENV)/bin/ruff check pipeline tests benchmarks scripts
