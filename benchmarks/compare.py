@@ -21,10 +21,7 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,10 +31,12 @@ import nibabel as nib
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from _hip_pair import HipModel, grid, render, rotation, rotation_error_deg  # noqa: E402
+from _timing import time_process  # noqa: E402
 
 SHAPE = (512, 40, 512)  # coronal: 512 x 512 in-plane (x, z), 40 slices along y
 SPACING = (0.7, 3.5, 0.7)
@@ -75,19 +74,6 @@ def make_case(folder: Path) -> dict:
 
 def one_core_prefix() -> list[str]:
     return ["taskset", "-c", "0"] if shutil.which("taskset") else []
-
-
-def time_process(cmd: list[str], repeat: int) -> dict:
-    walls, peaks = [], []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        walls.append(time.perf_counter() - t)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{cmd[:4]} failed: {proc.stderr.strip()}")
-        peaks.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
-    return {"wall_s_median": round(statistics.median(walls), 3), "wall_s_min": round(min(walls), 3),
-            "peak_rss_mb_max_so_far": round(max(peaks), 1), "repeat": repeat, "command": " ".join(cmd[:3])}
 
 
 def time_phases(case: dict, out: Path) -> dict:

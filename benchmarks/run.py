@@ -17,9 +17,6 @@ import argparse
 import json
 import os
 import platform
-import resource
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +26,9 @@ import nibabel as nib
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
+from _timing import time_process  # noqa: E402
 
 CASES = {
     "coronal_512x512x40": {"shape": (512, 40, 512), "spacing": (0.7, 3.5, 0.7)},
@@ -69,19 +68,6 @@ def make_case(folder: Path, shape, spacing) -> tuple[Path, Path]:
     nib.save(nib.Nifti1Image(image, aff), str(img_path))
     nib.save(nib.Nifti1Image(labels, aff), str(lab_path))
     return img_path, lab_path
-
-
-def time_process(cmd: list[str], repeat: int) -> dict:
-    walls, peaks = [], []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        walls.append(time.perf_counter() - t)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{cmd[:3]} failed: {proc.stderr.strip()}")
-        peaks.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
-    return {"wall_s_median": round(statistics.median(walls), 3), "wall_s_min": round(min(walls), 3),
-            "peak_rss_mb_max_so_far": round(max(peaks), 1), "repeat": repeat}
 
 
 def time_phases(img: Path, lab: Path, out: Path) -> dict:

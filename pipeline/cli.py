@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -193,30 +194,30 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _numbers(text: str, count: int, valid, expected: str) -> tuple[float, ...]:
+    """Comma-separated numbers of an option; InputError naming what was expected."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != count or not all(math.isfinite(v) for v in values) or not valid(values):
+        raise InputError(f"{expected}, got {text!r}")
+    return values
+
+
 def _roi(text: str | None):
     """--roi X0,Y0,Z0,X1,Y1,Z1 (RAS mm box)."""
     if not text:
         return None
-    try:
-        box = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        box = ()
-    if len(box) != 6 or any(lo >= hi for lo, hi in zip(box[:3], box[3:])):
-        raise InputError(f"--roi expects X0,Y0,Z0,X1,Y1,Z1 in RAS mm with X0 < X1, Y0 < Y1, Z0 < Z1, got {text!r}")
-    return box
+    return _numbers(text, 6, lambda box: all(lo < hi for lo, hi in zip(box[:3], box[3:])),
+                    "--roi expects X0,Y0,Z0,X1,Y1,Z1 in RAS mm with X0 < X1, Y0 < Y1, Z0 < Z1")
 
 
 def _spacing(text: str | None):
     """--spacing SX,SY,SZ (mm) for headers without geometry."""
     if not text:
         return None
-    try:
-        spacing = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        spacing = ()
-    if len(spacing) != 3 or min(spacing) <= 0:
-        raise InputError(f"--spacing expects three positive numbers SX,SY,SZ (mm), got {text!r}")
-    return spacing
+    return _numbers(text, 3, lambda s: min(s) > 0, "--spacing expects three positive numbers SX,SY,SZ (mm)")
 
 
 def _cmd_sample_data(args) -> int:
