@@ -1,25 +1,39 @@
 """`onfh batch`: a cohort from a manifest, on local processes or a Dask cluster, resumable.
 
-Every manifest row is an *analyze* task; every follow-up row (timepoint > 0) whose hip has a
-baseline row (timepoint 0) is also a *compare* task. Tasks are independent, so they run in any
-order on any worker. Each task writes its folder atomically, then a small record
-(``.records/<key>.json``) with the task's fingerprint: the SHA-256 of its input files, the
-resolved settings and the software version. ``--resume`` skips a task whose record says it
-succeeded with the same fingerprint, and redoes the rest (changed inputs, changed settings,
-failures, tasks an interrupted run never finished).
+Every manifest row is a *scan* task (``onfh analyze``); every follow-up row (timepoint > 0) whose
+hip has a baseline row (timepoint 0) is also a *change* task (``onfh compare`` of that follow-up
+against the baseline). A change task measures both visits itself, so no task waits for another:
+they run in any order on any worker. The long change tasks are submitted first, so that the last
+minutes of a run are not one comparison running alone.
+
+Each task writes its folder atomically (``scans/<key>/``, ``changes/<key>/``), then its *record*
+(``.records/<kind>-<key>.json``, written by the worker, atomically): the figures of the tables,
+the status and one-line error, and the task's *fingerprint*: SHA-256 over the task kind, the
+software version, the resolved settings, the side and landmarks, and the SHA-256 of every input
+file the task reads. ``--resume`` skips a task whose record says it succeeded with the same
+fingerprint (and whose folder is there), and redoes the rest: changed inputs, changed settings,
+failures, tasks an interrupted run never finished. A file's SHA-256 is cached in
+``.records/input_hashes.json`` under its size and modification time, so a resume does not reread
+unchanged inputs.
 
 The tables (scans.csv, changes.csv), cohort statistics (cohort.json, cohort.md) and report.html
-are rebuilt from the records at the end, sorted by key, so identical inputs give identical tables
-whatever the worker count or the order of completion (apart from the ``elapsed_s`` column).
+are rebuilt from the records at the end, sorted by hip and timepoint, with the subject, side,
+timepoint and outcome of the *current* manifest. Identical inputs give identical tables whatever
+the worker count, the order of completion or the number of interruptions, apart from the
+``elapsed_s`` column.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
+import math
 import os
+import shutil
+import socket
 import sys
 import time
 from dataclasses import asdict
@@ -30,100 +44,224 @@ from .errors import InputError
 from .manifest import ScanRow, read_manifest
 from .outputs import clean_json, sha256_of, write_json
 
+RECORDS = ".records"
+
 SCAN_COLUMNS = (
     "key", "subject", "side", "timepoint_months", "outcome", "status", "error",
     "head_volume_ml", "lesion_volume_ml", "necrotic_fraction_pct", "size_class", "jic_type", "jic_type_3d",
-    "arco2021_type", "cna_deg", "kerboul_grade", "head_radius_mm", "sphere_fit_rms_mm",
-    "weight_bearing_source", "n_warnings", "folder", "elapsed_s",
+    "arco2021_type", "cna_deg", "kerboul_grade", "arc_coronal_deg", "arc_sagittal_deg", "head_radius_mm",
+    "sphere_fit_rms_mm", "weight_bearing_source", "segmentation", "n_warnings", "image_sha256", "folder",
+    "elapsed_s",
 )
 CHANGE_COLUMNS = (
-    "key", "subject", "side", "timepoint_months", "outcome", "status", "error",
+    "key", "subject", "side", "timepoint_months", "baseline_key", "outcome", "status", "error",
     "baseline_lesion_ml", "followup_lesion_ml", "regeneration_pct", "regenerated_ml", "new_ml", "persistent_ml",
-    "head_dice", "rotation_deg", "translation_mm", "n_warnings", "folder", "elapsed_s",
+    "head_dice", "rotation_deg", "translation_norm_mm", "n_warnings", "folder", "elapsed_s",
 )
+#: Columns that may differ between two runs on identical inputs.
+TIMING_COLUMNS = ("elapsed_s",)
+
+#: Thread-count variables of numerical libraries, set to 1 in worker processes.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+                    "NUMEXPR_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
 
 
 # planning -----------------------------------------------------------------------------------
 def plan_tasks(rows: list[ScanRow], out_dir: Path, settings) -> list[dict]:
-    """Analyze and compare tasks as plain, picklable dicts (they travel to Dask workers)."""
+    """Change and scan tasks as plain, picklable dicts (they travel to Dask workers), longest first."""
     config_json = settings.canonical_json()
     baselines = {(r.subject, r.side): r for r in rows if r.timepoint_months == 0}
+    records = out_dir / RECORDS
     tasks = []
-    for row in rows:
-        tasks.append(_task("scan", row.key, out_dir / "scans" / row.key, config_json, row))
     for row in rows:
         base = baselines.get((row.subject, row.side))
         if row.timepoint_months > 0 and base is not None:
-            tasks.append(_task("change", row.key, out_dir / "changes" / row.key, config_json, row, base))
+            tasks.append(_task("change", row, out_dir / "changes" / row.key, records, config_json, base))
+    for row in rows:
+        tasks.append(_task("scan", row, out_dir / "scans" / row.key, records, config_json))
     return tasks
 
 
-def _task(kind, key, folder, config_json, row, baseline=None) -> dict:
-    return {"kind": kind, "key": key, "folder": str(folder), "config_json": config_json,
-            "row": _row_dict(row), "baseline": _row_dict(baseline) if baseline else None}
+def _task(kind, row, folder, records, config_json, baseline=None) -> dict:
+    return {"kind": kind, "key": row.key, "folder": str(folder), "records_dir": str(records),
+            "config_json": config_json, "row": _row_dict(row),
+            "baseline": _row_dict(baseline) if baseline else None}
 
 
 def _row_dict(row: ScanRow) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(row).items()}
+    d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(row).items()}
+    d["key"] = row.key
+    return d
 
 
-def fingerprint(task: dict) -> str:
-    """SHA-256 of what decides a task's result: inputs' bytes, settings, software version."""
+def scan_inputs(row: dict) -> dict[str, str]:
+    """The files a scan task reads, by the batch's precedence: a label map; else a head and a
+    lesion mask; else a femur mask and a lesion mask; else none (automatic segmentation)."""
+    used = {"image": row["image"]}
+    if row.get("labels"):
+        used["labels"] = row["labels"]
+    elif row.get("head_mask"):
+        used.update(head_mask=row["head_mask"], lesion_mask=row.get("lesion_mask"))
+    elif row.get("femur_mask"):
+        used.update(femur_mask=row["femur_mask"], lesion_mask=row.get("lesion_mask"))
+    return {k: v for k, v in used.items() if v}
+
+
+def change_inputs(row: dict) -> dict[str, str]:
+    """The files a comparison reads of one visit: its image and label map (compare takes label maps)."""
+    return {k: row[k] for k in ("image", "labels") if row.get(k)}
+
+
+class InputHashes:
+    """SHA-256 of input files, cached under (size, mtime_ns) in one JSON file, as make/git do."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.cache = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self.cache = {}
+        self.changed = False
+
+    def sha256(self, name: str) -> str:
+        path = Path(name)
+        try:
+            st = path.stat()
+        except OSError:
+            return "missing"
+        if not path.is_file():  # a DICOM folder: always hashed (its own mtime says little)
+            return sha256_of(path)
+        stamp = [st.st_size, st.st_mtime_ns]
+        hit = self.cache.get(name)
+        if hit and hit[:2] == stamp:
+            return hit[2]
+        digest = sha256_of(path)
+        self.cache[name] = stamp + [digest]
+        self.changed = True
+        return digest
+
+    def save(self) -> None:
+        if self.changed:
+            _atomic_text(self.path, json.dumps(self.cache, sort_keys=True, indent=0))
+
+
+def fingerprint(task: dict, hashes: InputHashes | None = None) -> str:
+    """SHA-256 of what decides a task's result: its inputs' bytes, settings, software version,
+    side and landmarks (not file names or locations: a moved cohort keeps its fingerprints)."""
+    hashes = hashes or InputHashes(Path(os.devnull))
     digest = hashlib.sha256()
     digest.update(f"{task['kind']}|{__version__}|{task['config_json']}".encode())
-    for row in (task["row"], task["baseline"]):
+    inputs = scan_inputs if task["kind"] == "scan" else change_inputs
+    for row in (task["baseline"], task["row"]):
         if row is None:
             continue
-        for name in ("image", "labels", "head_mask", "lesion_mask", "femur_mask"):
-            if row.get(name):
-                digest.update(f"|{name}:{sha256_of(row[name])}".encode())
+        for name, path in sorted(inputs(row).items()):
+            digest.update(f"|{name}:{hashes.sha256(path)}".encode())
         digest.update(f"|{row['side']}|{row.get('acetabular_edge')}".encode())
     return digest.hexdigest()
 
 
 # running one task (in a worker) ---------------------------------------------------------------
 def execute_task(task: dict) -> dict:
-    """Run one task and return its record; bad input is recorded, never raised."""
+    """Run one task, write and return its record; bad input is recorded, never raised."""
     from .config import Settings
 
     started = time.perf_counter()
-    row = task["row"]
-    record = {"key": task["key"], "kind": task["kind"], "fingerprint": task.get("fingerprint"),
-              "subject": row["subject"], "side": row["side"], "timepoint_months": row["timepoint_months"],
-              "outcome": row.get("outcome"), "folder": os.path.relpath(task["folder"], task.get("root", "."))}
+    record = {"kind": task["kind"], "key": task["key"], "fingerprint": task.get("fingerprint")}
     try:
-        settings = Settings.model_validate_json(task["config_json"])
-        if task["kind"] == "scan":
-            record.update(_run_scan(task, settings))
-        else:
-            record.update(_run_change(task, settings))
-        record["status"] = "ok"
-        record["error"] = ""
+        with _single_threaded():
+            settings = Settings.model_validate_json(task["config_json"])
+            if task["kind"] == "scan":
+                record.update(_run_scan(task, settings))
+            else:
+                record.update(_run_change(task, settings))
+        record.update(status="ok", error="")
     except InputError as exc:
-        record.update(status="error", error=str(exc))
+        record.update(status="error", error=one_line(str(exc)))
+    except MemoryError:
+        record.update(status="error", error="internal error: out of memory")
     except Exception as exc:  # a bug must not stop the cohort; it is recorded with its type
-        record.update(status="error", error=f"internal error: {type(exc).__name__}: {exc}")
+        record.update(status="error", error=one_line(f"internal error: {type(exc).__name__}: {exc}"))
+    if record["status"] != "ok":  # no stale results from an earlier run beside an error
+        shutil.rmtree(task["folder"], ignore_errors=True)
     record["elapsed_s"] = round(time.perf_counter() - started, 2)
+    record["worker"] = _worker_facts()
+    record = clean_json(record, 6)
+    if task.get("records_dir"):
+        write_record(Path(task["records_dir"]), record)
     return record
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _worker_facts() -> dict:
+    import resource
+
+    return {"host": socket.gethostname(), "pid": os.getpid(),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)}
+
+
+@contextlib.contextmanager
+def _single_threaded():
+    """ITK filters on one thread for the task (one task per core).
+
+    In the main thread the previous count is restored afterwards. In a worker thread (a Dask
+    worker, several tasks at once in one process) the process-wide count stays 1: restoring it
+    while another task runs would change that task's thread count under it.
+    """
+    try:
+        import SimpleITK as sitk
+    except ImportError:  # pragma: no cover - SimpleITK is a dependency
+        yield
+        return
+    import threading
+
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        yield
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+
+
+def _missing(inputs: dict[str, str]) -> None:
+    for name, path in inputs.items():
+        if not Path(path).exists():
+            raise InputError(f"{name} {Path(path).name} does not exist")
 
 
 def _run_scan(task: dict, settings) -> dict:
     from .analyze import run_analyze
 
     row = task["row"]
+    inputs = scan_inputs(row)
+    _missing(inputs)
     analysis = run_analyze(
-        row["image"], row["side"], task["folder"], settings, labels=row.get("labels"),
-        head_mask=row.get("head_mask"), lesion_mask=row.get("lesion_mask"), femur_mask=row.get("femur_mask"),
-        edge=row.get("acetabular_edge"), title=f"{row['subject']} {row['timepoint_months']:g} months",
+        row["image"], row["side"], task["folder"], settings, labels=inputs.get("labels"),
+        head_mask=inputs.get("head_mask"), lesion_mask=inputs.get("lesion_mask"),
+        femur_mask=inputs.get("femur_mask"), edge=row.get("acetabular_edge"),
+        title=f"{row['subject']} {row['side']} {row['timepoint_months']:g} months",
     )
     m = analysis.metrics
+    return summarize_scan(m)
+
+
+def summarize_scan(m: dict) -> dict:
+    """The scans.csv figures (and the zones, for the report) of one metrics.json content."""
     return {
         "head_volume_ml": m["head_volume_ml"], "lesion_volume_ml": m["lesion_volume_ml"],
         "necrotic_fraction_pct": m["necrotic_fraction_pct"], "size_class": m["size_class"],
         "jic_type": m["jic_type"], "jic_type_3d": m["jic_type_3d"], "arco2021_type": m["arco2021_type"],
-        "cna_deg": m["cna_deg"], "kerboul_grade": m["kerboul_grade"], "head_radius_mm": m["head_radius_mm"],
-        "sphere_fit_rms_mm": m["sphere_fit_rms_mm"], "weight_bearing_source": (m["weight_bearing"] or {}).get("source"),
-        "n_warnings": len(m["warnings"]), "zones_ml": m["zones_ml"],
+        "cna_deg": m["cna_deg"], "kerboul_grade": m["kerboul_grade"], "arc_coronal_deg": m.get("arc_coronal_deg"),
+        "arc_sagittal_deg": m.get("arc_sagittal_deg"), "head_radius_mm": m["head_radius_mm"],
+        "sphere_fit_rms_mm": m["sphere_fit_rms_mm"],
+        "weight_bearing_source": (m.get("weight_bearing") or {}).get("source"),
+        "segmentation": (m.get("segmentation") or {}).get("method"),
+        "n_warnings": len(m.get("warnings") or []), "image_sha256": (m.get("input") or {}).get("sha256"),
+        "zones_ml": m.get("zones_ml"),
     }
 
 
@@ -131,27 +269,44 @@ def _run_change(task: dict, settings) -> dict:
     from .compare import run_compare
 
     row, base = task["row"], task["baseline"]
+    for visit, what in ((base, "baseline"), (row, "follow-up")):
+        if not visit.get("labels") and any(visit.get(k) for k in ("head_mask", "lesion_mask", "femur_mask")):
+            raise InputError(f"the {what} row of {row['subject']} {row['side']} gives masks but no label map: "
+                             "a comparison reads label maps (labels column)")
+    _missing({**{f"baseline {k}": v for k, v in change_inputs(base).items()}, **change_inputs(row)})
     result = run_compare(
         base["image"], [row["image"]], row["side"], task["folder"], settings,
         baseline_labels=base.get("labels"), followup_labels=[row.get("labels")],
+        acetabular_edge=base.get("acetabular_edge"),
+        title=f"{row['subject']} {row['side']} {row['timepoint_months']:g} vs 0 months",
     )
     return summarize_change(result)
 
 
 def summarize_change(result: dict) -> dict:
-    """The changes.csv figures of one comparison's longitudinal.json content."""
-    follow = result["followups"][0] if "followups" in result else result
+    """The changes.csv figures (and the zones, for the statistics) of a one-follow-up
+    longitudinal.json content."""
+    follow = result["followups"][0]
     reg = follow.get("registration") or {}
     zones = follow.get("zones") or {}
     return {
-        "baseline_lesion_ml": result["baseline"]["lesion_volume_ml"],
-        "followup_lesion_ml": follow["followup"]["lesion_volume_ml"] if "followup" in follow else None,
+        "baseline_lesion_ml": follow.get("baseline_lesion_ml", result["baseline"]["lesion_volume_ml"]),
+        "followup_lesion_ml": follow.get("followup_lesion_ml", follow["followup"]["lesion_volume_ml"]),
         "regeneration_pct": follow.get("regeneration_pct"), "regenerated_ml": follow.get("regenerated_ml"),
         "new_ml": follow.get("new_ml"), "persistent_ml": follow.get("persistent_ml"),
         "head_dice": reg.get("head_dice"), "rotation_deg": reg.get("rotation_deg"),
-        "translation_mm": reg.get("translation_mm"), "n_warnings": len(follow.get("warnings", [])),
+        "translation_norm_mm": _norm(reg.get("translation_norm_mm"), reg.get("translation_mm")),
+        "n_warnings": len(result.get("warnings") or []),
         "zones": {z: (v or {}).get("regenerated_ml") for z, v in zones.items()},
     }
+
+
+def _norm(norm, vector):
+    if norm is not None:
+        return float(norm)
+    if vector is None:
+        return None
+    return math.sqrt(sum(float(v) ** 2 for v in vector))
 
 
 # the run ------------------------------------------------------------------------------------
@@ -162,162 +317,310 @@ def run_batch(manifest: str | Path, out_dir: str | Path, settings, workers: int 
     Raises
     ------
     InputError
-        For a manifest that cannot be read (nothing is run).
+        For a manifest that cannot be read, an output folder another run is writing, or a Dask
+        scheduler that cannot be reached (nothing is run).
     """
     stream = stream or sys.stderr
-    rows = read_manifest(manifest)
-    out_dir = Path(out_dir)
-    (out_dir / ".records").mkdir(parents=True, exist_ok=True)
-    tasks = plan_tasks(rows, out_dir, settings)
-    records: dict[str, dict] = {}
-    todo = []
-    for task in tasks:
-        task["fingerprint"] = fingerprint(task)
-        task["root"] = str(out_dir)
-        old = _read_record(out_dir, task)
-        if resume and old and old.get("fingerprint") == task["fingerprint"] and old.get("status") == "ok" \
-                and Path(task["folder"]).is_dir():
-            records[_record_name(task)] = old
-        else:
-            todo.append(task)
-    progress = Progress(len(tasks), len(records), stream)
-    for record in _execute(todo, workers, scheduler):
-        records[f"{record['kind']}-{record['key']}"] = record
-        _write_record(out_dir, record)
-        progress.update(record)
-    progress.close()
-    write_tables(out_dir, list(records.values()))
+    if workers is not None and workers < 1:
+        raise InputError("--workers must be at least 1")
+    rows = read_manifest(manifest, require_exists=False)
+    out_dir = Path(out_dir).resolve()
+    records_dir = out_dir / RECORDS
+    records_dir.mkdir(parents=True, exist_ok=True)
+    with _lock(records_dir):
+        _remove_leftovers(out_dir)
+        tasks = plan_tasks(rows, out_dir, settings)
+        hashes = InputHashes(records_dir / "input_hashes.json")
+        for task in tasks:
+            task["fingerprint"] = fingerprint(task, hashes)
+        hashes.save()
+        records: dict[str, dict] = {}
+        todo = []
+        for task in tasks:
+            old = read_record(records_dir, task)
+            if resume and _reusable(old, task):
+                records[record_name(task)] = old
+            else:
+                todo.append(task)
+        n_workers = min(_workers(workers), len(todo))
+        where = (f"the Dask cluster at {scheduler}" if scheduler else
+                 "1 worker (this process)" if n_workers == 1 else f"{n_workers} local worker processes")
+        n_scans = sum(t["kind"] == "scan" for t in tasks)
+        progress = Progress(len(tasks), len(records), stream)
+        progress.line(f"{len(tasks)} tasks ({n_scans} scans, {len(tasks) - n_scans} comparisons); "
+                      f"{len(records)} already done; " + (f"{len(todo)} to run on {where}" if todo else "nothing to run"))
+        try:
+            for task, record in _execute(todo, workers, scheduler):
+                records[record_name(task)] = record
+                progress.update(task, record)
+        finally:
+            progress.close()
+        write_tables(out_dir, tasks, records)
     failed = sum(1 for r in records.values() if r["status"] != "ok")
-    print(f"onfh batch: {len(records) - failed} of {len(records)} tasks ok, {failed} failed; "
-          f"report: {out_dir / 'report.html'}", file=stream)
+    progress.line(f"{len(records) - failed} of {len(records)} tasks ok, {failed} failed; "
+                  f"report: {out_dir / 'report.html'}")
     return 1 if failed else 0
 
 
-def _record_name(task_or_record: dict) -> str:
+def _workers(workers: int | None) -> int:
+    if workers:
+        return workers
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _reusable(record: dict | None, task: dict) -> bool:
+    if not record or record.get("status") != "ok" or record.get("fingerprint") != task["fingerprint"]:
+        return False
+    result = "metrics.json" if task["kind"] == "scan" else "longitudinal.json"
+    return (Path(task["folder"]) / result).is_file()
+
+
+@contextlib.contextmanager
+def _lock(records_dir: Path):
+    """One run at a time per output folder; a lock left by a killed run is taken over."""
+    path = records_dir / "lock"
+    me = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                host, pid = path.read_text().split()
+            except (OSError, ValueError):
+                host, pid = "", "0"
+            if host == socket.gethostname() and not _alive(int(pid)):
+                path.unlink(missing_ok=True)
+                continue
+            raise InputError(f"another onfh batch (pid {pid} on {host}) is writing {records_dir.parent}; "
+                             f"if it is gone, delete {path}") from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(me)
+        break
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_leftovers(out_dir: Path) -> None:
+    """Temporary folders a killed run left (atomic writes that never finished)."""
+    for sub in ("scans", "changes"):
+        folder = out_dir / sub
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if path.name.startswith(".") and (".tmp-" in path.name or ".old-" in path.name):
+                    shutil.rmtree(path, ignore_errors=True)
+    for path in (out_dir / RECORDS).glob("*.tmp"):
+        path.unlink(missing_ok=True)
+
+
+def record_name(task_or_record: dict) -> str:
     return f"{task_or_record['kind']}-{task_or_record['key']}"
 
 
-def _read_record(out_dir: Path, task: dict) -> dict | None:
-    path = out_dir / ".records" / f"{_record_name(task)}.json"
+def read_record(records_dir: Path, task: dict) -> dict | None:
     try:
-        return json.loads(path.read_text())
+        return json.loads((records_dir / f"{record_name(task)}.json").read_text())
     except (OSError, ValueError):
         return None
 
 
-def _write_record(out_dir: Path, record: dict) -> None:
-    path = out_dir / ".records" / f"{_record_name(record)}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(clean_json(record, 6), sort_keys=True))
-    os.replace(tmp, path)
+def write_record(records_dir: Path, record: dict) -> None:
+    path = records_dir / f"{record_name(record)}.json"
+    _atomic_text(path, json.dumps(clean_json(record, 6), sort_keys=True))
+
+
+def _error_record(task: dict, error: str) -> dict:
+    record = {"kind": task["kind"], "key": task["key"], "fingerprint": task.get("fingerprint"),
+              "status": "error", "error": one_line(error), "elapsed_s": None, "worker": None}
+    write_record(Path(task["records_dir"]), record)
+    return record
 
 
 def _execute(tasks: list[dict], workers: int | None, scheduler: str | None):
-    """Yield records as tasks finish: in this process (1 worker), local processes, or Dask."""
+    """Yield (task, record) as tasks finish: in this process (1 worker), local processes, or Dask."""
     if not tasks:
         return
     if scheduler:
         yield from _execute_dask(tasks, scheduler)
         return
-    workers = workers or os.cpu_count() or 1
+    workers = min(_workers(workers), len(tasks))
     if workers == 1:
         for task in tasks:
-            yield execute_task(task)
+            yield task, execute_task(task)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    # spawn, not fork: SimpleITK and BLAS keep threads that a forked child must not inherit.
+    # spawn, not fork: SimpleITK and BLAS keep threads that a forked child must not inherit. The
+    # thread variables reach the children through the environment before they import anything.
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_one_thread) as pool:
-        futures = [pool.submit(execute_task, t) for t in tasks]
+    with _environment({var: "1" for var in THREAD_VARIABLES}), \
+            ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {pool.submit(execute_task, t): t for t in tasks}
         try:
             for future in as_completed(futures):
-                yield future.result()
+                task = futures[future]
+                try:
+                    record = future.result()
+                except Exception as exc:  # the worker process died (killed, out of memory)
+                    record = _error_record(task, f"worker process lost: {type(exc).__name__}: {exc}")
+                yield task, record
         except BaseException:
             for f in futures:
                 f.cancel()
             raise
 
 
-def _one_thread() -> None:
-    """Workers use one thread each: N processes on N cores, and deterministic registration."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
-        os.environ[var] = "1"
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
-        import SimpleITK as sitk
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    except ImportError:
-        pass
 
-
-def _execute_dask(tasks: list[dict], scheduler: str):
+def _execute_dask(tasks: list[dict], scheduler: str, wait_s: float = 60.0):
     try:
         from distributed import Client, as_completed
     except ImportError:
         raise InputError("--scheduler needs Dask distributed: pip install 'dask[distributed]'") from None
     try:
         client = Client(scheduler, timeout="20s")
-    except (OSError, TimeoutError) as exc:
-        raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {one_line(exc)}") from None
     try:
-        client.run(_one_thread)
-        futures = client.map(execute_task, tasks, pure=False)
-        for future in as_completed(futures):
-            yield future.result()
+        try:
+            client.wait_for_workers(1, timeout=wait_s)
+        except (TimeoutError, OSError):
+            raise InputError(f"no Dask worker joined the scheduler at {scheduler} within {wait_s:g} s") from None
+        futures = {}
+        for task in tasks:  # comparisons (long) first; a worker that dies is not retried elsewhere
+            future = client.submit(execute_task, task, pure=False, retries=0,
+                                   key=f"onfh-{record_name(task)}-{task['fingerprint'][:12]}",
+                                   priority=1 if task["kind"] == "change" else 0)
+            futures[future] = task
+        for future in as_completed(list(futures)):
+            task = futures[future]
+            try:
+                record = future.result()
+            except Exception as exc:  # KilledWorker, lost connection
+                record = _error_record(task, f"Dask worker lost: {type(exc).__name__}: {exc}")
+            yield task, record
     finally:
         client.close()
 
 
 class Progress:
-    """A progress bar on a terminal, plain log lines otherwise (e.g. in CI or a log file)."""
+    """A progress bar on stderr when it is a terminal (tasks done/total, failures, time left),
+    plain log lines otherwise (CI, log files): one line per finished task."""
 
-    def __init__(self, total: int, already: int, stream):
+    def __init__(self, total: int, already: int, stream, width: int = 28):
         self.total, self.done, self.failed = total, already, 0
         self.stream = stream
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self.started = time.perf_counter()
         self.fresh = 0
-        if already:
-            self._line(f"{already} of {total} tasks already done (resume)")
+        self.width = width
+        self.drawn = False
 
-    def update(self, record: dict) -> None:
+    def eta_s(self) -> float | None:
+        if not self.fresh:
+            return None
+        return (self.total - self.done) * (time.perf_counter() - self.started) / self.fresh
+
+    def update(self, task: dict, record: dict) -> None:
         self.done += 1
         self.fresh += 1
-        self.failed += record["status"] != "ok"
-        elapsed = time.perf_counter() - self.started
-        left = (self.total - self.done) * elapsed / self.fresh
+        ok = record["status"] == "ok"
+        self.failed += not ok
+        eta = _clock(self.eta_s())
+        elapsed = "-" if record.get("elapsed_s") is None else f"{record['elapsed_s']:.1f} s"
         if self.tty:
-            width = 30
-            filled = int(width * self.done / max(self.total, 1))
-            self.stream.write(f"\r[{'#' * filled}{'-' * (width - filled)}] {self.done}/{self.total} "
-                              f"failed {self.failed}  ~{left:.0f} s left ")
+            if not ok:
+                self.line(f"{task['kind']} {task['key']} FAILED: {record['error']}")
+            filled = int(self.width * self.done / max(self.total, 1))
+            self.stream.write(f"\r\x1b[2Konfh batch [{'#' * filled}{'.' * (self.width - filled)}] "
+                              f"{self.done}/{self.total} done, {self.failed} failed, "
+                              f"{_clock(time.perf_counter() - self.started)} elapsed, ~{eta} left")
             self.stream.flush()
+            self.drawn = True
         else:
-            status = "ok" if record["status"] == "ok" else f"FAILED: {record['error']}"
-            self._line(f"[{self.done}/{self.total}] {record['kind']} {record['key']} {status} "
-                       f"({record['elapsed_s']:.1f} s; ~{left:.0f} s left)")
+            status = "ok" if ok else f"FAILED: {record['error']}"
+            self.line(f"[{self.done}/{self.total}] {task['kind']} {task['key']} {status} "
+                      f"({elapsed}; {self.failed} failed so far; ~{eta} left)")
 
     def close(self) -> None:
-        if self.tty:
+        if self.tty and self.drawn:
             self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
 
-    def _line(self, text: str) -> None:
+    def line(self, text: str) -> None:
+        if self.tty and self.drawn:
+            self.stream.write("\r\x1b[2K")
+            self.drawn = False
         print(f"onfh batch: {text}", file=self.stream, flush=True)
 
 
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    h, rem = divmod(seconds, 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
+
+
 # tables, statistics, report -------------------------------------------------------------------
-def write_tables(out_dir: Path, records: list[dict]) -> None:
+def table_rows(tasks: list[dict], records: dict[str, dict], kind: str, root: Path) -> list[dict]:
+    """Records joined with the current manifest's facts, sorted by hip and timepoint."""
+    rows = []
+    for task in tasks:
+        record = records.get(record_name(task))
+        if task["kind"] != kind or record is None:
+            continue
+        row = task["row"]
+        facts = {"key": task["key"], "subject": row["subject"], "side": row["side"],
+                 "timepoint_months": row["timepoint_months"], "outcome": row.get("outcome"),
+                 "folder": Path(os.path.relpath(task["folder"], root)).as_posix()}
+        if task["baseline"]:
+            facts["baseline_key"] = task["baseline"]["key"]
+        rows.append({**record, **facts})
+    return sorted(rows, key=lambda r: (r["subject"], r["side"], r["timepoint_months"]))
+
+
+def write_tables(out_dir: Path, tasks: list[dict], records: dict[str, dict]) -> None:
     """scans.csv, changes.csv, cohort.json, cohort.md and report.html from the records."""
     from .cohort import cohort_markdown, cohort_summary
     from .report import write_report
 
-    records = sorted(records, key=lambda r: (r["kind"], r["subject"], r["side"], r["timepoint_months"]))
-    scans = [r for r in records if r["kind"] == "scan"]
-    changes = [r for r in records if r["kind"] == "change"]
-    _atomic_text(out_dir / "scans.csv", _csv(scans, SCAN_COLUMNS))
-    _atomic_text(out_dir / "changes.csv", _csv(changes, CHANGE_COLUMNS))
+    scans = table_rows(tasks, records, "scan", out_dir)
+    changes = table_rows(tasks, records, "change", out_dir)
+    _atomic_text(out_dir / "scans.csv", to_csv(scans, SCAN_COLUMNS))
+    _atomic_text(out_dir / "changes.csv", to_csv(changes, CHANGE_COLUMNS))
     summary = cohort_summary(scans, changes)
     tmp = out_dir / "cohort.json.tmp"
     write_json(tmp, summary)
@@ -326,7 +629,7 @@ def write_tables(out_dir: Path, records: list[dict]) -> None:
     write_report(out_dir, scans, changes, summary)
 
 
-def _csv(records: list[dict], columns: tuple) -> str:
+def to_csv(records: list[dict], columns: tuple) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -340,12 +643,16 @@ def _cell(value, column: str = "") -> str:
         return ""
     if column == "timepoint_months":
         return f"{value:g}"
+    if column == "elapsed_s":
+        return f"{value:.1f}"
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, float):
         return f"{value:.4f}"
     return str(value)
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)

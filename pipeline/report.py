@@ -2,7 +2,9 @@
 
 The cohort tables (cohort.md rendered), every hip's necrotic fraction over time coloured by
 outcome, where regeneration happened (JIC zones and antero-posterior regions, by outcome), and a
-QC thumbnail per scan linking to its folder. Scans that failed are listed with their error.
+QC thumbnail per scan and per comparison, each linking to its folder (relative links, so the
+output folder can be moved or shared whole). Tasks that failed are listed with their error.
+Pictures are PNG (plots) and JPEG (thumbnails) in ``data:`` URIs: the page needs no other file.
 """
 
 from __future__ import annotations
@@ -11,97 +13,171 @@ import base64
 import html
 import io
 import os
+import re
 from pathlib import Path
 
-OUTCOME_COLOURS = {"healed": "#2e8b57", "progressed": "#d2691e", "arthroplasty": "#b22222", None: "#4682b4"}
+OUTCOME_COLOURS = {"healed": "#2e8b57", "progressed": "#d2691e", "arthroplasty": "#b22222"}
+NO_OUTCOME_COLOUR = "#4682b4"
+THUMB_WIDTH = 480
 
 
 def write_report(out_dir: Path, scans: list[dict], changes: list[dict], summary: dict) -> Path:
+    """Write ``out_dir/report.html`` atomically and return its path."""
     import matplotlib
 
     matplotlib.use("Agg")
     from .cohort import REGIONS, ZONES, cohort_markdown
 
     parts = [_HEAD, "<h1>onfh cohort report</h1>",
-             f"<p>{summary['n_scans_ok']} of {summary['n_scans']} scans measured, {summary['n_hips']} hips. "
-             "Figures are defined in METHOD.md; per-scan details are in each folder's metrics.json.</p>"]
+             f"<p class='lead'>{summary['n_scans_ok']} of {summary['n_scans']} scans measured, "
+             f"{summary['n_comparisons_ok']} of {summary['n_comparisons']} follow-up comparisons, "
+             f"{summary['n_hips']} hips. Quantities are defined in METHOD.md; each scan's folder holds its "
+             "metrics.json, label and zone maps and QC picture, each comparison's its longitudinal.json and "
+             "change map. Tables: scans.csv, changes.csv, cohort.json.</p>"]
     failed = [r for r in scans + changes if r.get("status") != "ok"]
     if failed:
-        parts.append("<h2>Failed</h2><ul>" + "".join(
-            f"<li><b>{html.escape(r['kind'])} {html.escape(r['key'])}</b>: {html.escape(r.get('error', ''))}</li>"
-            for r in failed) + "</ul>")
-    parts.append("<h2>Necrotic fraction over time</h2>" + _img(_nf_plot(scans)))
+        parts.append("<h2>Failed</h2><ul class='failed'>" + "".join(
+            f"<li><b>{'scan' if r in scans else 'comparison'} {html.escape(r['key'])}</b>: "
+            f"{html.escape(r.get('error') or '')}</li>" for r in failed) + "</ul>")
+    parts.append("<div class='plots'>")
+    parts.append("<figure><figcaption>Necrotic fraction over time, one line per hip, coloured by outcome"
+                 "</figcaption>" + _img(_nf_plot(scans)) + "</figure>")
+    if any(groups for groups in summary["regenerated_share_by_zone"].values()):
+        parts.append("<figure><figcaption>Where regeneration happened: share of the regenerated volume per JIC "
+                     "zone and antero-posterior region</figcaption>"
+                     + _img(_zone_plot(summary, ZONES, REGIONS)) + "</figure>")
+    parts.append("</div>")
+    parts.append("<h2>Cohort tables</h2>" + _markdown_tables(cohort_markdown(summary)))
+    parts.append("<h2>Scans</h2>" + _gallery(out_dir, scans, _scan_caption))
     if changes:
-        parts.append("<h2>Where regeneration happened</h2>" + _img(_zone_plot(summary, ZONES + REGIONS)))
-    parts.append("<h2>Tables</h2>" + _markdown_tables(cohort_markdown(summary)))
-    parts.append("<h2>Scans</h2><div class='grid'>")
-    for r in scans:
-        folder = out_dir / r["folder"] if not os.path.isabs(r["folder"]) else Path(r["folder"])
-        qc = folder / "qc.png"
-        nf = r.get("necrotic_fraction_pct")
-        caption = (f"{html.escape(r['key'])}<br>NF {nf:.1f} %, JIC {r.get('jic_type') or '-'}"
-                   if r.get("status") == "ok" and nf is not None else f"{html.escape(r['key'])}<br>{r.get('status')}")
-        thumb = _thumbnail(qc) if qc.exists() else ""
-        parts.append(f"<figure><a href='{html.escape(r['folder'])}/'>{thumb}</a><figcaption>{caption}"
-                     "</figcaption></figure>")
-    parts.append("</div></body></html>")
+        parts.append("<h2>Follow-up against baseline</h2>" + _gallery(out_dir, changes, _change_caption))
+    parts.append("</body></html>")
     path = out_dir / "report.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text("\n".join(parts))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(parts) + "\n")
     os.replace(tmp, path)
     return path
 
 
+def _gallery(out_dir: Path, records: list[dict], caption) -> str:
+    items = []
+    for r in records:
+        folder = r["folder"]
+        qc = (out_dir / folder / "qc.png") if r.get("status") == "ok" else None
+        thumb = _thumbnail(qc) if qc is not None and qc.is_file() else "<div class='nothumb'>no picture</div>"
+        items.append(f"<figure><a href='{html.escape(folder)}/'>{thumb}</a><figcaption>"
+                     f"<a href='{html.escape(folder)}/'>{html.escape(r['key'])}</a><br>{caption(r)}"
+                     "</figcaption></figure>")
+    return "<div class='grid'>" + "".join(items) + "</div>"
+
+
+def _fmt(value, spec=".1f", unit="") -> str:
+    return "-" if value is None else f"{format(value, spec)}{unit}"
+
+
+def _scan_caption(r: dict) -> str:
+    if r.get("status") != "ok":
+        return f"<span class='err'>failed: {html.escape(r.get('error') or '')}</span>"
+    return html.escape(f"{r.get('outcome') or 'no outcome'}; NF {_fmt(r.get('necrotic_fraction_pct'), '.1f', ' %')}, "
+                       f"lesion {_fmt(r.get('lesion_volume_ml'), '.2f', ' mL')}, JIC {r.get('jic_type') or '-'}, "
+                       f"{r.get('n_warnings') or 0} warning(s)")
+
+
+def _change_caption(r: dict) -> str:
+    if r.get("status") != "ok":
+        return f"<span class='err'>failed: {html.escape(r.get('error') or '')}</span>"
+    return html.escape(f"{r['timepoint_months']:g} vs 0 months, {r.get('outcome') or 'no outcome'}; regeneration "
+                       f"{_fmt(r.get('regeneration_pct'), '.1f', ' %')}, head Dice {_fmt(r.get('head_dice'), '.3f')}")
+
+
 def _nf_plot(scans):
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=100)
+    fig, ax = plt.subplots(figsize=(6.6, 4.0), dpi=100)
     hips = {}
     for r in scans:
         if r.get("status") == "ok" and r.get("necrotic_fraction_pct") is not None:
             hips.setdefault((r["subject"], r["side"]), []).append(r)
-    seen = set()
+    outcomes_seen = []
+    ends = []
     for (subject, side), rows in sorted(hips.items()):
         rows = sorted(rows, key=lambda r: r["timepoint_months"])
         outcome = rows[0].get("outcome")
-        label = outcome or "no outcome"
+        colour = OUTCOME_COLOURS.get(outcome, NO_OUTCOME_COLOUR)
         ax.plot([r["timepoint_months"] for r in rows], [r["necrotic_fraction_pct"] for r in rows], "o-",
-                color=OUTCOME_COLOURS.get(outcome, "#777777"), label=None if label in seen else label)
-        seen.add(label)
-        last = rows[-1]
-        ax.annotate(f"{subject} {side[0].upper()}", (last["timepoint_months"], last["necrotic_fraction_pct"]),
-                    fontsize=7, xytext=(3, 0), textcoords="offset points")
-    ax.axhline(10, color="#999999", ls=":", lw=0.8)
-    ax.set_xlabel("months after surgery")
+                color=colour, lw=1.6, ms=5, alpha=0.9)
+        if outcome not in outcomes_seen:
+            outcomes_seen.append(outcome)
+        ends.append((rows[-1]["timepoint_months"], rows[-1]["necrotic_fraction_pct"], f"{subject} {side[0].upper()}",
+                     colour))
+    ymax = max([e[1] for e in ends] + [12.0]) * 1.12
+    _label_ends(ax, ends, ymax)
+    ax.axhline(10, color="#999999", ls=":", lw=0.9)
+    ax.text(1.0, 10, "10 % ", color="#777777", fontsize=7, ha="right", va="bottom", transform=ax.get_yaxis_transform())
+    times = sorted({r["timepoint_months"] for rows in hips.values() for r in rows}) or [0]
+    ax.set_xticks(times)
+    ax.set_xlim(min(times) - 0.5, max(times) + max(1.5, 0.22 * (max(times) - min(times))))
+    ax.set_ylim(-0.04 * ymax, ymax)
+    ax.set_xlabel("months after baseline")
     ax.set_ylabel("necrotic fraction (% of head)")
-    if seen:
-        ax.legend(fontsize=8)
+    ax.grid(axis="y", color="#eeeeee")
+    handles = [Line2D([], [], color=OUTCOME_COLOURS.get(o, NO_OUTCOME_COLOUR), marker="o", label=o or "no outcome")
+               for o in sorted(outcomes_seen, key=lambda o: (o is None, o or ""))]
+    if handles:
+        ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="outcome",
+                  title_fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
 
 
-def _zone_plot(summary, zones):
+def _label_ends(ax, ends, ymax):
+    """Hip names beside each line's last point, nudged apart vertically so that none overlap."""
+    from matplotlib.transforms import ScaledTranslation
+
+    shift = ax.transData + ScaledTranslation(6 / 72.0, 0, ax.figure.dpi_scale_trans)
+    min_gap = ymax * 0.045
+    by_time: dict = {}
+    for x, y, text, colour in ends:
+        by_time.setdefault(x, []).append([y, text, colour])
+    for x, items in by_time.items():
+        items.sort(key=lambda it: it[0])
+        for i in range(1, len(items)):
+            items[i][0] = max(items[i][0], items[i - 1][0] + min_gap)
+        for y, text, colour in items:
+            ax.text(x, y, text, fontsize=7, color=colour, ha="left", va="center", transform=shift, clip_on=False,
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.6, "alpha": 0.85})
+
+
+def _zone_plot(summary, zones, regions):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(7.5, 3.6), dpi=100)
     bars = []
     for tp, groups in summary["regenerated_share_by_zone"].items():
-        for name, d in groups.items():
-            if name != "all":
-                bars.append((f"{tp}, {name}", d["share_pct"]))
-    if not bars:
-        bars = [(f"{tp}, all", g["all"]["share_pct"]) for tp, g in summary["regenerated_share_by_zone"].items()
-                if "all" in g]
+        named = [(name, d) for name, d in groups.items() if name != "all" and d["regenerated_ml"] > 0]
+        if not named:  # no outcomes given: the whole cohort
+            named = [(name, d) for name, d in groups.items() if name == "all" and d["regenerated_ml"] > 0]
+        bars += [(f"{tp}, {name} (n={d['n_hips']})", d["share_pct"]) for name, d in named]
+    names = zones + regions
+    fig, ax = plt.subplots(figsize=(7.2, 4.0), dpi=100)
     width = 0.8 / max(len(bars), 1)
-    x = np.arange(len(zones))
+    x = np.concatenate([np.arange(len(zones)), np.arange(len(regions)) + len(zones) + 0.6])
+    colours = plt.get_cmap("tab10")
     for i, (label, shares) in enumerate(bars):
-        ax.bar(x + i * width, [shares.get(z) or 0 for z in zones], width, label=label)
-    ax.set_xticks(x + width * (len(bars) - 1) / 2, zones)
+        ax.bar(x + (i - (len(bars) - 1) / 2) * width, [shares.get(z) or 0 for z in names], width * 0.95,
+               label=label, color=colours(i % 10))
+    ax.set_xticks(x, names)
+    ax.axvline(len(zones) - 0.2, color="#aaaaaa", lw=0.8)
+    ax.text((len(zones) - 1) / 2, 1.0, "JIC zones", ha="center", va="bottom", fontsize=8,
+            transform=ax.get_xaxis_transform())
+    ax.text(len(zones) + 0.6 + (len(regions) - 1) / 2, 1.0, "antero-posterior regions", ha="center", va="bottom",
+            fontsize=8, transform=ax.get_xaxis_transform())
     ax.set_ylabel("share of regenerated volume (%)")
-    ax.axvline(3.5 + width * (len(bars) - 1) / 2, color="#aaaaaa", lw=0.8)  # zones | regions
+    ax.set_ylim(0, 100)
+    ax.grid(axis="y", color="#eeeeee")
     if bars:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", framealpha=0.9)
     fig.tight_layout()
     return fig
 
@@ -110,50 +186,70 @@ def _img(fig) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
     plt.close(fig)
-    return f"<img alt='plot' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
+    return f"<img class='plot' alt='plot' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
 
 
-def _thumbnail(path: Path, width: int = 420) -> str:
-    import matplotlib.image as mpimg
-    import matplotlib.pyplot as plt
+def _thumbnail(path: Path, width: int = THUMB_WIDTH) -> str:
+    """A JPEG thumbnail of a QC picture (smooth downscaling), embedded."""
+    from PIL import Image
 
-    img = mpimg.imread(path)
-    h, w = img.shape[:2]
-    fig = plt.figure(figsize=(width / 100, width / 100 * h / w), dpi=100)
-    fig.figimage(img[:: max(1, w // width), :: max(1, w // width)], resize=True)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return f"<img alt='qc' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        height = max(1, round(im.height * width / im.width))
+        im = im.resize((width, height), Image.LANCZOS)
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=82, optimize=True)
+    return (f"<img class='thumb' alt='QC picture' width='{width}' height='{height}' "
+            f"src='data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}'>")
 
 
 def _markdown_tables(markdown: str) -> str:
     """The few Markdown constructs cohort.md uses (headings, tables, paragraphs) as HTML."""
     out, table = [], []
+    skip_lead = False
     for line in markdown.splitlines() + [""]:
         if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if not all(set(c) <= {"-"} for c in cells):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(set(c) <= {"-"} and c for c in cells):
                 table.append(cells)
             continue
         if table:
             head, *body = table
             out.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>" + "".join(
-                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body) + "</table>")
+                "<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in body) + "</table>")
             table = []
-        if line.startswith("## "):
+        if line.startswith("### "):
+            out.append(f"<h4>{html.escape(line[4:])}</h4>")
+        elif line.startswith("## "):
             out.append(f"<h3>{html.escape(line[3:])}</h3>")
         elif line.startswith("# "):
+            skip_lead = True
             continue
+        elif line.strip() and skip_lead:  # the summary sentence: already at the top of the page
+            skip_lead = False
         elif line.strip():
             out.append(f"<p>{html.escape(line)}</p>")
     return "\n".join(out)
 
 
-_HEAD = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>onfh cohort report</title><style>
-body{font-family:sans-serif;margin:2em;max-width:1300px;color:#222}
-table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}
-th{background:#f0f0f0}.grid{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0;font-size:12px}
-img{max-width:100%}</style></head><body>"""
+def _td(cell: str) -> str:
+    numeric = re.fullmatch(r"[-<>\d.\s()%]+", cell) is not None
+    return f"<td class='num'>{html.escape(cell)}</td>" if numeric else f"<td>{html.escape(cell)}</td>"
+
+
+_HEAD = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>onfh cohort report</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>
+body{font-family:system-ui,"DejaVu Sans",sans-serif;margin:1.5em 2em;max-width:1250px;color:#222;line-height:1.35}
+h1{margin:0 0 .3em}h2{border-bottom:1px solid #ddd;padding-bottom:.15em;margin-top:1.4em}h3{margin:1.1em 0 .3em}
+h4{margin:.8em 0 .2em;font-size:14px}.lead{color:#444;font-size:14px}
+table{border-collapse:collapse;margin:.3em 0 1em}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;
+text-align:left}td.num{text-align:right}th{background:#f3f3f3}
+.plots{display:flex;flex-wrap:wrap;gap:16px}.plots figure{margin:0;flex:1 1 520px;max-width:620px}
+.plots figcaption{font-size:13px;color:#444;margin-bottom:4px}img.plot{width:100%;height:auto}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:14px}
+.grid figure{margin:0;font-size:12px;border:1px solid #e3e3e3;padding:6px;border-radius:4px}
+img.thumb{width:100%;height:auto;display:block}.nothumb{height:80px;background:#f6f6f6;color:#999;
+display:flex;align-items:center;justify-content:center}.err,.failed li{color:#a11}a{color:#1a5fb4}
+</style></head><body>"""

@@ -1,0 +1,188 @@
+"""Cohort statistics (pipeline.cohort) against hand computations on small designed record lists."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from pipeline.cohort import cohort_markdown, cohort_summary, describe, paired_tests
+
+# hip -> outcome, and NF (%) per timepoint (months); H5 has no outcome; H7's baseline failed.
+HIPS = {
+    ("H1", "right"): ("healed", {0: 20.0, 3: 8.0, 12: 5.0}),
+    ("H2", "left"): ("healed", {0: 30.0, 3: 25.0, 12: 10.0}),
+    ("H3", "right"): ("progressed", {0: 25.0, 3: 12.0, 12: 30.0}),
+    ("H4", "left"): ("arthroplasty", {0: 40.0, 3: 9.0}),
+    ("H5", "right"): (None, {0: 15.0, 3: 3.0}),
+    ("H6", "right"): ("healed", {0: 18.0, 3: 5.0, 24: 2.0}),
+}
+
+
+def _scans():
+    rows = []
+    for (subject, side), (outcome, nf) in HIPS.items():
+        for t, value in nf.items():
+            rows.append({"subject": subject, "side": side, "timepoint_months": float(t), "outcome": outcome,
+                         "status": "ok", "necrotic_fraction_pct": value})
+    # a failed scan counts nowhere (not as a baseline of H7, not in the 0-month figures)
+    rows.append({"subject": "H7", "side": "left", "timepoint_months": 0.0, "outcome": "healed", "status": "error",
+                 "necrotic_fraction_pct": None})
+    rows.append({"subject": "H7", "side": "left", "timepoint_months": 3.0, "outcome": "healed", "status": "ok",
+                 "necrotic_fraction_pct": 50.0})
+    return rows
+
+
+def _change(subject, outcome, v0, vt, zones=None, months=12.0, status="ok"):
+    regen = 100.0 * (v0 - vt) / v0 if v0 > 0 else None
+    regenerated = sum(zones[z] for z in ("A", "B", "C1", "C2")) if zones else max(v0 - vt, 0.0)
+    return {"subject": subject, "side": "right", "timepoint_months": months, "outcome": outcome, "status": status,
+            "baseline_lesion_ml": v0, "followup_lesion_ml": vt, "regeneration_pct": regen,
+            "regenerated_ml": regenerated, "zones": zones}
+
+
+# regenerated mL per zone and region; zones and regions each partition the regenerated volume
+ZA = {"A": 2.0, "B": 1.0, "C1": 1.0, "C2": 1.0, "anterior": 1.0, "central": 3.0, "posterior": 1.0}
+ZC = {"A": 0.0, "B": 1.0, "C1": 2.0, "C2": 0.0, "anterior": 0.5, "central": 2.0, "posterior": 0.5}
+ZB = {"A": 0.0, "B": 0.5, "C1": 0.0, "C2": 0.0, "anterior": 0.0, "central": 0.5, "posterior": 0.0}
+
+
+def _changes():
+    return [
+        _change("A", "healed", 10.0, 5.0, ZA),         # 50 %
+        _change("B", "progressed", 2.0, 2.5, ZB),      # -25 %
+        _change("C", "healed", 4.0, 1.0, ZC),          # 75 %
+        _change("D", "healed", 0.0, 0.0, None),        # no ratio: empty baseline lesion
+        _change("E", "healed", 9.0, 1.0, ZA, status="error"),
+        _change("A", "healed", 10.0, 8.0, ZA, months=3.0),
+    ]
+
+
+@pytest.fixture(scope="module")
+def summary():
+    return cohort_summary(_scans(), _changes())
+
+
+def test_describe_by_hand():
+    d = describe([20.0, 30.0, 25.0, 40.0, 15.0, None, float("nan")])
+    assert d["n"] == 5
+    assert d["mean"] == pytest.approx(26.0)
+    assert d["sd"] == pytest.approx(math.sqrt((36 + 16 + 1 + 196 + 121) / 4))  # n - 1
+    assert d["median"] == 25.0 and d["min"] == 15.0 and d["max"] == 40.0
+    one = describe([7.0])
+    assert one["n"] == 1 and one["sd"] is None and one["mean"] == 7.0
+    assert describe([])["mean"] is None
+
+
+def test_necrotic_fraction_per_timepoint(summary):
+    nf = summary["necrotic_fraction_pct"]
+    assert list(nf) == ["0 months", "3 months", "12 months", "24 months"]
+    base = [v[1][0] for v in HIPS.values()]
+    assert nf["0 months"]["n"] == 6  # the failed H7 baseline does not count
+    assert nf["0 months"]["mean"] == pytest.approx(np.mean(base))
+    assert nf["0 months"]["sd"] == pytest.approx(np.std(base, ddof=1))
+    assert nf["0 months"]["median"] == pytest.approx(np.median(base))
+    at3 = [v[1][3] for v in HIPS.values() if 3 in v[1]] + [50.0]
+    assert nf["3 months"]["median"] == pytest.approx(np.median(at3))
+    healed0 = [v[1][0] for v in HIPS.values() if v[0] == "healed"]
+    assert summary["necrotic_fraction_pct_by_outcome"]["0 months"]["healed"]["mean"] == pytest.approx(np.mean(healed0))
+    assert summary["necrotic_fraction_pct_by_outcome"]["0 months"]["no outcome"]["n"] == 1
+
+
+def test_paired_tests_against_scipy_and_by_hand(summary):
+    tests = summary["paired_tests_vs_baseline"]
+    # 3 months: hips with a baseline and a 3-month scan (H7 has no usable baseline)
+    pairs = [(v[1][0], v[1][3]) for v in HIPS.values() if 3 in v[1]]
+    before, after = np.array(pairs).T
+    t3 = tests["3 months"]
+    assert t3["n_pairs"] == 6
+    assert t3["wilcoxon_p"] == pytest.approx(stats.wilcoxon(after, before).pvalue)
+    # every NF fell: exact two-sided signed-rank p = 2 / 2**n
+    assert t3["wilcoxon_p"] == pytest.approx(2 / 2**6)
+    d = after - before
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))
+    assert t3["ttest_statistic"] == pytest.approx(t)
+    assert t3["ttest_p"] == pytest.approx(2 * stats.t.sf(abs(t), len(d) - 1))
+    assert t3["mean_difference"] == pytest.approx(d.mean())
+    assert t3["reason"] is None
+    # 12 months: 3 pairs, mixed signs
+    pairs12 = np.array([(v[1][0], v[1][12]) for v in HIPS.values() if 12 in v[1]]).T
+    assert tests["12 months"]["n_pairs"] == 3
+    assert tests["12 months"]["wilcoxon_p"] == pytest.approx(stats.wilcoxon(pairs12[1], pairs12[0]).pvalue)
+    assert tests["12 months"]["ttest_p"] == pytest.approx(stats.ttest_rel(pairs12[1], pairs12[0]).pvalue)
+    # 24 months: one pair, no test, and a reason
+    t24 = tests["24 months"]
+    assert t24["n_pairs"] == 1 and t24["wilcoxon_p"] is None and t24["ttest_p"] is None
+    assert "at least 2" in t24["reason"]
+    assert "0 months" not in tests
+
+
+def test_paired_tests_undefined_cases_do_not_crash():
+    same = paired_tests([10.0, 20.0, 30.0], [10.0, 20.0, 30.0])
+    assert same["n_pairs"] == 3 and same["wilcoxon_p"] is None and same["ttest_p"] is None
+    assert "zero" in same["reason"]
+    shifted = paired_tests([10.0, 20.0, 30.0], [12.0, 22.0, 32.0])  # constant difference: t undefined
+    assert shifted["ttest_p"] is None and "variance" in shifted["reason"]
+    assert shifted["wilcoxon_p"] == pytest.approx(stats.wilcoxon([12.0, 22.0, 32.0], [10.0, 20.0, 30.0]).pvalue)
+    assert paired_tests([], [])["reason"]
+    assert paired_tests([1.0, None], [2.0, 3.0])["n_pairs"] == 1
+
+
+def test_regeneration_mean_of_ratios_and_ratio_of_means(summary):
+    r12 = summary["regeneration"]["12 months"]
+    # all: hips A (50 %), B (-25 %), C (75 %); D has no ratio, E failed
+    assert r12["all"]["n_hips"] == 3
+    assert r12["all"]["per_hip_pct"]["mean"] == pytest.approx((50 - 25 + 75) / 3)
+    assert r12["all"]["per_hip_pct"]["sd"] == pytest.approx(np.std([50, -25, 75], ddof=1))
+    v0, vt = np.mean([10.0, 2.0, 4.0]), np.mean([5.0, 2.5, 1.0])
+    assert r12["all"]["ratio_of_means_pct"] == pytest.approx(100 * (v0 - vt) / v0)  # 46.875 %
+    # the two summaries differ on this design (small hips weigh as much as large ones in the mean of ratios)
+    assert abs(r12["all"]["ratio_of_means_pct"] - r12["all"]["per_hip_pct"]["mean"]) > 10
+    healed = r12["healed"]
+    assert healed["per_hip_pct"]["mean"] == pytest.approx(62.5)
+    assert healed["ratio_of_means_pct"] == pytest.approx(100 * (7.0 - 3.0) / 7.0)
+    assert r12["progressed"]["per_hip_pct"]["mean"] == pytest.approx(-25.0)
+    assert r12["progressed"]["per_hip_pct"]["sd"] is None
+    assert summary["regeneration"]["3 months"]["all"]["ratio_of_means_pct"] == pytest.approx(20.0)
+
+
+def test_share_under_10_pct_at_3_months(summary):
+    s = summary["small_lesion_at_3_months"]
+    # progressed: H3 (12 %), H4 arthroplasty (9 %) -> 1 of 2; not progressed (healed): H1 (8), H2 (25),
+    # H6 (5), H7 (50, its baseline failed but its 3-month scan stands) -> 2 of 4; H5 has no outcome
+    assert (s["progressed"]["n_hips"], s["progressed"]["n_below"]) == (2, 1)
+    assert s["progressed"]["share_pct"] == pytest.approx(50.0)
+    assert (s["not_progressed"]["n_hips"], s["not_progressed"]["n_below"]) == (4, 2)
+    assert s["not_progressed"]["share_pct"] == pytest.approx(50.0)
+
+
+def test_regenerated_share_by_zone_and_outcome(summary):
+    z = summary["regenerated_share_by_zone"]["12 months"]
+    healed = z["healed"]  # hips A and C (D has no zones, E failed)
+    total = 5.0 + 3.0
+    assert healed["regenerated_ml"] == pytest.approx(total)
+    for zone in ZA:
+        assert healed["share_pct"][zone] == pytest.approx(100 * (ZA[zone] + ZC[zone]) / total), zone
+    assert sum(healed["share_pct"][k] for k in ("A", "B", "C1", "C2")) == pytest.approx(100.0)
+    assert sum(healed["share_pct"][k] for k in ("anterior", "central", "posterior")) == pytest.approx(100.0)
+    assert z["progressed"]["share_pct"]["B"] == pytest.approx(100.0)
+    assert z["all"]["share_pct"]["C1"] == pytest.approx(100 * 3.0 / 8.5)
+
+
+def test_summary_is_plain_json_and_markdown_renders(summary):
+    text = json.dumps(summary, allow_nan=False)
+    assert json.loads(text) == summary
+    md = cohort_markdown(summary)
+    assert "| 3 months | 7 |" in md  # n at 3 months: six hips with a baseline and H7
+    assert "at least 2" in md
+    assert "ratio of means" in md
+
+
+def test_empty_and_failed_cohorts_do_not_crash():
+    empty = cohort_summary([], [])
+    assert empty["n_scans"] == 0 and empty["necrotic_fraction_pct"] == {}
+    cohort_markdown(empty)
+    failed = cohort_summary([{"subject": "X", "side": "left", "timepoint_months": 0.0, "status": "error"}], [])
+    assert failed["n_scans_ok"] == 0
+    cohort_markdown(failed)
