@@ -72,7 +72,7 @@ def test_manifest_is_valid_and_discovered():
     manifest = npe2.PluginManifest.from_distribution(PLUGIN)
     assert manifest.name == PLUGIN
     contributions = manifest.contributions
-    assert [w.display_name for w in contributions.widgets] == ["Analyze hip"]
+    assert [w.display_name for w in contributions.widgets] == ["Analyze hip", "Compare visits"]
     assert contributions.readers[0].accepts_directories
     assert contributions.writers[0].layer_types == ["labels"]
     keys = [s.key for s in contributions.sample_data]

@@ -1,6 +1,7 @@
 """napari plugin, "Analyze hip" widget and `onfh review`: the widget's figures are the CLI's, a
 painted edit changes the lesion volume by exactly the painted voxels, Export writes what
-`onfh analyze` writes, and the work runs in a worker thread.
+`onfh analyze` writes, "Segment automatically" gives what `onfh analyze` without masks gives, and
+the work runs in a worker thread.
 
 Needs napari, pytest-qt and a display (run under `xvfb-run -a`); skipped cleanly otherwise.
 """
@@ -25,7 +26,9 @@ import numpy as np  # noqa: E402
 from pipeline.analyze import run_analyze  # noqa: E402
 from pipeline.cli import main  # noqa: E402
 from pipeline.config import Settings, load_settings  # noqa: E402
-from pipeline.napari._review import open_review, review_layers  # noqa: E402
+from pipeline.napari._compare import CompareVisitsWidget  # noqa: E402
+from pipeline.napari._review import COMPARE_NAME, open_review, review_layers  # noqa: E402
+from pipeline.napari._sample_data import sample_manifest  # noqa: E402
 from pipeline.napari._widget import AnalyzeHipWidget  # noqa: E402
 from pipeline.outputs import clean_json  # noqa: E402
 from pipeline.scan import load_labels, load_scan  # noqa: E402
@@ -91,8 +94,7 @@ def test_widget_equals_cli_and_exports_the_same_files(make_napari_viewer, qtbot,
     viewer = make_napari_viewer()
     widget = open_with_widget(viewer, hip_files, edge=EDGE)
     assert widget.edge_box.currentText() == "acetabular edge"
-    assert not widget.segment_button.isEnabled()  # no automatic segmentation yet, and it says so
-    assert "not available" in widget.segment_button.text()
+    assert widget.segment_button.isEnabled() and widget.segment_button.text() == "Segment automatically"
     analysis = measure(qtbot, widget)
 
     gui = clean_json(analysis.metrics, 6)
@@ -173,6 +175,79 @@ def test_painting_lesion_voxels_and_remeasuring(make_napari_viewer, qtbot, hip_f
     assert again.metrics["lesion_volume_ml"] == pytest.approx(before.metrics["lesion_volume_ml"], abs=1e-12)
 
 
+def test_segment_button_gives_what_analyze_without_masks_gives(make_napari_viewer, qtbot, tmp_path):
+    """"Segment automatically" on the sample 3D scan: the label map, then the figures, of
+    `onfh analyze IMAGE --side left` (no masks); an edit is recorded; lesion seeds are passed."""
+    image = str(sample_manifest().parent / "ONFH05_m00_3d.nii.gz")
+    config = _fast_config(tmp_path)
+    assert main(["analyze", image, "--side", "left", "--out", str(tmp_path / "cli"), "--config", str(config)]) == 0
+    cli = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    assert cli["segmentation"]["method"] == "automatic"
+
+    viewer = make_napari_viewer()
+    viewer.open(image, plugin=PLUGIN)
+    widget = AnalyzeHipWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Analyze hip")
+    widget.side_box.setCurrentText("left")
+    widget.config_edit.setText(str(config))
+    assert widget.measure() is None and "labels layer" in widget.error  # nothing to measure yet
+    worker = widget.segment()
+    assert worker is not None, widget.error
+    assert widget.busy and not widget.progress.isHidden() and not widget.segment_button.isEnabled()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    assert widget.error is None, widget.error
+
+    layer = viewer.layers["ONFH05_m00_3d_auto_labels"]
+    assert widget.labels_box.currentText() == layer.name and viewer.layers.selection.active is layer
+    scan = load_scan(image)
+    np.testing.assert_array_equal(layer.data, load_labels(tmp_path / "cli" / "labels.nii.gz", scan))
+    np.testing.assert_array_equal(layer.affine.affine_matrix, viewer.layers["ONFH05_m00_3d"].affine.affine_matrix)
+    voxel_ml = scan.voxel_volume_mm3 / 1000.0
+    assert np.count_nonzero(layer.data) * voxel_ml == pytest.approx(cli["head_volume_ml"], abs=1e-6)
+    assert np.count_nonzero(layer.data == 2) * voxel_ml == pytest.approx(cli["lesion_volume_ml"], abs=1e-6)
+    status = cli["segmentation"]["confidence"]["status"]
+    assert ("confidence OK" if status == "ok" else "REVIEW") in widget.auto_note.text()
+    assert widget.auto_note.isVisibleTo(widget)
+
+    analysis = measure(qtbot, widget)  # unedited: every figure of `onfh analyze` without masks
+    gui = clean_json(analysis.metrics, 6)
+    for key, value in cli.items():
+        if key == "segmentation":  # the same record but for the run time in confidence.seconds
+            for record in (value, gui[key]):
+                assert record["confidence"].pop("seconds")["total"] > 0
+            assert gui[key] == value
+        elif key != "provenance":
+            assert gui[key] == value, key
+    assert table(widget)["Segmentation"].startswith(f"automatic ({status}")
+
+    # an edit: N head voxels painted as lesion, the record says edited
+    head_only = np.argwhere(np.asarray(layer.data) == 1)
+    n = 25
+    paint(layer, head_only[np.random.default_rng(1).choice(len(head_only), n, replace=False)], 2)
+    edited = measure(qtbot, widget)
+    assert edited.metrics["lesion_volume_ml"] - analysis.metrics["lesion_volume_ml"] == pytest.approx(
+        n * voxel_ml, abs=1e-12)
+    assert edited.metrics["segmentation"]["method"] == "automatic, edited in napari"
+    assert edited.metrics["segmentation"]["parameters"]["edited"] is True
+    assert edited.metrics["weight_bearing"] == analysis.metrics["weight_bearing"]  # the same acetabulum
+
+    # lesion seeds: the points of a "lesion seed" layer reach the segmentation (RAS mm)
+    lesion_vox = np.argwhere(np.asarray(layer.data) == 2)
+    seed_vox = lesion_vox[np.argmin(np.linalg.norm(lesion_vox - lesion_vox.mean(axis=0), axis=1))]
+    seed = scan.affine[:3, :3] @ seed_vox + scan.affine[:3, 3]
+    seeds = widget.add_seed_layer()
+    seeds.add(seed)
+    assert widget.seed_box.currentText() == "lesion seed"
+    assert widget.segment() is not None
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    assert widget.error is None, widget.error
+    reseeded = viewer.layers["ONFH05_m00_3d_auto_labels"]  # replaced, unedited again
+    record = reseeded.metadata["onfh_automatic"].record
+    np.testing.assert_allclose(record["parameters"]["lesion_seeds_ras_mm"], [seed], atol=1e-9)
+    assert reseeded.data[tuple(seed_vox)] == 2
+    assert len([x for x in viewer.layers if x.name == reseeded.name]) == 1
+
+
 def test_widget_reports_bad_input(make_napari_viewer, qtbot, hip_files, tmp_path):
     viewer = make_napari_viewer()
     image_path, labels_path = hip_files
@@ -206,6 +281,9 @@ def test_review_opens_images_with_their_labels_and_the_widget(make_napari_viewer
                                   viewer.layers["hip_labels"].affine.affine_matrix)
     assert widget.image_box.currentText() == "hip" and widget.labels_box.currentText() == "hip_labels"
     assert "Analyze hip" in viewer.window.dock_widgets
+    compare = viewer.window.dock_widgets[COMPARE_NAME]  # both widgets docked
+    assert isinstance(compare, CompareVisitsWidget)
+    assert compare.base_image_box.currentText() == "hip" and compare.base_labels_box.currentText() == "hip_labels"
     assert viewer.dims.order == (1, 2, 0)  # coronal
     _, from_menu = viewer.window.add_plugin_dock_widget(PLUGIN, "Analyze hip")  # Plugins > Analyze hip
     assert isinstance(from_menu, AnalyzeHipWidget) and from_menu.labels_box.currentText() == "hip_labels"

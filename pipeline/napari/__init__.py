@@ -5,10 +5,12 @@
 - ``_writer``: a Labels layer -> NIfTI on the image file's own grid (what ``onfh analyze --labels``
   reads back voxel for voxel).
 - ``_sample_data``: the synthetic sample cohort with its label maps and landmarks.
-- ``_widget``: the "Analyze hip" dock widget (the CLI's measurement, in a worker thread).
-- ``_review``: ``onfh review [IMAGE ...]``.
-- "Compare visits" (longitudinal registration and regeneration) is not built yet; it will be a
-  second widget here once :mod:`pipeline.longitudinal` exists.
+- ``_widget``: the "Analyze hip" dock widget (the CLI's measurement and automatic
+  segmentation, in worker threads).
+- ``_compare``: the "Compare visits" dock widget (``onfh compare``'s registration, change map
+  and regeneration figures, in a worker thread).
+- ``_measure``: what the widgets compute, without Qt.
+- ``_review``: ``onfh review [IMAGE ...]`` (both widgets docked).
 
 Importing this package does not import napari or Qt; the submodules that need them do.
 """

@@ -195,6 +195,9 @@ def labels_layer_data(labels: np.ndarray, scan: Scan, name: str, path: str | Pat
     labels = np.asarray(labels)
     data = np.ascontiguousarray(labels.astype(label_dtype(labels), copy=False))
     geometry = geometry_of(scan, "labels", path)
+    # the label map's own file (None for a map made in napari), and the image whose grid it is on
+    geometry["path"] = str(path) if path is not None else None
+    geometry["image_path"] = scan.meta.get("path")
     return (
         data,
         {

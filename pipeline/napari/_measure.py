@@ -1,24 +1,26 @@
-"""What the "Analyze hip" widget computes, without Qt: masks from a label map, the measurement,
-and the layers that show its result (zones, mid-coronal and mid-sagittal planes).
+"""What the napari widgets compute, without Qt: masks from a label map, the measurement, the
+automatic segmentation, and the layers that show the results (zones, mid-planes).
 
 The measurement is :func:`pipeline.analyze.measure_hip`, called with masks obtained from the
-label map exactly as ``onfh analyze --labels`` obtains them (:func:`hip_masks` mirrors the label
-branch of :func:`pipeline.analyze.import_masks`), so the widget and the CLI give the same numbers
-for the same labels; ``tests/test_napari_widget.py`` checks it against ``run_analyze``.
+label map by :func:`pipeline.analyze.masks_from_label_map` (what ``onfh analyze --labels`` does
+after reading the file), so the widget and the CLI give the same numbers for the same labels;
+``tests/test_napari_widget.py`` checks it against ``run_analyze``. The automatic segmentation is
+:func:`pipeline.analyze.segment_masks` (what ``onfh analyze`` without masks runs); its label map
+carries the segmentation record, warnings and acetabulum (:class:`AutoSegmentation`) so that
+measuring it unedited gives the figures of ``onfh analyze IMAGE --side S``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-from .. import measure
-from ..analyze import Analysis, measure_hip
+from ..analyze import Analysis, masks_from_label_map, measure_hip, segment_masks
 from ..config import Settings
-from ..errors import InputError
-from ..frame import HeadFrame, select_side
+from ..frame import HeadFrame
 from ..location import ZONE_LABELS, thirds
 from ..outputs import sha256_of
 from ..scan import Scan
@@ -33,27 +35,71 @@ ZONE_COLOURS = {
 }
 OUTLINE_COLOURS = {"head": "#33d17a", "lesion": "#ff4040", "sphere": "#9ad7ff", "zone": "#ffd34d",
                    "edge": "#ff66ff"}
+#: Key of a Labels layer's metadata holding its :class:`AutoSegmentation`.
+AUTO_KEY = "onfh_automatic"
+
+
+# automatic segmentation ---------------------------------------------------------------------
+@dataclass
+class AutoSegmentation:
+    """What ``onfh analyze`` without masks keeps besides the masks, attached to the label map.
+
+    Attributes
+    ----------
+    record : dict
+        The ``segmentation`` entry of metrics.json (method "automatic", parameters, confidence).
+    warnings : list of str
+        The segmentation's warnings (and the "flagged for review" one), as run_analyze passes them.
+    acetabulum : ndarray of bool or None
+        The acetabulum found, for the weight-bearing span (as run_analyze passes it).
+    side : str
+    label_map : ndarray
+        The map as segmented: a layer whose data differ from it has been edited.
+    """
+
+    record: dict
+    warnings: list
+    acetabulum: np.ndarray | None
+    side: str
+    label_map: np.ndarray
+
+    @property
+    def status(self) -> str:
+        return (self.record.get("confidence") or {}).get("status", "ok")
+
+    @property
+    def flags(self) -> list[str]:
+        return list((self.record.get("confidence") or {}).get("flags") or [])
+
+    def edited(self, label_map: np.ndarray) -> bool:
+        """Does ``label_map`` (same grid) differ from the segmentation's map?"""
+        return not np.array_equal(np.asarray(label_map), self.label_map)
+
+
+def segment_label_map(scan: Scan, side: str, settings: Settings, seeds=None) -> tuple[np.ndarray, AutoSegmentation]:
+    """Automatic segmentation of one hip as a label map on ``scan``'s canonical grid.
+
+    Runs :func:`pipeline.analyze.segment_masks` (``onfh analyze`` without masks). The map holds
+    ``settings.labels.head`` for the head outside the lesion and ``settings.labels.lesion`` for
+    the lesion (1 and 2 by default).
+
+    Parameters
+    ----------
+    seeds : sequence of (3,) RAS mm, optional
+        Points inside the lesion (``--lesion-seed``).
+    """
+    ensure_input_facts(scan)
+    seeds = [tuple(float(v) for v in p) for p in (seeds if seeds is not None else [])] or None
+    head, lesion, record, warnings, acetabulum = segment_masks(scan, side, settings, seeds)
+    values = (settings.labels.head, settings.labels.lesion)
+    dtype = np.uint8 if max(values) < 256 else np.uint16
+    label_map = np.zeros(scan.shape, dtype=dtype)
+    label_map[head] = values[0]
+    label_map[lesion & head] = values[1]
+    return label_map, AutoSegmentation(record, list(warnings), acetabulum, side, label_map.copy())
 
 
 # masks and measurement ----------------------------------------------------------------------
-def hip_masks(label_map: np.ndarray, scan: Scan, side: str, settings: Settings,
-              lesion_required: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Head and lesion masks of one hip from a label map on ``scan``'s grid, as the CLI makes them.
-
-    The lesion counts as part of the head; other labels are ignored with a warning; a map
-    covering both hips is cut to ``side`` (the patient's right hip has the greater RAS x).
-    """
-    head, lesion, warnings = measure.masks_from_labels(
-        label_map, settings.labels.head, settings.labels.lesion, lesion_required=lesion_required
-    )
-    if not head.any():
-        raise InputError("the femoral-head mask is empty")
-    hip = select_side(head | lesion, scan.affine, side)
-    if not hip.all() and (hip != (head | lesion)).any():
-        warnings.append(f"masks cover both hips: the {side} hip (by RAS x) was kept")
-    return head & hip, lesion & hip, warnings
-
-
 def ensure_input_facts(scan: Scan) -> None:
     """Record the input file's SHA-256 in ``scan.meta`` as ``onfh analyze`` does (once)."""
     path = scan.meta.get("path")
@@ -71,8 +117,9 @@ def measure_label_map(
     roof_medial=None,
     labels_source: str | None = None,
     edited: bool = False,
+    automatic: AutoSegmentation | None = None,
 ) -> Analysis:
-    """Measure one hip from a label map on ``scan``'s canonical grid (the widget's job).
+    """Measure one hip from a label map on ``scan``'s canonical grid (the widgets' job).
 
     Parameters
     ----------
@@ -87,17 +134,36 @@ def measure_label_map(
         The label map's file (recorded in ``metrics["segmentation"]`` like the CLI does).
     edited : bool
         The labels were edited in napari after loading (recorded).
+    automatic : AutoSegmentation, optional
+        The map came from :func:`segment_label_map`. Unedited, the measurement is that of
+        ``onfh analyze`` without masks (its segmentation record, warnings and acetabulum);
+        edited, the record says so and keeps the automatic parameters and confidence, and the
+        automatic acetabulum still sets the weight-bearing span.
     """
     ensure_input_facts(scan)
-    head, lesion, warnings = hip_masks(label_map, scan, side, settings)
-    parameters = {"labels": labels_source, "head_label": settings.labels.head,
-                  "lesion_label": settings.labels.lesion}
-    if edited:
-        segmentation = {"method": "label map edited in napari", "parameters": {**parameters, "edited": True}}
+    head, lesion, warnings = masks_from_label_map(label_map, scan, side, settings)
+    acetabulum = None
+    if automatic is not None and automatic.side == side:
+        acetabulum = automatic.acetabulum
+        edited = edited or automatic.edited(label_map)
+        if edited:
+            segmentation = {**automatic.record, "method": "automatic, edited in napari",
+                            "parameters": {**automatic.record.get("parameters", {}), "edited": True,
+                                           "labels": labels_source}}
+            warnings = list(automatic.warnings) + warnings
+        else:
+            # the very masks segment_masks returned: its record and warnings, as run_analyze
+            segmentation = automatic.record
+            warnings = list(automatic.warnings)
     else:
-        segmentation = {"method": "imported label map", "parameters": parameters}
+        parameters = {"labels": labels_source, "head_label": settings.labels.head,
+                      "lesion_label": settings.labels.lesion}
+        if edited:
+            segmentation = {"method": "label map edited in napari", "parameters": {**parameters, "edited": True}}
+        else:
+            segmentation = {"method": "imported label map", "parameters": parameters}
     return measure_hip(scan, head, lesion, side, settings, segmentation=segmentation, warnings=warnings,
-                       acetabular_edge=edge, acetabular_roof_medial=roof_medial)
+                       acetabular_edge=edge, acetabular_roof_medial=roof_medial, acetabulum=acetabulum)
 
 
 # the metrics table --------------------------------------------------------------------------
@@ -107,10 +173,21 @@ def _num(value, fmt: str, unit: str = "") -> str:
     return f"{value:{fmt}}{unit}"
 
 
+def segmentation_text(record: dict) -> str:
+    """How the masks were obtained, with the automatic segmentation's confidence."""
+    text = str(record.get("method", "–"))
+    confidence = record.get("confidence")
+    if confidence:
+        flags = confidence.get("flags") or []
+        text += f" ({confidence.get('status', '?')}" + (f": {'; '.join(flags)})" if flags else ")")
+    return text
+
+
 def metrics_rows(m: dict) -> list[tuple[str, str]]:
     """The figures shown in the widget's table, as (name, text) rows."""
     rows = [
         ("Side", str(m.get("side"))),
+        ("Segmentation", segmentation_text(m.get("segmentation") or {})),
         ("Head volume", _num(m.get("head_volume_ml"), ".2f", " mL")),
         ("Lesion volume", _num(m.get("lesion_volume_ml"), ".2f", " mL")),
         ("Necrotic fraction (NF)", _num(m.get("necrotic_fraction_pct"), ".1f", " %")),

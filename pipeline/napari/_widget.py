@@ -6,14 +6,17 @@ landmarks (Points layers, world = RAS mm); "Measure" runs :func:`._measure.measu
 mid-coronal / mid-sagittal planes. After painting, "Re-measure" updates everything; "Export..."
 writes exactly what ``onfh analyze`` writes (:func:`pipeline.analyze.write_analysis`).
 
-Automatic segmentation does not exist yet: the widget says so, and offers an empty label map on
-the scan's grid to paint instead.
+"Segment automatically" runs the automatic segmentation of ``onfh analyze`` without masks
+(:func:`._measure.segment_label_map`, in a worker thread; points of a "lesion seed" Points layer
+are its ``--lesion-seed``) and adds the result as an editable Labels layer. Measured unedited, it
+gives the figures of ``onfh analyze IMAGE --side S``; edited, the record says so.
 """
 
 from __future__ import annotations
 
 import time
 import traceback
+import weakref
 from functools import partial
 from pathlib import Path
 
@@ -53,15 +56,28 @@ from ._layers import (
     points_layer_data,
     stem,
 )
-from ._measure import measure_label_map, metrics_rows, plane_layers, zones_layer_data
+from ._measure import (
+    AUTO_KEY,
+    AutoSegmentation,
+    measure_label_map,
+    metrics_rows,
+    plane_layers,
+    segment_label_map,
+    zones_layer_data,
+)
 
 NONE = "(none)"
 OBLIQUE_NOTE_DEG = 0.5
 RESULT_PREFIX = "onfh "
 SEGMENTATION_NOTE = (
-    "Automatic segmentation is not available yet. Load a label map (File > Open: *_labels.nii.gz, "
-    "or `onfh review IMAGE`) or paint one: label 1 = femoral head, 2 = lesion."
+    "Labels: load a map (File > Open: *_labels.nii.gz, or `onfh review IMAGE`), paint one (label 1 = "
+    "femoral head, 2 = lesion), or press 'Segment automatically' (what `onfh analyze` does without masks; "
+    "points in a 'lesion seed' layer steer it). Check and correct the result before measuring."
 )
+AUTO_SUFFIX = "_auto_labels"
+#: ``layer.metadata`` key set on a Labels layer once it is painted or its data replaced.
+EDITED_KEY = "onfh_edited"
+_WATCHED: weakref.WeakSet = weakref.WeakSet()
 VIEWS = {
     # world axes (0, 1, 2) = (R, A, S). The last two entries are displayed (rows, columns); with
     # the camera's vertical axis "up" and horizontal "left", superior is up and the patient's
@@ -91,13 +107,118 @@ def _camera(viewer):
     return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
 
 
-def _measure_job(scan, label_map, side, settings, edge, roof_medial, labels_source, edited):
+def figures_table(min_height: int) -> QTableWidget:
+    """A read-only two-column table (figure, value) whose long texts wrap instead of being cut."""
+    table = QTableWidget(0, 2)
+    table.setHorizontalHeaderLabels(["figure", "value"])
+    table.verticalHeader().setVisible(False)
+    table.setWordWrap(True)
+    table.setTextElideMode(Qt.ElideNone)
+    table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+    header = table.horizontalHeader()
+    header.setSectionResizeMode(0, QHeaderView.Stretch)
+    header.setSectionResizeMode(1, QHeaderView.Stretch)
+    header.sectionResized.connect(lambda *_: table.resizeRowsToContents())
+    table.setMinimumHeight(min_height)
+    return table
+
+
+def fill_table(table: QTableWidget, rows, icons: dict | None = None) -> None:
+    """Rows of (figure, value) texts; ``icons`` maps a row index to an icon for its figure."""
+    table.setRowCount(len(rows))
+    for i, (name, value) in enumerate(rows):
+        item = QTableWidgetItem(name)
+        if icons and i in icons:
+            item.setIcon(icons[i])
+        table.setItem(i, 0, item)
+        value_item = QTableWidgetItem(value)
+        value_item.setTextAlignment(Qt.AlignLeft | Qt.AlignVCenter)
+        value_item.setToolTip(value)
+        table.setItem(i, 1, value_item)
+    table.resizeRowsToContents()
+
+
+def choice_layers(viewer, kind: str) -> list:
+    """The user's 3D image or labels layers, or Points layers (never the widgets' result layers)."""
+    cls = {"image": napari.layers.Image, "labels": napari.layers.Labels, "points": napari.layers.Points}[kind]
+    out = []
+    for layer in viewer.layers:
+        if not isinstance(layer, cls) or layer.name.startswith(RESULT_PREFIX):
+            continue
+        if kind != "points" and getattr(layer, "ndim", 3) != 3:
+            continue
+        out.append(layer)
+    return out
+
+
+def labels_for(image: str, labels: list[str]) -> str | None:
+    """The label layer that belongs to an image: same file stem first, then any."""
+    for name in labels:
+        if image and name.startswith(image):
+            return name
+    return labels[0] if labels else None
+
+
+def fill_box(box: QComboBox, names: list[str], prefer: str | None = None) -> None:
+    """Refill a combo box, keeping its choice when it is still there (else ``prefer``)."""
+    current = box.currentText()
+    box.blockSignals(True)
+    box.clear()
+    box.addItems(names)
+    choice = current if current in names else (prefer if prefer in names else None)
+    if choice is not None:
+        box.setCurrentText(choice)
+    box.blockSignals(False)
+
+
+def watch_edits(layer) -> None:
+    """Set ``layer.metadata[EDITED_KEY]`` when the layer is painted or its data replaced (both
+    widgets read it, whichever one saw the edit)."""
+    if layer in _WATCHED:
+        return
+    _WATCHED.add(layer)
+    ref = weakref.ref(layer)
+
+    def mark(event=None):
+        target = ref()
+        if target is not None:
+            target.metadata[EDITED_KEY] = True
+
+    for name in ("paint", "data"):
+        emitter = getattr(layer.events, name, None)
+        if emitter is not None:
+            emitter.connect(mark)
+
+
+def labels_request(layer, scan, settings, edited_ids=()) -> tuple:
+    """(label map on the scan's grid, source text, edited, automatic) of a Labels layer."""
+    label_map = labels_on_scan(layer, scan, settings.labels.grid_tolerance_mm)
+    edited = id(layer) in edited_ids or bool(layer.metadata.get(EDITED_KEY))
+    source = (layer.metadata.get(META_KEY) or {}).get("path") or f"napari layer {layer.name}"
+    if edited and not source.startswith("napari layer"):
+        source = f"{source} (edited in napari layer {layer.name})"
+    automatic = layer.metadata.get(AUTO_KEY)
+    if not isinstance(automatic, AutoSegmentation) or automatic.label_map.shape != label_map.shape:
+        automatic = None
+    elif automatic is not None:
+        edited = False  # decided by the data: a map painted and painted back is unedited
+    return label_map, source, edited, automatic
+
+
+def _measure_job(scan, label_map, side, settings, edge, roof_medial, labels_source, edited, automatic=None):
     """Worker generator: yields progress steps, returns (analysis, result layer tuples)."""
     yield "measuring (volumes, head frame, zones, isotropic reconstruction)"
-    analysis = measure_label_map(scan, label_map, side, settings, edge, roof_medial, labels_source, edited)
+    analysis = measure_label_map(scan, label_map, side, settings, edge, roof_medial, labels_source, edited,
+                                 automatic)
     yield "sampling the mid-planes"
     layers = [zones_layer_data(analysis)] + plane_layers(analysis)
     return analysis, layers
+
+
+def _segment_job(scan, side, settings, seeds):
+    """Worker generator: the automatic segmentation of ``onfh analyze`` without masks."""
+    yield "segmenting (head sphere, neck plane, lesion, acetabulum)"
+    return segment_label_map(scan, side, settings, seeds)
 
 
 def _export_job(analysis, out_dir, settings):
@@ -149,6 +270,9 @@ class AnalyzeHipWidget(QWidget):
             spin.setValue(value)
         self.edge_box = QComboBox()
         self.roof_box = QComboBox()
+        self.seed_box = QComboBox()
+        self.seed_box.setToolTip("Points layer: its points lie inside the lesion (RAS mm), for 'Segment "
+                                 "automatically' (as `onfh analyze --lesion-seed`)")
         self.edge_box.setToolTip("Points layer: its last point is the lateral acetabular edge (RAS mm)")
         self.roof_box.setToolTip("Points layer: its last point is the medial end of the acetabular roof (RAS mm)")
         self.config_edit = QLineEdit()
@@ -166,6 +290,7 @@ class AnalyzeHipWidget(QWidget):
         form.addRow("Lesion label", self.lesion_spin)
         form.addRow("Acetabular edge", self.edge_box)
         form.addRow("Roof medial end", self.roof_box)
+        form.addRow("Lesion seeds", self.seed_box)
         form.addRow("Settings", config_row)
         layout.addLayout(form)
         self.image_box.currentTextChanged.connect(self._image_changed)
@@ -192,10 +317,20 @@ class AnalyzeHipWidget(QWidget):
         tools.addWidget(self.new_labels_button)
         tools.addWidget(self.landmark_button)
         layout.addLayout(tools)
-        self.segment_button = QPushButton("Segment automatically (not available yet)")
-        self.segment_button.setEnabled(False)
+        segment_row = QHBoxLayout()
+        self.segment_button = QPushButton("Segment automatically")
         self.segment_button.setToolTip(SEGMENTATION_NOTE)
-        layout.addWidget(self.segment_button)
+        self.segment_button.clicked.connect(self.segment)
+        self.seed_button = QPushButton("Add lesion seed")
+        self.seed_button.setToolTip("A Points layer 'lesion seed': click inside the lesion, then segment")
+        self.seed_button.clicked.connect(self.add_seed_layer)
+        segment_row.addWidget(self.segment_button)
+        segment_row.addWidget(self.seed_button)
+        layout.addLayout(segment_row)
+        self.auto_note = QLabel("")
+        self.auto_note.setWordWrap(True)
+        self.auto_note.setVisible(False)
+        layout.addWidget(self.auto_note)
         self.oblique_note = QLabel("")
         self.oblique_note.setWordWrap(True)
         self.oblique_note.setStyleSheet("color: #e0c060; font-size: 10px;")
@@ -223,14 +358,7 @@ class AnalyzeHipWidget(QWidget):
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
 
-        self.table = QTableWidget(0, 2)
-        self.table.setHorizontalHeaderLabels(["figure", "value"])
-        self.table.verticalHeader().setVisible(False)
-        self.table.setWordWrap(True)
-        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeToContents)
-        self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.setMinimumHeight(200)
+        self.table = figures_table(200)
         layout.addWidget(self.table)
         self.warnings_text = QPlainTextEdit()
         self.warnings_text.setReadOnly(True)
@@ -256,49 +384,28 @@ class AnalyzeHipWidget(QWidget):
 
     # layer choices ------------------------------------------------------------------------------
     def _layers_of(self, kind: str) -> list:
-        cls = {"image": napari.layers.Image, "labels": napari.layers.Labels, "points": napari.layers.Points}[kind]
-        out = []
-        for layer in self.viewer.layers:
-            if not isinstance(layer, cls) or layer.name.startswith(RESULT_PREFIX):
-                continue
-            if kind != "points" and getattr(layer, "ndim", 3) != 3:
-                continue
-            out.append(layer)
-        return out
-
-    @staticmethod
-    def _fill(box: QComboBox, names: list[str], prefer: str | None = None) -> None:
-        current = box.currentText()
-        box.blockSignals(True)
-        box.clear()
-        box.addItems(names)
-        choice = current if current in names else (prefer if prefer in names else None)
-        if choice is not None:
-            box.setCurrentText(choice)
-        box.blockSignals(False)
+        return choice_layers(self.viewer, kind)
 
     def reset_choices(self, event=None) -> None:
         """Refresh the layer lists (napari calls this when layers are added or removed)."""
         images = [layer.name for layer in self._layers_of("image")]
-        labels = [layer.name for layer in self._layers_of("labels")]
+        labels_layers = self._layers_of("labels")
+        for layer in labels_layers:
+            watch_edits(layer)
+        labels = [layer.name for layer in labels_layers]
         points = [NONE] + [layer.name for layer in self._layers_of("points")]
         before = self.image_box.currentText()
-        self._fill(self.image_box, images)
+        fill_box(self.image_box, images)
         image = self.image_box.currentText()
-        self._fill(self.labels_box, labels, self._labels_for(image, labels))
+        fill_box(self.labels_box, labels, labels_for(image, labels))
         edge = next((n for n in points if "edge" in n.lower()), NONE)
         roof = next((n for n in points if "roof" in n.lower() or "medial" in n.lower()), NONE)
-        self._fill(self.edge_box, points, edge)
-        self._fill(self.roof_box, points, roof)
+        seed = next((n for n in points if "seed" in n.lower()), NONE)
+        fill_box(self.edge_box, points, edge)
+        fill_box(self.roof_box, points, roof)
+        fill_box(self.seed_box, points, seed)
         if image and image != before:
             self._image_changed(image)
-
-    def _labels_for(self, image: str, labels: list[str]) -> str | None:
-        """The label layer that belongs to an image: same file stem first, then any."""
-        for name in labels:
-            if image and name.startswith(image):
-                return name
-        return labels[0] if labels else None
 
     def _image_changed(self, name: str) -> None:
         oblique = 0.0
@@ -329,6 +436,7 @@ class AnalyzeHipWidget(QWidget):
     # editing ----------------------------------------------------------------------------------
     def _watch(self, layer) -> None:
         """Mark the figures stale (and the labels edited) when the layer changes."""
+        watch_edits(layer)
         if any(w is layer for w in self._watched):
             return
         self._watched.append(layer)
@@ -393,6 +501,74 @@ class AnalyzeHipWidget(QWidget):
         layer.mode = "add"
         return layer
 
+    def add_seed_layer(self):
+        """Add an empty Points layer "lesion seed" (points inside the lesion), ready to click."""
+        data, kwargs, _ = points_layer_data(np.zeros((0, 3)), "lesion seed", color="cyan")
+        layer = self.viewer.add_points(data, **kwargs)
+        self.seed_box.setCurrentText(layer.name)
+        layer.mode = "add"
+        return layer
+
+    # automatic segmentation -------------------------------------------------------------------
+    def _settings(self):
+        config = self.config_edit.text().strip() or None
+        return load_settings(config, labels__head=self.head_spin.value(), labels__lesion=self.lesion_spin.value())
+
+    def _seeds(self):
+        layer = self._layer(self.seed_box, "lesion seeds", required=False)
+        if layer is None or len(layer.data) == 0:
+            return None
+        return [tuple(float(v) for v in np.asarray(layer.data_to_world(p), dtype=float)) for p in layer.data]
+
+    def segment(self):
+        """Segment the chosen image automatically in a worker thread; returns the worker.
+
+        The result is added as the Labels layer ``<image>_auto_labels`` (replaced if present) and
+        chosen for measuring; the confidence flags are shown under the button.
+        """
+        if self.busy:
+            return None
+        try:
+            image = self._layer(self.image_box, "an image layer")
+            scan = layer_scan(image)
+            request = (scan, self.side_box.currentText(), self._settings(), self._seeds())
+        except InputError as exc:
+            self._show_error(str(exc))
+            return None
+        return self._start(_segment_job, request, partial(self._show_segmentation, image.name, scan),
+                           "onfh: segmenting hip", total=1)
+
+    def _show_segmentation(self, image_name: str, scan, result) -> None:
+        label_map, automatic = result
+        name = f"{image_name}{AUTO_SUFFIX}"
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        data, kwargs, _ = labels_layer_data(label_map, scan, name, extra_meta={AUTO_KEY: automatic})
+        layer = self.viewer.add_labels(data, **kwargs)
+        self._edited.discard(id(layer))
+        self.labels_box.setCurrentText(layer.name)
+        self.viewer.layers.selection.active = layer
+        ok = automatic.status == "ok"
+        flags = automatic.flags
+        conf = automatic.record.get("confidence") or {}
+        facts = (f"sphere-fit RMS {conf.get('sphere_fit_rms_mm', float('nan')):.2f} mm, head surface seen over "
+                 f"{100 * conf.get('surface_coverage', float('nan')):.0f} %")
+        if conf.get("band_contrast") is not None:
+            facts += f", lesion margin contrast {conf['band_contrast']:.2f}"
+        text = (f"Automatic segmentation: {'confidence OK' if ok else 'REVIEW'} ({facts})"
+                + ("".join(f"<br>• {flag}" for flag in flags)))
+        colour = "#8fd18f" if ok else "#ffb000"
+        self.auto_note.setText(f"<span style='color:{colour}'>{text}</span>")
+        self.auto_note.setVisible(True)
+        voxel_ml = scan.voxel_volume_mm3 / 1000.0
+        head_ml = int(np.count_nonzero(label_map)) * voxel_ml
+        lesion_ml = int(np.count_nonzero(label_map == self.lesion_spin.value())) * voxel_ml
+        self.error = None
+        self._mark_stale()
+        self.status.setText(f"Segmented {image_name}: head {head_ml:.2f} mL, lesion {lesion_ml:.2f} mL "
+                            f"(layer {name}). Check and correct it, then press "
+                            f"{self.measure_button.text()}.")
+
     # measuring --------------------------------------------------------------------------------
     def _landmark(self, box: QComboBox, what: str):
         layer = self._layer(box, what, required=False)
@@ -406,20 +582,14 @@ class AnalyzeHipWidget(QWidget):
     def _request(self) -> tuple:
         """Everything the measurement needs, copied on the main thread (painting may go on)."""
         image = self._layer(self.image_box, "an image layer")
-        labels = self._layer(self.labels_box, "a labels layer (load or paint one: 1 head, 2 lesion)")
-        config = self.config_edit.text().strip() or None
-        settings = load_settings(config, labels__head=self.head_spin.value(),
-                                 labels__lesion=self.lesion_spin.value())
+        labels = self._layer(self.labels_box, "a labels layer (load, paint or segment one: 1 head, 2 lesion)")
+        settings = self._settings()
         scan = layer_scan(image)
-        label_map = labels_on_scan(labels, scan, settings.labels.grid_tolerance_mm)
         self._watch(labels)
-        edited = id(labels) in self._edited
-        source = (labels.metadata.get(META_KEY) or {}).get("path") or f"napari layer {labels.name}"
-        if edited and not source.startswith("napari layer"):
-            source = f"{source} (edited in napari layer {labels.name})"
+        label_map, source, edited, automatic = labels_request(labels, scan, settings, self._edited)
         return (scan, label_map, self.side_box.currentText(), settings,
                 self._landmark(self.edge_box, "the acetabular edge"),
-                self._landmark(self.roof_box, "the acetabular roof's medial end"), source, edited)
+                self._landmark(self.roof_box, "the acetabular roof's medial end"), source, edited, automatic)
 
     def measure(self):
         """Start measuring in a worker thread; returns the worker (None if busy or refused)."""
@@ -450,7 +620,8 @@ class AnalyzeHipWidget(QWidget):
     def _set_busy(self, busy: bool, text: str = "") -> None:
         self.busy = busy
         self.progress.setVisible(busy)
-        for button in (self.measure_button, self.export_button, self.new_labels_button, self.open_labels_button):
+        for button in (self.measure_button, self.export_button, self.new_labels_button, self.open_labels_button,
+                       self.segment_button):
             button.setEnabled(not busy and (button is not self.export_button or self.analysis is not None))
         if busy:
             self.error = None
@@ -482,14 +653,7 @@ class AnalyzeHipWidget(QWidget):
         self.stale = False
         m = analysis.metrics
         rows = metrics_rows(m)
-        self.table.setRowCount(len(rows))
-        for i, (name, value) in enumerate(rows):
-            self.table.setItem(i, 0, QTableWidgetItem(name))
-            item = QTableWidgetItem(value)
-            item.setTextAlignment(Qt.AlignLeft | Qt.AlignVCenter)
-            item.setToolTip(value)
-            self.table.setItem(i, 1, item)
-        self.table.resizeRowsToContents()
+        fill_table(self.table, rows)
         self.warnings_text.setPlainText("\n".join(f"• {w}" for w in m["warnings"]))
         self._replace_result_layers(layers, self.labels_box.currentText())
         self.measure_button.setText("Re-measure")
