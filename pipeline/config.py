@@ -127,8 +127,12 @@ class SegmentationSettings(_Section):
     surface_level: float = Field(
         0.5, gt=0.1, lt=0.95, description="marrow-surface iso-level, fraction of the head's marrow signal"
     )
+    fit_resolution_mm: float = Field(
+        1.25, gt=0.3, le=5,
+        description="sphere fit uses marrow-surface points whose voxel extent along the normal is at most this, mm",
+    )
     cortex_offset_mm: float = Field(
-        0.7, ge=0, le=4, description="fitted marrow sphere radius + this = head (bone surface) radius, mm"
+        1.0, ge=0, le=4, description="fitted marrow sphere radius + this = head (bone surface) radius, mm"
     )
     bright_level: float = Field(
         0.55, gt=0.1, lt=0.95, description="marrow-like signal: fraction of the head's marrow signal"
@@ -142,6 +146,10 @@ class SegmentationSettings(_Section):
     )
     opening_mm: float = Field(
         2.5, gt=0, le=8, description="lesion opening radius; > drill-track radius (1.5-2 mm) and cortex shell, mm"
+    )
+    margin_refine_mm: float = Field(
+        2.0, ge=0, le=6,
+        description="lesion margin moved to the band/marrow half-maximum within this distance (0: off), mm",
     )
     min_lesion_ml: float = Field(0.15, ge=0, description="lesion components smaller than this are dropped, mL")
     surface_contact_mm: float = Field(

@@ -134,7 +134,8 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
     norm_w = ndimage.gaussian_filter(norm_w, 0.5 / crop.spacing)
     marrow_level = _marrow_level(norm_w, crop, chosen["centre"], r_guess)
     norm_w /= marrow_level
-    fit, coverage, _ = _femur.fit_marrow_sphere(norm_w, crop.affine, chosen["centre"], r_guess, settings)
+    fit, coverage, _ = _femur.fit_marrow_sphere(norm_w, crop.affine, chosen["centre"], r_guess, settings,
+                                                native_affine=affine)
     centre, r_m = fit.center, fit.radius
     radius = r_m + s.cortex_offset_mm
     if not s.head_radius_mm[0] <= radius <= s.head_radius_mm[1]:
@@ -164,12 +165,13 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
     # lesion (lesion.py) and acetabulum (acetabulum.py)
     lesion_w, linfo = _lesion.lesion_mask(head_w, healthy, crop, centre, radius, settings, seeds=seeds, roi=roi,
                                           warnings=warnings)
+    lesion_w = _lesion.refine_margin(lesion_w, healthy, norm_w, head_w, crop, centre, r_m, settings, linfo)
     acet_w = _acetabulum.acetabulum_mask(bright, femur_w, crop, centre, radius, settings)
 
     # back to the native grid: head by voxel centre, the rest by the half-voxel rule
     full = scan.shape
     head = np.zeros(full, dtype=bool)
-    head[crop.slices] = _femur.head_on_grid(crop.native_shape, native_aff, centre, radius, n, cut)
+    head[crop.slices] = _femur.head_fraction_mask(crop.native_shape, native_aff, centre, radius, n, cut)
     lesion = np.zeros(full, dtype=bool)
     lesion[crop.slices] = crop.to_native(lesion_w) >= 0.5
     lesion &= head
@@ -219,6 +221,7 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
         "candidates": [{"centre_ras_mm": [round(float(x), 1) for x in c["centre"]], "ok": bool(c["ok"]),
                         "coverage": round(float(c["coverage"]), 2), "reason": c["reason"]} for c in candidates],
         "lesion_components": linfo["components"],
+        "lesion_margin": linfo.get("margin"),
         "seconds": {"search": round(t_search, 2), "total": round(time.perf_counter() - started, 2)},
     }
     parameters = {**s.model_dump(mode="json"), "lesion_seeds_ras_mm": [list(p) for p in seeds] or None,

@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
-from ..frame import fit_sphere, index_to_mm, mm_to_index, neck_axis, voxel_spacing
+from ..frame import SphereFit, fit_sphere, index_to_mm, mm_to_index, neck_axis, voxel_spacing
 from . import grid
 
 
@@ -175,8 +175,36 @@ def choose_head(candidates: list[dict], side: str, roi=None, seeds=None) -> dict
 # ----------------------------------------------------------------------------------------------
 # fine stage
 # ----------------------------------------------------------------------------------------------
-def fit_marrow_sphere(norm: np.ndarray, affine: np.ndarray, centre, r_guess: float, settings):
+def normal_extent_mm(native_affine: np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """RMS extent (mm) of a native voxel along unit directions (N, 3): sqrt(sum_i (d.a_i)^2 s_i^2).
+
+    1 mm along every direction for a 1 mm isotropic grid; from the in-plane size to the slice
+    thickness for a thick-slice grid.
+    """
+    a = np.asarray(native_affine, dtype=np.float64)[:3, :3]
+    proj = np.asarray(normals, dtype=np.float64) @ a  # d . (column i) = d.a_i * s_i
+    return np.sqrt((proj**2).sum(axis=1))
+
+
+def _refit_in_plane(pts: np.ndarray, centre, radius: float, basis: np.ndarray):
+    """Least-squares sphere with the centre moving only along ``basis`` (3, 2) columns."""
+    from scipy import optimize
+
+    c0 = np.asarray(centre, dtype=np.float64)
+
+    def residual(x):
+        return np.linalg.norm(pts - (c0 + basis @ x[:2]), axis=1) - x[2]
+
+    res = optimize.least_squares(residual, np.array([0.0, 0.0, radius]), loss="soft_l1", f_scale=0.5)
+    return c0 + basis @ res.x[:2], float(abs(res.x[2]))
+
+
+def fit_marrow_sphere(norm: np.ndarray, affine: np.ndarray, centre, r_guess: float, settings,
+                      native_affine: np.ndarray | None = None):
     """Robust sphere through the head's marrow surface (signal falling outward), RAS mm.
+
+    ``native_affine`` is the acquisition grid (the working grid may be subdivided): surface
+    points are fitted only where that grid resolves the cortex along the surface normal.
 
     Returns
     -------
@@ -202,15 +230,39 @@ def fit_marrow_sphere(norm: np.ndarray, affine: np.ndarray, centre, r_guess: flo
     radial = rel / dist[:, None]
     inner = grid.sample(norm, affine, pts - 1.0 * radial, cval=0.0)
     outer = grid.sample(norm, affine, pts + 1.0 * radial, cval=1.0)
-    pts = pts[inner > outer + 0.1]
+    falling = inner > outer + 0.1
+    pts, radial = pts[falling], radial[falling]
     if len(pts) < 50:
         raise InputError("no femoral head found: too few marrow-surface points")
     if len(pts) > 20000:
-        pts = pts[:: len(pts) // 20000 + 1]
+        keep = slice(None, None, len(pts) // 20000 + 1)
+        pts, radial = pts[keep], radial[keep]
     rr = (s.head_radius_mm[0] - s.cortex_offset_mm, s.head_radius_mm[1] - s.cortex_offset_mm)
     inlier = float(max(1.0, 0.5 * spacing.max() + 0.3))
     fit = fit_sphere(pts, inlier_mm=inlier, radius_range_mm=rr, n_hypotheses=1500, neighbourhood_mm=50.0, seed=0)
-    d = np.abs(np.linalg.norm(pts - fit.center, axis=1) - fit.radius) <= inlier
+    # Partial volume across thick slices: where the surface runs along the slices, a slab
+    # averages marrow, the ~1 mm dark cortex and the cartilage beyond; the cortex is not
+    # resolved and the half-signal level moves outward by up to ~1 mm. The shift is the same at
+    # both poles, so the centre of the fit over all points stands, but the radius is read only
+    # from the surface points whose normal the acquisition samples finely (voxel extent along
+    # the normal <= fit_resolution_mm; every point of a 1 mm isotropic scan).
+    extent = normal_extent_mm(native_affine if native_affine is not None else affine, radial)
+    limit = max(s.fit_resolution_mm, 1.05 * float(extent.min()))
+    dist = np.linalg.norm(pts - fit.center, axis=1)
+    on = np.abs(dist - fit.radius) <= inlier
+    resolved = on & (extent <= limit)
+    if resolved.sum() >= 50 and not np.all(resolved[on]):
+        # refit on the resolved inliers; they lie near the great circle across the slices, so
+        # the centre's position along the slice axis (weakly constrained by them) is kept from
+        # the fit over all points
+        na = np.asarray(native_affine if native_affine is not None else affine, dtype=np.float64)[:3, :3]
+        k = int(np.argmax(np.linalg.norm(na, axis=0)))
+        ax = na[:, k] / np.linalg.norm(na[:, k])
+        basis = np.linalg.svd(np.eye(3) - np.outer(ax, ax))[0][:, :2]  # in-plane directions
+        fit = SphereFit(*_refit_in_plane(pts[resolved], fit.center, fit.radius, basis), fit.rms_mm, fit.n_inliers,
+                        fit.n_points)
+    # coverage over every marrow-surface point (the partial-volume shift is < the band)
+    d = np.abs(np.linalg.norm(pts - fit.center, axis=1) - fit.radius) <= inlier + 1.0
     bins = np.argmax(((pts[d] - fit.center) / fit.radius) @ fibonacci_directions(100).T, axis=1)
     coverage = len(np.unique(bins)) / 100.0
     return fit, coverage, pts
@@ -287,3 +339,38 @@ def head_on_grid(shape, affine, centre, radius: float, n, cut: float) -> np.ndar
     """Voxels whose centre lies in the ball and on the head's side of the neck plane."""
     rel = grid.voxel_points(shape, affine) - np.asarray(centre, np.float32)
     return ((rel**2).sum(-1) <= radius**2) & (rel @ np.asarray(n, np.float32) <= cut)
+
+
+def head_fraction_mask(shape, affine, centre, radius: float, n, cut: float, sub_mm: float = 0.35) -> np.ndarray:
+    """Voxels at least half inside the neck-plane head (ball ∩ half-space), by supersampling.
+
+    The rule of the reference label maps (a voxel is labelled when at least half of it lies in
+    the structure). The voxel-centre test overstates a convex body on thick slices: at the
+    poles of the sphere and along the cut plane a slab whose centre is just inside holds less
+    than half of the head. Voxels farther than half their diagonal from the boundary are
+    decided by their centre; the others are supersampled on a grid of about ``sub_mm``.
+    """
+    a = np.asarray(affine, dtype=np.float64)
+    sp = voxel_spacing(a)
+    c = np.asarray(centre, np.float32)
+    n = np.asarray(n, np.float32)
+    rel = grid.voxel_points(shape, a) - c
+    f = np.maximum(np.sqrt((rel**2).sum(-1)) - radius, rel @ n - cut)
+    half_diag = 0.5 * float(np.linalg.norm(sp))
+    out = f <= -half_diag
+    border = np.abs(f) < half_diag
+    if border.any():
+        k = np.maximum(1, np.ceil(sp / sub_mm)).astype(int)
+        offs = np.stack(np.meshgrid(*[(np.arange(m) + 0.5) / m - 0.5 for m in k], indexing="ij"), -1).reshape(-1, 3)
+        offs_mm = (offs @ a[:3, :3].T).astype(np.float32)
+        idx = np.argwhere(border)
+        centres = index_to_mm(a, idx).astype(np.float32) - c
+        frac = np.empty(len(idx), dtype=np.float32)
+        step = max(1, 2_000_000 // len(offs_mm))
+        for s0 in range(0, len(idx), step):
+            q = centres[s0 : s0 + step, None, :] + offs_mm[None]
+            inside = ((q**2).sum(-1) <= radius**2) & (q @ n <= cut)
+            frac[s0 : s0 + step] = inside.mean(axis=1)
+        out[tuple(idx.T)] = frac >= 0.5
+    return out
+
