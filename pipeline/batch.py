@@ -347,8 +347,9 @@ def run_batch(manifest: str | Path, out_dir: str | Path, settings, workers: int 
                  "1 worker (this process)" if n_workers == 1 else f"{n_workers} local worker processes")
         n_scans = sum(t["kind"] == "scan" for t in tasks)
         progress = Progress(len(tasks), len(records), stream)
+        plan = f"{len(todo)} to run on {where}" if todo else "nothing to run"
         progress.line(f"{len(tasks)} tasks ({n_scans} scans, {len(tasks) - n_scans} comparisons); "
-                      f"{len(records)} already done; " + (f"{len(todo)} to run on {where}" if todo else "nothing to run"))
+                      f"{len(records)} already done; {plan}")
         try:
             for task, record in _execute(todo, workers, scheduler):
                 records[record_name(task)] = record

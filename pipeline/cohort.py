@@ -198,9 +198,8 @@ def cohort_summary(scans: list[dict], changes: list[dict]) -> dict:
         regeneration[_tp(t)] = {name: regeneration_summary(rows) for name, rows in groups.items()}
         zones[_tp(t)] = {name: zone_shares([c for c in rows if c.get("zones")]) for name, rows in groups.items()}
 
-    outcomes = {}
-    for (subject, side), outcome in sorted({(s["subject"], s["side"]): s.get("outcome") or NO_OUTCOME
-                                            for s in ok_scans}.items()):
+    outcomes: dict[str, int] = {}
+    for outcome in {(s["subject"], s["side"]): s.get("outcome") or NO_OUTCOME for s in ok_scans}.values():
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     return {
         "n_scans": len(scans),
