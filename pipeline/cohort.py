@@ -8,7 +8,7 @@ scans.csv / changes.csv); only records with ``status == "ok"`` count.
 * Each follow-up timepoint against baseline, on the hips measured at both: paired Wilcoxon
   signed-rank test and paired t-test (scipy, two-sided). With fewer than 2 pairs, or when the
   test is undefined (all differences zero, zero variance), the p-value is null and ``reason``
-  says why.
+  says why; with under 6 pairs ``note`` gives the smallest p the exact signed-rank test can reach.
 * Regeneration at each follow-up (R = 100 (V0 - Vt) / V0, each visit's own lesion volume) as the
   mean (SD) of per-hip ratios (as the pilot study) and as the ratio of means
   100 (mean V0 - mean Vt) / mean V0 over the same hips; overall and by outcome group. Hips with
@@ -66,7 +66,7 @@ def paired_tests(before, after) -> dict:
              if a is not None and b is not None and math.isfinite(a) and math.isfinite(b)]
     out = {"n_pairs": len(pairs), "mean_difference": None, "sd_difference": None,
            "wilcoxon_statistic": None, "wilcoxon_p": None, "ttest_statistic": None, "ttest_p": None,
-           "reason": None}
+           "reason": None, "note": None}
     if not pairs:
         out["reason"] = "no hip measured at both timepoints"
         return out
@@ -95,6 +95,9 @@ def paired_tests(before, after) -> dict:
             out["ttest_statistic"] = out["ttest_p"] = None
             reasons.append("t-test undefined: the differences have zero variance")
     out["reason"] = "; ".join(reasons) or None
+    if out["wilcoxon_p"] is not None and len(pairs) < 6:
+        out["note"] = (f"with {len(pairs)} pairs the exact signed-rank p is at least {2 / 2 ** len(pairs):.3g} "
+                       "(two-sided)")
     return out
 
 
@@ -239,7 +242,8 @@ def cohort_markdown(summary: dict) -> str:
     for tp, d in summary["necrotic_fraction_pct"].items():
         t = summary["paired_tests_vs_baseline"].get(tp)
         test = ("| - | - | - | baseline |" if t is None else
-                f"| {t['n_pairs']} | {p(t['wilcoxon_p'])} | {p(t['ttest_p'])} | {t['reason'] or ''} |")
+                f"| {t['n_pairs']} | {p(t['wilcoxon_p'])} | {p(t['ttest_p'])} | "
+                f"{'; '.join(x for x in (t['reason'], t.get('note')) if x)} |")
         lines.append(f"| {tp} | {d['n']} | {msd(d)} | {f(d['median'])} | {f(d['min'])}-{f(d['max'])} {test}")
     lines += ["", "### By outcome", "", "| timepoint | group | n | mean (SD) | median |", "|---|---|---|---|---|"]
     for tp, groups in summary["necrotic_fraction_pct_by_outcome"].items():

@@ -245,7 +245,7 @@ body{font-family:system-ui,"DejaVu Sans",sans-serif;margin:1.5em 2em;max-width:1
 h1{margin:0 0 .3em}h2{border-bottom:1px solid #ddd;padding-bottom:.15em;margin-top:1.4em}h3{margin:1.1em 0 .3em}
 h4{margin:.8em 0 .2em;font-size:14px}.lead{color:#444;font-size:14px}
 table{border-collapse:collapse;margin:.3em 0 1em}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;
-text-align:left}td.num{text-align:right}th{background:#f3f3f3}
+text-align:left}td.num{text-align:right;white-space:nowrap}th{background:#f3f3f3}
 .plots{display:flex;flex-wrap:wrap;gap:16px}.plots figure{margin:0;flex:1 1 520px;max-width:620px}
 .plots figcaption{font-size:13px;color:#444;margin-bottom:4px}img.plot{width:100%;height:auto}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:14px}

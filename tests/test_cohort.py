@@ -111,6 +111,7 @@ def test_paired_tests_against_scipy_and_by_hand(summary):
     assert tests["12 months"]["n_pairs"] == 3
     assert tests["12 months"]["wilcoxon_p"] == pytest.approx(stats.wilcoxon(pairs12[1], pairs12[0]).pvalue)
     assert tests["12 months"]["ttest_p"] == pytest.approx(stats.ttest_rel(pairs12[1], pairs12[0]).pvalue)
+    assert "at least 0.25" in tests["12 months"]["note"]  # 2 / 2**3: three pairs cannot reach p < 0.05
     # 24 months: one pair, no test, and a reason
     t24 = tests["24 months"]
     assert t24["n_pairs"] == 1 and t24["wilcoxon_p"] is None and t24["ttest_p"] is None
