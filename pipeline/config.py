@@ -165,6 +165,12 @@ class SegmentationSettings(_Section):
     acetabulum_plate_mm: float = Field(
         2.5, ge=0, le=6, description="pelvic marrow -> acetabular bone surface (subchondral plate), mm"
     )
+    acetabulum_opening_mm: float = Field(
+        2.0, ge=0, le=6, description="opening radius separating pelvic marrow from sheets of fat (< 2x this thick), mm"
+    )
+    acetabulum_edge_tolerance_mm: float = Field(
+        6.0, gt=0, description="joined and bulk acetabular edges further apart than this: ambiguous, bulk used, mm"
+    )
     acetabulum_reach_mm: float = Field(
         20.0, gt=2, description="pelvic marrow farther than this beyond the head surface is ignored, mm"
     )

@@ -166,7 +166,7 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
     lesion_w, linfo = _lesion.lesion_mask(head_w, healthy, crop, centre, radius, settings, seeds=seeds, roi=roi,
                                           warnings=warnings)
     lesion_w = _lesion.refine_margin(lesion_w, healthy, norm_w, head_w, crop, centre, r_m, settings, linfo)
-    acet_w = _acetabulum.acetabulum_mask(bright, femur_w, crop, centre, radius, settings)
+    acet_w, ainfo = _acetabulum.acetabulum_mask(bright, femur_w, crop, centre, radius, settings, side)
 
     # back to the native grid: head by voxel centre, the rest by the half-voxel rule
     full = scan.shape
@@ -181,6 +181,12 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
     acet[crop.slices] = crop.to_native(acet_w) >= 0.5
     if not acet.any():
         warnings.append("acetabulum not found automatically: the default weight-bearing span is used")
+    elif ainfo["ambiguous"]:
+        warnings.append(
+            "acetabular edge ambiguous: the pelvic marrow joins bright tissue (a fat sheet?) running on around the "
+            f"head (edge at u = {ainfo['edge_u_joined_mm']:.1f} mm); the edge of the bone bulk "
+            f"(u = {ainfo['edge_u_bulk_mm']:.1f} mm) is used, possibly a few mm medial: check the JIC span"
+        )
 
     # QC
     flags = []
@@ -199,6 +205,8 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
         inside = _lesion.in_box(crop.points(), roi)
         if (lesion_w & ~ndimage.binary_erosion(inside)).any():
             flags.append("lesion touches the ROI edge")
+    if ainfo["ambiguous"]:
+        flags.append("acetabular edge ambiguous (bright tissue joins the roof): the bone-bulk edge is used")
     if len([c for c in candidates if c["ok"] and c["votes"] >= 0.25 * chosen["votes"]]) > 2:
         flags.append("more than two head-like candidates in the image")
     vox_ml = scan.voxel_volume_mm3 / 1000.0
@@ -222,6 +230,7 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
                         "coverage": round(float(c["coverage"]), 2), "reason": c["reason"]} for c in candidates],
         "lesion_components": linfo["components"],
         "lesion_margin": linfo.get("margin"),
+        "acetabulum": ainfo,
         "seconds": {"search": round(t_search, 2), "total": round(time.perf_counter() - started, 2)},
     }
     parameters = {**s.model_dump(mode="json"), "lesion_seeds_ras_mm": [list(p) for p in seeds] or None,
