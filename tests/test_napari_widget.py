@@ -306,7 +306,18 @@ def test_review_command_renders_a_window(hip_files, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "review", image, "--side", "right", "--measure",
                            "--screenshot", str(png)], capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
-    assert png.stat().st_size > 20_000
+    shot = np.asarray(imageio_read(png))[..., :3].astype(float)
+    assert shot.shape[0] == 950
+    # the canvas was redrawn after measuring: the head label (green) and the lesion (red) show
+    r, g, b = shot[..., 0], shot[..., 1], shot[..., 2]
+    assert ((g > r + 50) & (g > b + 20)).sum() > 2000
+    assert ((r > g + 80) & (r > b + 80)).sum() > 500
+
+
+def imageio_read(path):
+    from PIL import Image
+
+    return Image.open(path).convert("RGB")
 
 
 def paint(layer, voxels, label):

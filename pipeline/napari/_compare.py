@@ -58,6 +58,7 @@ from ._widget import (
     fill_table,
     labels_for,
     labels_request,
+    layer_box,
     set_view,
     watch_edits,
 )
@@ -124,10 +125,9 @@ def comparison_rows(p: dict) -> list[tuple[str, str, int | None]]:
         ("Regeneration", _num(p["regeneration_pct"], ".1f", " %"), None),
     ]
     if p.get("regeneration_pct_isotropic") is not None:
-        rows.append(("Regeneration (isotropic reconstructions)", _num(p["regeneration_pct_isotropic"], ".1f", " %"),
-                     None))
+        rows.append(("Regeneration, isotropic recon.", _num(p["regeneration_pct_isotropic"], ".1f", " %"), None))
     rows += [
-        ("Lesion volume, baseline → follow-up",
+        ("Lesion, baseline → follow-up",
          f"{_num(p['baseline_lesion_ml'], '.2f')} → {_num(p['followup_lesion_ml'], '.2f')} mL", None),
         ("Regenerated (2)", _num(p["regenerated_ml"], ".2f", " mL"), 2),
         ("New (3)", _num(p["new_ml"], ".2f", " mL"), 3),
@@ -140,7 +140,7 @@ def comparison_rows(p: dict) -> list[tuple[str, str, int | None]]:
     ]
     zones = p.get("zones") or {}
     if zones:
-        rows.append(("Regenerated in JIC zones A / B / C1 / C2",
+        rows.append(("Regenerated in zones A/B/C1/C2",
                      " / ".join(f"{zones[z]['regenerated_ml']:.2f}" for z in ("A", "B", "C1", "C2")) + " mL", None))
     rows.append(("Warnings", str(len(p.get("warnings") or [])), None))
     return rows
@@ -177,11 +177,11 @@ class CompareVisitsWidget(QWidget):
     def _build(self) -> None:
         layout = QVBoxLayout(self)
         form = QFormLayout()
-        self.base_image_box = QComboBox()
-        self.base_labels_box = QComboBox()
-        self.follow_image_box = QComboBox()
-        self.follow_labels_box = QComboBox()
-        self.side_box = QComboBox()
+        self.base_image_box = layer_box()
+        self.base_labels_box = layer_box()
+        self.follow_image_box = layer_box()
+        self.follow_labels_box = layer_box()
+        self.side_box = layer_box()
         self.side_box.addItems(["right", "left"])
         self.config_edit = QLineEdit()
         self.config_edit.setPlaceholderText("default settings (configs/default.yaml)")
@@ -195,10 +195,10 @@ class CompareVisitsWidget(QWidget):
         form.addRow("Baseline labels", self.base_labels_box)
         form.addRow("Follow-up image", self.follow_image_box)
         form.addRow("Follow-up labels", self.follow_labels_box)
-        self.edge_box = QComboBox()
+        self.edge_box = layer_box()
         self.edge_box.setToolTip("Points layer: its last point is the baseline's lateral acetabular edge (RAS mm), "
                                  "as `onfh compare --acetabular-edge`: it sets the zones")
-        self.roof_box = QComboBox()
+        self.roof_box = layer_box()
         self.roof_box.setToolTip("Points layer: its last point is the medial end of the baseline's acetabular roof "
                                  "(RAS mm), as `onfh compare --acetabular-roof-medial`")
         form.addRow("Side", self.side_box)
@@ -223,6 +223,7 @@ class CompareVisitsWidget(QWidget):
         layout.addWidget(self.status)
         self.legend = QLabel(legend_html())
         self.legend.setTextFormat(Qt.RichText)
+        self.legend.setWordWrap(True)
         layout.addWidget(self.legend)
 
         self.table = figures_table(150)
@@ -378,7 +379,7 @@ class CompareVisitsWidget(QWidget):
             f"{payload['registration']['rotation_deg']:.1f}°, head Dice {payload['registration']['head_dice']:.3f}. "
             f"Shown on the baseline grid; the follow-up's own layers and the label maps are hidden."
         )
-        self._show_head_centre(base)
+        self.show_head_centre(base)
 
     def _replace_layers(self, layers: list[tuple], names: tuple) -> None:
         from napari.layers import Layer
@@ -402,9 +403,11 @@ class CompareVisitsWidget(QWidget):
                 self.viewer.layers.insert(max(present) + 1, layer)
             else:
                 self.viewer.add_layer(layer)
+        for name in (CHANGE_NAME, ALIGNED_LABELS_NAME):  # derived maps: not for painting
+            self.viewer.layers[name].editable = False
         self.viewer.layers.selection.active = self.viewer.layers[CHANGE_NAME]
 
-    def _show_head_centre(self, base) -> None:
+    def show_head_centre(self, base) -> None:
         """Coronal radiological view through the baseline head centre."""
         if base.frame is None:
             return

@@ -40,7 +40,7 @@ AUTO_KEY = "onfh_automatic"
 
 
 # automatic segmentation ---------------------------------------------------------------------
-@dataclass
+@dataclass(eq=False)  # compared by identity: its arrays have no single truth value
 class AutoSegmentation:
     """What ``onfh analyze`` without masks keeps besides the masks, attached to the label map.
 

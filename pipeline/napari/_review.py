@@ -17,6 +17,8 @@ from ._layers import points_layer_data, scan_with_labels
 
 WIDGET_NAME = "Analyze hip"
 COMPARE_NAME = "Compare visits"
+#: Both widgets side by side need a window about 1550 px wide; on a narrower screen they are tabs.
+SIDE_BY_SIDE_MIN_SCREEN_PX = 1700
 PLUGIN_NAME = "onfh-pipeline"
 
 
@@ -42,7 +44,8 @@ def review_layers(images: list, labels: str | Path | None = None, edge=None) -> 
 
 
 def open_review(viewer, layers: list[tuple] = (), side: str | None = None, config: str | None = None):
-    """Add the layers and dock the "Analyze hip" and "Compare visits" widgets side by side;
+    """Add the layers and dock the "Analyze hip" and "Compare visits" widgets (side by side on a
+    screen at least SIDE_BY_SIDE_MIN_SCREEN_PX wide, else as tabs);
     returns the "Analyze hip" widget (the other is ``viewer.window.dock_widgets[COMPARE_NAME]``).
 
     Only the first image and its labels are shown at first: later visits lie in their own
@@ -66,10 +69,15 @@ def open_review(viewer, layers: list[tuple] = (), side: str | None = None, confi
         viewer.add_layer(layer)
     widget = AnalyzeHipWidget(viewer)
     compare = CompareVisitsWidget(viewer)
+    side_by_side = _screen_width() >= SIDE_BY_SIDE_MIN_SCREEN_PX
     dock = viewer.window.add_dock_widget(widget, name=WIDGET_NAME, area="right", add_vertical_stretch=False)
     compare_dock = viewer.window.add_dock_widget(compare, name=COMPARE_NAME, area="right",
-                                                 add_vertical_stretch=True)
-    viewer.window._qt_window.splitDockWidget(dock, compare_dock, Qt.Horizontal)
+                                                 add_vertical_stretch=True, tabify=not side_by_side)
+    if side_by_side:
+        viewer.window._qt_window.splitDockWidget(dock, compare_dock, Qt.Horizontal)
+    else:  # a narrower screen: tabs, "Analyze hip" in front
+        dock.show()
+        dock.raise_()
     for w in (widget, compare):
         if side:
             w.side_box.setCurrentText(side)
@@ -81,6 +89,13 @@ def open_review(viewer, layers: list[tuple] = (), side: str | None = None, confi
     return widget
 
 
+def _screen_width() -> int:
+    from qtpy.QtWidgets import QApplication
+
+    screen = QApplication.primaryScreen()
+    return int(screen.availableGeometry().width()) if screen is not None else 0
+
+
 def wait_for(widget, timeout_s: float = 300.0) -> None:
     """Process Qt events until the widget's worker is done (for --screenshot)."""
     from qtpy.QtWidgets import QApplication
@@ -90,6 +105,25 @@ def wait_for(widget, timeout_s: float = 300.0) -> None:
         QApplication.processEvents()
         time.sleep(0.02)
     QApplication.processEvents()
+
+
+def settle(rounds: int = 10) -> None:
+    """Let Qt lay out, resize and redraw (for --screenshot)."""
+    from qtpy.QtWidgets import QApplication
+
+    for _ in range(rounds):
+        QApplication.processEvents()
+        time.sleep(0.02)
+
+
+def _close_notifications(viewer) -> None:
+    """Close napari's notification toasts (e.g. its PyQt5 deprecation notice) before a screenshot."""
+    try:
+        from napari._qt.dialogs.qt_notification import NapariQtNotification
+    except ImportError:  # a private module: the screenshot just keeps the toast
+        return
+    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+        toast.close()
 
 
 def run_review(images: list, labels=None, side: str | None = None, config: str | None = None,
@@ -108,7 +142,9 @@ def run_review(images: list, labels=None, side: str | None = None, config: str |
         import napari
     except ImportError:
         raise InputError("napari is not installed: pip install 'onfh-pipeline[napari]'") from None
-    viewer = napari.Viewer(title="onfh review", show=screenshot is None)
+    # shown even for --screenshot: a hidden window's canvas is not redrawn reliably (it kept the
+    # first frame, without the layers added later)
+    viewer = napari.Viewer(title="onfh review", show=True)
     widget = open_review(viewer, layers, side, config)
     compare_widget = viewer.window.dock_widgets[COMPARE_NAME]
     if measure:
@@ -116,6 +152,9 @@ def run_review(images: list, labels=None, side: str | None = None, config: str |
         if screenshot is not None:
             wait_for(widget)
     if compare:
+        dock = compare_widget.parent()  # in front when the widgets are tabs
+        if dock is not None:
+            dock.raise_()
         compare_widget.compare()
         if screenshot is not None:
             wait_for(compare_widget)
@@ -127,12 +166,14 @@ def run_review(images: list, labels=None, side: str | None = None, config: str |
         viewer.close()
         raise InputError(error)
     viewer.window._qt_window.resize(*size)
-    from qtpy.QtWidgets import QApplication
-
-    QApplication.processEvents()  # the docks take their width and the tables re-wrap their rows
-    for table in (widget.table, compare_widget.table):
-        table.resizeRowsToContents()
-    QApplication.processEvents()
+    settle()  # the docks take their width, the tables re-wrap
+    # the camera's zoom was set for the canvas size of the moment: set it again for this one
+    if compare_widget.baseline is not None:
+        compare_widget.show_head_centre(compare_widget.baseline)
+    elif widget.analysis is not None:
+        widget.go_to_head_centre()
+    _close_notifications(viewer)
+    settle()
     viewer.screenshot(str(screenshot), canvas_only=False, flash=False)
     viewer.close()
     return 0

@@ -107,9 +107,25 @@ def _camera(viewer):
     return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
 
 
+def layer_box() -> QComboBox:
+    """A combo box of layer names that does not widen the dock to its longest name."""
+    box = QComboBox()
+    box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+    box.setMinimumContentsLength(12)
+    return box
+
+
+class FiguresTable(QTableWidget):
+    """A table whose rows take the height of their wrapped texts whenever its width changes."""
+
+    def resizeEvent(self, event):  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        self.resizeRowsToContents()
+
+
 def figures_table(min_height: int) -> QTableWidget:
     """A read-only two-column table (figure, value) whose long texts wrap instead of being cut."""
-    table = QTableWidget(0, 2)
+    table = FiguresTable(0, 2)
     table.setHorizontalHeaderLabels(["figure", "value"])
     table.verticalHeader().setVisible(False)
     table.setWordWrap(True)
@@ -259,18 +275,18 @@ class AnalyzeHipWidget(QWidget):
     def _build(self) -> None:
         layout = QVBoxLayout(self)
         form = QFormLayout()
-        self.image_box = QComboBox()
-        self.labels_box = QComboBox()
-        self.side_box = QComboBox()
+        self.image_box = layer_box()
+        self.labels_box = layer_box()
+        self.side_box = layer_box()
         self.side_box.addItems(["right", "left"])
         self.head_spin = QSpinBox()
         self.lesion_spin = QSpinBox()
         for spin, value in ((self.head_spin, 1), (self.lesion_spin, 2)):
             spin.setRange(1, 65535)
             spin.setValue(value)
-        self.edge_box = QComboBox()
-        self.roof_box = QComboBox()
-        self.seed_box = QComboBox()
+        self.edge_box = layer_box()
+        self.roof_box = layer_box()
+        self.seed_box = layer_box()
         self.seed_box.setToolTip("Points layer: its points lie inside the lesion (RAS mm), for 'Segment "
                                  "automatically' (as `onfh analyze --lesion-seed`)")
         self.edge_box.setToolTip("Points layer: its last point is the lateral acetabular edge (RAS mm)")
