@@ -19,6 +19,11 @@ from pathlib import Path
 OUTCOME_COLOURS = {"healed": "#2e8b57", "progressed": "#d2691e", "arthroplasty": "#b22222"}
 NO_OUTCOME_COLOUR = "#4682b4"
 THUMB_WIDTH = 480
+#: At most this many thumbnails per gallery (a trial's thousands would make a page of hundreds of MB);
+#: failed tasks come first, the others in table order; the rest are listed as links.
+THUMBNAIL_LIMIT = 200
+#: Hip names beside the NF lines only up to this many hips (beyond, they would be unreadable).
+LABELLED_HIPS = 30
 
 
 def write_report(out_dir: Path, scans: list[dict], changes: list[dict], summary: dict) -> Path:
@@ -59,16 +64,22 @@ def write_report(out_dir: Path, scans: list[dict], changes: list[dict], summary:
     return path
 
 
-def _gallery(out_dir: Path, records: list[dict], caption) -> str:
+def _gallery(out_dir: Path, records: list[dict], caption, limit: int = THUMBNAIL_LIMIT) -> str:
     items = []
-    for r in records:
+    ordered = [r for r in records if r.get("status") != "ok"] + [r for r in records if r.get("status") == "ok"]
+    shown, rest = ordered[:limit], ordered[limit:]
+    for r in shown:
         folder = r["folder"]
         qc = (out_dir / folder / "qc.png") if r.get("status") == "ok" else None
         thumb = _thumbnail(qc) if qc is not None and qc.is_file() else "<div class='nothumb'>no picture</div>"
         items.append(f"<figure><a href='{html.escape(folder)}/'>{thumb}</a><figcaption>"
                      f"<a href='{html.escape(folder)}/'>{html.escape(r['key'])}</a><br>{caption(r)}"
                      "</figcaption></figure>")
-    return "<div class='grid'>" + "".join(items) + "</div>"
+    html_text = "<div class='grid'>" + "".join(items) + "</div>"
+    if rest:
+        html_text += (f"<p>{len(rest)} more (no thumbnail): " + ", ".join(
+            f"<a href='{html.escape(r['folder'])}/'>{html.escape(r['key'])}</a>" for r in rest) + "</p>")
+    return html_text
 
 
 def _fmt(value, spec=".1f", unit="") -> str:
@@ -105,14 +116,16 @@ def _nf_plot(scans):
         rows = sorted(rows, key=lambda r: r["timepoint_months"])
         outcome = rows[0].get("outcome")
         colour = OUTCOME_COLOURS.get(outcome, NO_OUTCOME_COLOUR)
+        many = len(hips) > LABELLED_HIPS
         ax.plot([r["timepoint_months"] for r in rows], [r["necrotic_fraction_pct"] for r in rows], "o-",
-                color=colour, lw=1.6, ms=5, alpha=0.9)
+                color=colour, lw=0.6 if many else 1.6, ms=2 if many else 5, alpha=0.35 if many else 0.9)
         if outcome not in outcomes_seen:
             outcomes_seen.append(outcome)
         ends.append((rows[-1]["timepoint_months"], rows[-1]["necrotic_fraction_pct"], f"{subject} {side[0].upper()}",
                      colour))
     ymax = max([e[1] for e in ends] + [12.0]) * 1.12
-    _label_ends(ax, ends, ymax)
+    if len(ends) <= LABELLED_HIPS:
+        _label_ends(ax, ends, ymax)
     ax.axhline(10, color="#999999", ls=":", lw=0.9)
     ax.text(1.0, 10, "10 % ", color="#777777", fontsize=7, ha="right", va="bottom", transform=ax.get_yaxis_transform())
     times = sorted({r["timepoint_months"] for rows in hips.values() for r in rows}) or [0]
