@@ -299,7 +299,7 @@ def test_an_interrupted_run_resumes_to_the_same_tables(cohort, reference, tmp_pa
         proc.wait(timeout=30)
     done = len(list((out / ".records").glob("*-*.json")))
     assert 1 <= done < N_TASKS and not (out / "scans.csv").exists()
-    rc, log = _run(cohort["manifest"], out, cohort["config"], workers=2, resume=True)
+    rc, log = _run(cohort["manifest"], out, cohort["config"], workers=1, resume=True)
     assert rc == 0, log
     assert f"{done} already done" in log
     assert _tables(out) == _tables(reference["out"])
@@ -395,3 +395,19 @@ def test_progress_plain_lines_and_terminal_bar():
     assert "\r" in text and "[" in text and "4/4 done, 1 failed" in text and "left" in text
     assert "scan S01_right_m00 FAILED: bad image" in text  # failures stay visible above the bar
     assert text.endswith("\n")
+
+
+def test_report_gallery_keeps_a_trial_page_small(tmp_path):
+    from pipeline.report import _gallery, _scan_caption
+
+    records = [{"key": f"S{i:02d}_left_m00", "folder": f"scans/S{i:02d}_left_m00", "status": "ok",
+                "necrotic_fraction_pct": 10.0} for i in range(5)]
+    records[3] = {**records[3], "status": "error", "error": "unreadable"}
+    for r in records:
+        (tmp_path / r["folder"]).mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[1] / "docs" / "report_screenshot.png",
+                tmp_path / records[0]["folder"] / "qc.png")
+    page = _gallery(tmp_path, records, _scan_caption, limit=2)
+    assert page.count("<figure>") == 2 and page.count("data:image/jpeg") == 1
+    assert page.index("S03_left_m00") < page.index("S00_left_m00")  # the failure is shown first
+    assert "3 more (no thumbnail)" in page and all(f"href='{r['folder']}/'" in page for r in records)
