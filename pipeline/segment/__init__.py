@@ -242,14 +242,20 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
 
 def _marrow_level(norm_w: np.ndarray, crop: grid.Crop, centre, r_m: float) -> float:
     """Yellow-marrow signal of this head: 80th percentile in the lower inner ball (never lesion)."""
-    rel = crop.points() - np.asarray(centre, np.float32)
+    c_idx = np.floor(mm_to_index(crop.affine, np.asarray(centre, float))).astype(int)
+    half = np.ceil(0.6 * r_m / crop.spacing).astype(int) + 1
+    lo = np.clip(c_idx - half, 0, norm_w.shape)
+    hi = np.clip(c_idx + half + 1, 0, norm_w.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    rel = crop.points()[box] - np.asarray(centre, np.float32)
     dist = np.sqrt((rel**2).sum(-1))
+    sub = norm_w[box]
     sel = (dist < 0.6 * r_m) & (rel[..., 2] < 0)
     if sel.sum() < 20:
         sel = dist < 0.6 * r_m
     if sel.sum() < 20:
         raise InputError("no femoral head found: the candidate lies outside the image")
-    return float(max(np.percentile(norm_w[sel], 80), 1e-3))
+    return float(max(np.percentile(sub[sel], 80), 1e-3))
 
 
 def _box(mask: np.ndarray, spacing, margin_mm: float) -> tuple:

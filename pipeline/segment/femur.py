@@ -296,12 +296,20 @@ def healthy_marrow(norm_w: np.ndarray, affine: np.ndarray, centre, r_m: float, l
     sp = voxel_spacing(affine)
     bright = norm_w > level
     core = grid.erode_mm(bright, sp, gap_mm)
-    pts = grid.voxel_points(norm_w.shape, affine)
-    rel = pts - np.asarray(centre, np.float32)
+    # seeds: the lower inner head (never lesion), looked for in the box of the inner ball only
+    c_idx = mm_to_index(affine, np.asarray(centre, float))
+    half = np.ceil(0.6 * r_m / sp).astype(int) + 1
+    lo = np.clip(np.floor(c_idx).astype(int) - half, 0, norm_w.shape)
+    hi = np.clip(np.floor(c_idx).astype(int) + half + 1, 0, norm_w.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    sub_aff = np.asarray(affine, dtype=np.float64).copy()
+    sub_aff[:3, 3] = sub_aff[:3, :3] @ lo + sub_aff[:3, 3]
+    rel = grid.voxel_points(tuple(int(b - a) for a, b in zip(lo, hi)), sub_aff) - np.asarray(centre, np.float32)
     dist = np.sqrt((rel**2).sum(-1))
-    seeds = core & (dist < 0.6 * r_m) & (rel[..., 2] < -0.2 * r_m)
+    seeds = np.zeros_like(core)
+    seeds[box] = core[box] & (dist < 0.6 * r_m) & (rel[..., 2] < -0.2 * r_m)
     if not seeds.any():
-        seeds = core & (dist < 0.6 * r_m)
+        seeds[box] = core[box] & (dist < 0.6 * r_m)
     if not seeds.any():
         raise InputError("no femoral head found: no marrow signal inside the fitted head sphere")
     labels, _ = ndimage.label(core)

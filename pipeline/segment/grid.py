@@ -141,8 +141,13 @@ class Crop:
         return out
 
     def points(self) -> np.ndarray:
-        """RAS mm of every working voxel, shape (*shape, 3), float32."""
-        return voxel_points(self.shape, self.affine)
+        """RAS mm of every working voxel, shape (*shape, 3), float32 (computed once; read-only)."""
+        cached = self.__dict__.get("_points")
+        if cached is None:
+            cached = voxel_points(self.shape, self.affine)
+            cached.flags.writeable = False
+            self.__dict__["_points"] = cached
+        return cached
 
 
 def _upsample_axis(a: np.ndarray, axis: int, f: int) -> np.ndarray:

@@ -57,17 +57,20 @@ def lesion_mask(head_w: np.ndarray, healthy: np.ndarray, crop: grid.Crop, centre
     if roi is not None:
         opened &= in_box(crop.points(), roi)
     labels, n = ndimage.label(opened)
-    pts = crop.points()
-    rel = pts - np.asarray(centre, np.float32)
-    depth = radius - np.sqrt((rel**2).sum(-1))  # mm under the sphere surface
     vox_ml = float(abs(np.linalg.det(crop.affine[:3, :3]))) / 1000.0
     info = {"components": [], "seeded": bool(seeds)}
     keep = np.zeros(n + 1, dtype=bool)
     if n:
-        idx = np.arange(1, n + 1)
-        sizes = ndimage.sum_labels(np.ones_like(opened, dtype=np.float32), labels, idx) * vox_ml
-        min_depth = ndimage.minimum(depth, labels, idx)
-        cz = ndimage.mean(rel[..., 2], labels, idx)
+        # per-component figures over the candidate voxels only
+        where = np.nonzero(opened)
+        lab = labels[where]
+        rel = crop.points()[where] - np.asarray(centre, np.float32)
+        depth = radius - np.sqrt((rel**2).sum(-1))  # mm under the sphere surface
+        sizes = np.bincount(lab, minlength=n + 1)[1:] * vox_ml
+        min_depth = np.full(n + 1, np.inf)
+        np.minimum.at(min_depth, lab, depth)
+        min_depth = min_depth[1:]
+        cz = np.bincount(lab, weights=rel[:, 2], minlength=n + 1)[1:] / np.maximum(sizes / vox_ml, 1)
         for k, (ml, dmin, z) in enumerate(zip(sizes, min_depth, cz), start=1):
             ok = ml >= s.min_lesion_ml and dmin <= s.surface_contact_mm and z > 0.0
             keep[k] = ok
