@@ -105,6 +105,12 @@ def test_same_scan_in_another_axis_order_gives_identical_masks(tmp_path):
     assert load_scan(path).axcodes == ("I", "R", "A")
     assert np.array_equal(a.head, b.head) and np.array_equal(a.lesion, b.lesion)
     assert a.head.any() and a.lesion.any()
+    # 1 mm isotropic: necrotic fraction within 1 point of the truth labels
+    scan = load_scan(SAMPLE / "ONFH05_m00_3d.nii.gz")
+    labels = load_labels(SAMPLE / "ONFH05_m00_3d_labels.nii.gz", scan, 0.01)
+    hip = select_side(labels > 0, scan.affine, "left")
+    truth_nf = 100.0 * ((labels == 2) & hip).sum() / hip.sum()
+    assert abs(100.0 * a.lesion.sum() / a.head.sum() - truth_nf) <= 1.0
 
 
 def test_image_without_femoral_head_is_refused(tmp_path, capsys):
@@ -132,3 +138,49 @@ def test_roi_and_lesion_seed_are_parsed_and_recorded(tmp_path):
     assert seg["method"] == "automatic"
     assert seg["parameters"]["roi_ras_mm"] is not None and len(seg["parameters"]["lesion_seeds_ras_mm"]) == 1
     assert metrics["lesion_volume_ml"] > 5.0
+
+
+def _truth(stem: str, side: str) -> dict:
+    path = SAMPLE / f"{stem}_truth.json"
+    if not path.exists():
+        path = SAMPLE / f"{stem}_{side}_truth.json"
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("stem", ["ONFH01_m00_cor", "ONFH03_m00_obl", "ONFH04_m00_bilat", "ONFH01_m03_cor"])
+def test_necrotic_fraction_within_one_point_and_head_radius_of_the_truth(stem):
+    # 3.5 mm coronal (C), oblique (A), bilateral (B), follow-up with the drill track: the head
+    # radius is read where the slices resolve the cortex and the lesion margin sits at the
+    # band/marrow half-maximum, so NF is within the 1-point target of issue #4
+    scan, res, head, lesion = segmented(stem, "right")
+    truth = _truth(stem, "right")
+    nf = 100.0 * res.lesion.sum() / res.head.sum()
+    truth_nf = 100.0 * lesion.sum() / head.sum()
+    assert abs(nf - truth_nf) <= 1.0
+    assert abs(res.confidence["head_radius_mm"] - truth["head_radius_mm"]) <= 0.3
+    centre_error = np.linalg.norm(np.asarray(res.confidence["head_center_ras_mm"]) - truth["head_center_ras_mm"])
+    assert centre_error <= 0.5
+
+
+def test_acetabular_edge_matches_the_truth_or_is_flagged():
+    from pipeline.frame import HeadFrame
+    from pipeline.location import find_acetabular_roof
+
+    for stem, side in (("ONFH01_m00_cor", "right"), ("ONFH03_m00_obl", "right"), ("ONFH04_m00_bilat", "right"),
+                       ("ONFH04_m00_bilat", "left")):
+        scan, res, _, _ = segmented(stem, side)
+        truth = _truth(stem, side)
+        frame = HeadFrame(np.asarray(truth["head_center_ras_mm"]), truth["head_radius_mm"], side)
+        edge = find_acetabular_roof(res.acetabulum, scan.affine, frame)["edge_u_mm"]
+        error = edge - truth["weight_bearing"]["u_lat_mm"]
+        info = res.confidence["acetabulum"]
+        if info["ambiguous"]:
+            # a bright sheet joined the roof: the bone-bulk edge is used, flagged and warned
+            assert any("acetabular edge ambiguous" in f for f in res.confidence["flags"])
+            assert any("acetabular edge ambiguous" in w for w in res.warnings)
+            assert res.confidence["status"] == "review"
+            assert abs(error) <= 5.0
+        else:
+            assert abs(error) <= 1.5, (stem, side, error)
+    # the plain coronal scan is not ambiguous
+    assert not segmented("ONFH01_m00_cor", "right")[1].confidence["acetabulum"]["ambiguous"]
