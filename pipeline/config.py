@@ -147,9 +147,10 @@ class SegmentationSettings(_Section):
     opening_mm: float = Field(
         2.5, gt=0, le=8, description="lesion opening radius; > drill-track radius (1.5-2 mm) and cortex shell, mm"
     )
-    margin_refine_mm: float = Field(
-        2.0, ge=0, le=6,
-        description="lesion margin moved to the band/marrow half-maximum within this distance (0: off), mm",
+    margin_refine_voxels: float = Field(
+        0.5, ge=0, le=3,
+        description="lesion margin moved to the band/marrow half-maximum by at most this many acquisition voxels "
+        "(0: off)",
     )
     min_lesion_ml: float = Field(0.15, ge=0, description="lesion components smaller than this are dropped, mL")
     surface_contact_mm: float = Field(

@@ -111,8 +111,11 @@ def refine_margin(lesion: np.ndarray, healthy: np.ndarray, norm_w: np.ndarray, h
     by thick slices still separates the core; that level also puts the margin on the marrow side
     of the transition, so partial-volume voxels holding under half lesion are counted. The
     truth of a voxel is "at least half inside the outer band edge": for a voxel mixing band
-    (signal b) and marrow (m) that is signal <= (b + m) / 2. So, within ``margin_refine_mm`` of
-    the margin found by connectivity, and inside the marrow sphere:
+    (signal b) and marrow (m) that is signal <= (b + m) / 2. So, within ``margin_refine_voxels``
+    acquisition voxels of the margin found by connectivity (default one half: partial volume
+    shifts the level crossing by a fraction of the voxel across the margin, e.g. 1.75 mm across
+    3.5 mm slices, 0.35 mm in plane; never less than one working voxel), and inside the marrow
+    sphere:
 
     - the healthy side advances into the lesion through voxels brighter than the half level
       (connected to healthy marrow), and
@@ -126,10 +129,13 @@ def refine_margin(lesion: np.ndarray, healthy: np.ndarray, norm_w: np.ndarray, h
     over the lesion: the marrow-surface lesion is projected radially outward through it.
     """
     s = settings.segmentation
-    if not lesion.any() or s.margin_refine_mm <= 0:
+    if not lesion.any() or s.margin_refine_voxels <= 0:
         return lesion
     sp = crop.spacing
-    box = _bbox(head_w, sp, s.margin_refine_mm + 6.0)
+    # reach along each working axis: margin_refine_voxels acquisition voxels, at least one
+    # working voxel
+    reach = np.maximum(sp, s.margin_refine_voxels * sp * crop.factors / crop.blocks)
+    box = _bbox(head_w, sp, float(reach.max()) + 6.0)
     les, hea, sig, head = lesion[box], healthy[box], norm_w[box], head_w[box]
     lo = np.array([b.start for b in box])
     aff = crop.affine.copy()
@@ -139,7 +145,6 @@ def refine_margin(lesion: np.ndarray, healthy: np.ndarray, norm_w: np.ndarray, h
     marrow_ball = rho <= r_m
     from scipy import ndimage as ndi
 
-    d_out = ndi.distance_transform_edt(~les, sampling=sp)  # outside the lesion: distance to it
     d_in = ndi.distance_transform_edt(les, sampling=sp)  # inside: distance to its margin
     outer = les & (d_in <= 3.0) & marrow_ball & ndi.binary_dilation(hea, iterations=int(np.ceil(3.0 / sp.min())))
     if outer.sum() < 10:
@@ -152,7 +157,10 @@ def refine_margin(lesion: np.ndarray, healthy: np.ndarray, norm_w: np.ndarray, h
     den = ndi.gaussian_filter(hea.astype(np.float32), sigma)
     marrow = np.where(den > 0.05, num / np.maximum(den, 1e-6), 1.0)
     half = 0.5 * (band + marrow)
-    zone = head & marrow_ball & (np.where(les, d_in, d_out) <= s.margin_refine_mm)
+    units = sp / reach  # working voxel size in units of the reach
+    v_out = ndi.distance_transform_edt(~les, sampling=units)
+    v_in = ndi.distance_transform_edt(les, sampling=units)
+    zone = head & marrow_ball & (np.where(les, v_in, v_out) <= 1.0 + 1e-6)
     bright = sig > half
     # healthy side advancing: bright zone voxels connected to healthy marrow outside the lesion
     seeds = hea & ~les
