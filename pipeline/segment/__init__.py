@@ -142,7 +142,12 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
         raise InputError(f"no femoral head found: fitted radius {radius:.1f} mm is outside {tuple(s.head_radius_mm)}")
 
     # 5-6: healthy marrow, femur, neck-plane head
-    marrow, bright = _femur.healthy_marrow(norm_w, crop.affine, centre, r_m, s.bright_level, s.gap_mm)
+    # which marrow is the femur's is decided at the strict level (a cortex blurred by thick
+    # slices stays below it, so fat beside the neck does not join); its boundary is then the
+    # marrow-like level within gap_mm of it
+    strict, _ = _femur.healthy_marrow(norm_w, crop.affine, centre, r_m, s.healthy_level, s.gap_mm)
+    bright = norm_w > s.bright_level
+    marrow = grid.dilate_mm(strict, crop.spacing, s.gap_mm) & bright
     femur_w = _femur.femur_mask(marrow, crop, centre, radius, settings)
     n, rho, waist, cut = _femur.neck_plane_head(femur_w, crop, centre, radius, warnings)
     lateral = 1.0 if side == "right" else -1.0
