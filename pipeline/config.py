@@ -139,7 +139,8 @@ class SegmentationSettings(_Section):
     )
     healthy_level: float = Field(
         0.72, gt=0.1, lt=0.95,
-        description="healthy-marrow signal for the lesion test, fraction of the head's marrow signal",
+        description="healthy-marrow signal for femur connectivity and the lesion test, fraction of the head's marrow "
+        "signal",
     )
     gap_mm: float = Field(
         1.5, ge=0, le=5, description="erosion radius before marrow reconstruction: closes band gaps < 2x this, mm"
