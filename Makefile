@@ -1,4 +1,4 @@
-# make run   : set up, then measure every sample scan with its labels (results/)
+# make run   : set up, then onfh batch on the sample cohort (results/), ending with the report's path
 # make test  : set up, then the whole test suite
 # make bench : speed and peak memory of analyze, segmentation, compare and batch; JSON in benchmarks/results/
 SHELL := /bin/bash
@@ -28,7 +28,7 @@ system-deps:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); }
 
 run: setup
-	$(PY) scripts/run_sample.py sample_data/manifest.csv --out results
+	$(VENV)/bin/onfh batch sample_data/manifest.csv --out results
 
 test: setup system-deps
 	xvfb-run -a -s "-screen 0 1600x1200x24" $(PY) -m pytest -q

@@ -91,7 +91,7 @@ def measure_hip(
     nf = measure.necrotic_fraction_pct(lesion_ml, head_ml)
     head_mesh = mask_mesh(head, affine)
     lesion_mesh = mask_mesh(lesion, affine)
-    slice_mm = max(float(scan.spacing.max()), float(scan.meta.get("slice_thickness_mm") or 0.0))
+    slice_mm = scan.slice_thickness_mm
     warnings += measure.volume_gates(head_ml, slice_mm, settings.gates)
     if not lesion.any():
         warnings.append("empty lesion: necrotic fraction 0, no size class, location and angles null")

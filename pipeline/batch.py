@@ -41,6 +41,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import InputError
+from .itk_threads import one_itk_thread
 from .manifest import ScanRow, read_manifest
 from .outputs import clean_json, sha256_of, write_json
 
@@ -169,7 +170,7 @@ def execute_task(task: dict) -> dict:
     started = time.perf_counter()
     record = {"kind": task["kind"], "key": task["key"], "fingerprint": task.get("fingerprint")}
     try:
-        with _single_threaded():
+        with one_itk_thread():
             settings = Settings.model_validate_json(task["config_json"])
             if task["kind"] == "scan":
                 record.update(_run_scan(task, settings))
@@ -201,30 +202,6 @@ def _worker_facts() -> dict:
 
     return {"host": socket.gethostname(), "pid": os.getpid(),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)}
-
-
-@contextlib.contextmanager
-def _single_threaded():
-    """ITK filters on one thread for the task (one task per core).
-
-    In the main thread the previous count is restored afterwards. In a worker thread (a Dask
-    worker, several tasks at once in one process) the process-wide count stays 1: restoring it
-    while another task runs would change that task's thread count under it.
-    """
-    try:
-        import SimpleITK as sitk
-    except ImportError:  # pragma: no cover - SimpleITK is a dependency
-        yield
-        return
-    import threading
-
-    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    try:
-        yield
-    finally:
-        if threading.current_thread() is threading.main_thread():
-            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
 
 
 def _missing(inputs: dict[str, str]) -> None:

@@ -97,13 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample-data", help="write the synthetic sample cohort with ground truth")
     p.add_argument("dir")
 
-    p = sub.add_parser("review", help="open napari with the images, their label maps and the Analyze hip widget")
+    p = sub.add_parser("review", help="open napari with the images, their label maps and the Analyze hip and "
+                       "Compare visits widgets")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="NIfTI, NRRD, MHA/MHD file, or DICOM folder/file")
     p.add_argument("--labels", help="label map of the (single) IMAGE; default: IMAGE_labels.* beside it")
     p.add_argument("--side", choices=("left", "right"), help="preset the widget's hip side")
     p.add_argument("--acetabular-edge", help="lateral acetabular edge X,Y,Z (RAS mm), as a landmark layer")
     p.add_argument("--config", help="YAML settings for the widget's measurements")
     p.add_argument("--measure", action="store_true", help="measure the first image's hip on opening")
+    p.add_argument("--compare", action="store_true",
+                   help="compare the last IMAGE (follow-up) with the first (baseline) on opening")
     p.add_argument("--screenshot", metavar="PNG", help="write a picture of the window and exit (no interaction)")
     return parser
 
@@ -235,15 +238,18 @@ def _cmd_batch(args) -> int:
     if args.workers is not None and args.workers < 1:
         raise InputError("--workers must be at least 1")
     settings = load_settings(args.config)
-    return run_batch(args.manifest, args.out, settings, workers=args.workers, scheduler=args.scheduler,
-                     resume=args.resume)
+    rc = run_batch(args.manifest, args.out, settings, workers=args.workers, scheduler=args.scheduler,
+                   resume=args.resume)
+    # the last line is the report a person opens (make run ends with it)
+    print(Path(args.out).resolve() / "report.html")
+    return rc
 
 
 def _cmd_review(args) -> int:
     from .napari._review import run_review
 
     return run_review(args.images, labels=args.labels, side=args.side, config=args.config,
-                      screenshot=args.screenshot, measure=args.measure,
+                      screenshot=args.screenshot, measure=args.measure, compare=args.compare,
                       edge=parse_point(args.acetabular_edge) if args.acetabular_edge else None)
 
 

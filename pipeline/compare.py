@@ -178,13 +178,17 @@ def run_compare(
             files = _write_followup(folder, base, follow, comparison, settings, title, k if several else None)
             entry = {"index": k, "folder": folder.name if several else ".", "files": files, **comparison.figures}
             entries.append(entry)
-        payload = _payload(base, entries, side)
+        payload = longitudinal_payload(base, entries, side)
         payload["provenance"] = provenance(settings, time.perf_counter() - started)
         write_json(tmp / "longitudinal.json", payload)
     return clean_json(payload, 6)
 
 
-def _payload(base: Analysis, entries: list[dict], side: str) -> dict:
+def longitudinal_payload(base: Analysis, entries: list[dict], side: str) -> dict:
+    """The ``longitudinal.json`` contents: baseline figures, then one block per follow-up.
+
+    Shared by ``onfh compare`` and napari's Compare visits widget so both report the same keys.
+    """
     several = len(entries) > 1
     warnings = [f"baseline: {w}" for w in base.metrics["warnings"]]
     for e in entries:

@@ -180,6 +180,9 @@ class SegmentationSettings(_Section):
     min_band_contrast: float = Field(
         0.25, ge=0, description="QC flag when the lesion margin is less than this darker than marrow (fraction)"
     )
+    max_validated_slice_mm: float = Field(
+        4.0, gt=0, description="QC flag for thicker slices (the lesion's band may blur away; validated up to this), mm"
+    )
 
 
 class Settings(_Section):

@@ -50,7 +50,6 @@ Choices where METHOD.md leaves room
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,6 +57,7 @@ from scipy import ndimage
 
 from .errors import InputError
 from .frame import HeadFrame, voxel_spacing, voxel_volume_mm3
+from .itk_threads import one_itk_thread
 from .location import AP_REGIONS, JIC_ZONES, ZONE_LABELS, zone_indices
 
 #: RAS <-> LPS (its own inverse).
@@ -370,7 +370,7 @@ def register_rigid(
     reg.AddCommand(sitk.sitkMultiResolutionIterationEvent, lambda: iterations.append(0))
     reg.AddCommand(sitk.sitkIterationEvent, lambda: iterations.__setitem__(-1, iterations[-1] + 1))
     try:
-        with _one_thread(sitk):
+        with one_itk_thread():
             _execute(reg, tx, fixed_img, moving_img, settings)
     except RuntimeError as exc:
         # ITK says why in its last line, e.g. too few samples inside the moving image
@@ -416,23 +416,6 @@ def _execute(reg, tx, fixed_img, moving_img, settings) -> None:
         reg.SetMetricSamplingPercentage(float(settings.sampling_percentage), int(settings.seed) + k + 1)
         reg.SetInitialTransform(tx, inPlace=True)
         reg.Execute(fixed_img, moving_img)
-
-
-@contextlib.contextmanager
-def _one_thread(sitk):
-    """ITK's global default thread count set to 1 for the duration, then restored.
-
-    The registration method's own thread setting does not reach every filter it runs (the
-    pyramid's smoothing and the metric's threader): with more threads the sums run in another
-    order and the transform changes in its eighth digit, so the same input would not give the
-    same numbers. Resampling is voxel-wise and keeps the default threads.
-    """
-    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    try:
-        yield
-    finally:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
 
 
 def _set_optimizer(reg, learning_rate_mm: float, settings) -> None:

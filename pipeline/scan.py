@@ -86,6 +86,12 @@ class Scan:
         return float(abs(np.linalg.det(self.affine[:3, :3])))
 
     @property
+    def slice_thickness_mm(self) -> float:
+        """The coarsest resolution along any axis, mm: the largest spacing, or the DICOM
+        SliceThickness when that is larger (slices thicker than their spacing overlap in signal)."""
+        return max(float(self.spacing.max()), float(self.meta.get("slice_thickness_mm") or 0.0))
+
+    @property
     def axcodes(self) -> tuple[str, str, str]:
         """Orientation codes of the file's own voxel axes (e.g. ('L', 'P', 'S'))."""
         return tuple(nib.aff2axcodes(self.source_affine))

@@ -241,8 +241,10 @@ def test_failed_rows_are_recorded_and_the_rest_go_on(cohort, reference, tmp_path
     manifest = _corrupt_cohort(cohort, tmp_path)
     out = tmp_path / "out"
     rc = main(["batch", str(manifest), "--out", str(out), "--config", str(cohort["config"]), "--workers", "1"])
-    err = capsys.readouterr().err
+    printed = capsys.readouterr()
+    err = printed.err
     assert rc == 1, err
+    assert printed.out.splitlines()[-1] == str((out / "report.html").resolve())  # what make run ends with
     scans, changes = _rows(out, "scans.csv"), _rows(out, "changes.csv")
     failed = {k for k, r in {**scans, **changes}.items() if r["status"] != "ok"}
     assert failed == {"S03_right_m00", "S04_left_m00"} | {"S03_right_m06"}  # the comparison needs its baseline

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -189,3 +190,22 @@ def test_compare_widget_refuses_bad_choices(make_napari_viewer, qtbot, pair):
     widget.base_labels_box.setCurrentText("follow_labels")
     assert widget.compare() is None and "labels layer 'follow_labels'" in widget.error
     assert not widget.busy and CHANGE_NAME not in viewer.layers
+
+
+def test_review_command_compares_two_visits(pair, tmp_path, capsys):
+    """`onfh review BASELINE FOLLOWUP --side right --compare --screenshot PNG`: the real program."""
+    assert main(["review", pair["baseline"], "--side", "right", "--compare"]) == 2
+    assert "--compare needs two images" in capsys.readouterr().err
+    png = tmp_path / "compare.png"
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "review", pair["baseline"], pair["followup"],
+                           "--side", "right", "--compare", "--screenshot", str(png)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    from PIL import Image
+
+    shot = np.asarray(Image.open(png).convert("RGB")).astype(float)
+    r, g, b = shot[..., 0], shot[..., 1], shot[..., 2]
+    # the change map (labels found beside each image: base_labels, follow_labels) is on the canvas
+    green = (g > r + 50) & (g > b + 20)  # regenerated
+    amber = (r > g + 30) & (g > b + 60)  # persistent
+    assert green.sum() > 500 and amber.sum() > 100, (green.sum(), amber.sum())

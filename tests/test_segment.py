@@ -57,6 +57,15 @@ def test_head_and_dark_core_lesion_match_the_truth():
     assert record["method"] == "automatic" and "gap_mm" in record["parameters"]
 
 
+def test_slices_thicker_than_validated_are_flagged_for_review():
+    scan, res, _, _ = segmented("ONFH01_m00_cor", "right")  # 3.5 mm slices: inside the validated range
+    assert not any(f.startswith("slices of") for f in res.confidence["flags"])
+    strict = segment_hip(scan, "right", Settings(segmentation={"max_validated_slice_mm": 3.0}))
+    flags = [f for f in strict.confidence["flags"] if f.startswith("slices of")]
+    assert flags == ["slices of 3.5 mm exceed the 3 mm validated for the lesion: check its margin"]
+    assert strict.confidence["status"] == "review"
+
+
 def test_bright_core_lesion_mitchell_a_on_an_oblique_scan():
     scan, res, head, lesion = segmented("ONFH03_m00_obl", "right")  # fat-like core, oblique
     assert dice(res.head, head) >= 0.97

@@ -10,7 +10,8 @@ side; "Register and compare" runs in a napari worker thread:
 2. :func:`pipeline.longitudinal.compare_visits` registers the follow-up to the baseline (rigid,
    mutual information) and maps it onto the baseline grid: the very function ``run_compare``
    calls, so the figures are the CLI's;
-3. the figures are assembled as in ``longitudinal.json`` (:func:`pipeline.compare._payload`).
+3. the figures are assembled as in ``longitudinal.json``
+   (:func:`pipeline.compare.longitudinal_payload`).
 
 Shown: ``onfh follow-up aligned`` (the follow-up image on the baseline grid), ``onfh change map``
 (a Labels layer on the baseline grid: 1 persistent, 2 regenerated, 3 new, in the colours of the
@@ -40,7 +41,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..compare import CHANGE_COLOURS, _payload
+from ..compare import CHANGE_COLOURS, longitudinal_payload
 from ..config import load_settings
 from ..errors import InputError
 from ..longitudinal import CHANGE_LABELS, compare_visits
@@ -76,7 +77,7 @@ def comparison_payload(base, comparison, side: str) -> dict:
     """The figures of one follow-up as ``longitudinal.json`` holds them (rounded as written),
     without the CLI's provenance and file names."""
     entry = {"index": 1, **comparison.figures}
-    return clean_json(_payload(base, [entry], side), 6)
+    return clean_json(longitudinal_payload(base, [entry], side), 6)
 
 
 def _compare_job(base_request: tuple, follow_request: tuple, settings):

@@ -202,6 +202,12 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
         flags.append(f"head surface seen over only {100 * coverage:.0f} % of directions")
     if contrast is not None and contrast < s.min_band_contrast:
         flags.append(f"lesion margin contrast {contrast:.2f} < {s.min_band_contrast:g}: boundary uncertain")
+    # 5 mm slices can blur the low-signal band enough that a blood-like core joins healthy marrow
+    # (held-out phantom: NF 31 points low, no other flag raised): beyond the validated range, say so
+    slice_mm = scan.slice_thickness_mm
+    if slice_mm > s.max_validated_slice_mm + 1e-6:
+        flags.append(f"slices of {slice_mm:.1f} mm exceed the {s.max_validated_slice_mm:g} mm validated "
+                     "for the lesion: check its margin")
     if _touches_edge(head, full):
         flags.append("head cut by the edge of the field of view")
     if lesion_w.any() and _touches_edge(lesion_w, lesion_w.shape):
