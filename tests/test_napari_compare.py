@@ -27,9 +27,12 @@ from qtpy.QtCore import QTimer  # noqa: E402
 
 from pipeline.cli import main  # noqa: E402
 from pipeline.compare import CHANGE_COLOURS  # noqa: E402
+from pipeline.config import Settings  # noqa: E402
 from pipeline.longitudinal import CHANGE_LABELS  # noqa: E402
 from pipeline.napari._compare import ALIGNED_NAME, CHANGE_NAME, CompareVisitsWidget  # noqa: E402
-from pipeline.napari._widget import _camera  # noqa: E402
+from pipeline.napari._layers import layer_scan  # noqa: E402
+from pipeline.napari._measure import AUTO_KEY, AutoSegmentation  # noqa: E402
+from pipeline.napari._widget import _camera, labels_request  # noqa: E402
 from pipeline.scan import load_labels, load_scan  # noqa: E402
 
 from conftest import restore, save_nifti  # noqa: E402
@@ -189,6 +192,14 @@ def test_compare_widget_refuses_bad_choices(make_napari_viewer, qtbot, pair):
     # the follow-up labels on the baseline grid do not fit the follow-up image: refused like the CLI
     widget.base_labels_box.setCurrentText("follow_labels")
     assert widget.compare() is None and "labels layer 'follow_labels'" in widget.error
+    # an unedited automatic segmentation against drawn labels: refused, as onfh compare refuses it
+    widget.base_labels_box.setCurrentText("base_labels")
+    widget.follow_labels_box.setCurrentText("follow_labels")
+    layer = viewer.layers["base_labels"]
+    label_map = labels_request(layer, layer_scan(viewer.layers["base"]), Settings())[0]
+    layer.metadata[AUTO_KEY] = AutoSegmentation(record={}, warnings=[], acetabulum=None, side="right",
+                                                label_map=label_map.copy())
+    assert widget.compare() is None and "baseline labels are an unedited automatic" in widget.error
     assert not widget.busy and CHANGE_NAME not in viewer.layers
 
 

@@ -155,6 +155,10 @@ def legend_html() -> str:
 
 
 # the widget --------------------------------------------------------------------------------
+def _unedited_automatic(label_map, side: str, automatic) -> bool:
+    return automatic is not None and automatic.side == side and not automatic.edited(label_map)
+
+
 class CompareVisitsWidget(QWidget):
     """Register a follow-up to the baseline and map what changed (the `onfh compare` figures)."""
 
@@ -311,6 +315,13 @@ class CompareVisitsWidget(QWidget):
         base = self._visit_request(self.base_image_box, self.base_labels_box, "baseline", side, settings,
                                    self._landmark(self.edge_box), self._landmark(self.roof_box))
         follow = self._visit_request(self.follow_image_box, self.follow_labels_box, "follow-up", side, settings)
+        # as onfh compare refuses label maps for some visits only: an unedited automatic map against
+        # a drawn or corrected one would count the difference between methods as regeneration
+        automatic = [_unedited_automatic(v[1], v[2], v[8]) for v in (base, follow)]
+        if automatic[0] != automatic[1]:
+            which = "baseline" if automatic[0] else "follow-up"
+            raise InputError(f"the {which} labels are an unedited automatic segmentation and the other visit's are "
+                             "drawn or corrected: segment both automatically, or correct both")
         return base, follow, settings
 
     def compare(self):
