@@ -145,6 +145,11 @@ class SegmentationSettings(_Section):
     gap_mm: float = Field(
         1.5, ge=0, le=5, description="erosion radius before marrow reconstruction: closes band gaps < 2x this, mm"
     )
+    band_gap_slice_fraction: float = Field(
+        0.4, ge=0, le=1,
+        description="in the lesion test the erosion radius is at least this fraction of the slice thickness: a band "
+        "lying between two thick slices is averaged into both and leaves a hole about a slice wide",
+    )
     opening_mm: float = Field(
         2.5, gt=0, le=8, description="lesion opening radius; > drill-track radius (1.5-2 mm) and cortex shell, mm"
     )

@@ -163,7 +163,10 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
     hb = _box(head_w, crop.spacing, 3.0)
     hb_aff = crop.affine.copy()
     hb_aff[:3, 3] = crop.affine[:3, :3] @ np.array([b.start for b in hb]) + crop.affine[:3, 3]
-    healthy_hb, _ = _femur.healthy_marrow(norm_w[hb], hb_aff, centre, r_m, s.healthy_level, s.gap_mm)
+    # a band lying nearly along thick slices, between two of them, is averaged into both and can
+    # vanish from the data over a patch about a slice wide: such holes must not connect either
+    band_gap = max(s.gap_mm, s.band_gap_slice_fraction * scan.slice_thickness_mm)
+    healthy_hb, _ = _femur.healthy_marrow(norm_w[hb], hb_aff, centre, r_m, s.healthy_level, band_gap)
     healthy = np.zeros_like(head_w)
     healthy[hb] = healthy_hb
 
