@@ -33,10 +33,12 @@ run: setup
 test: setup system-deps
 	xvfb-run -a -s "-screen 0 1600x1200x24" $(PY) -m pytest -q
 
-# Each script writes its JSON into benchmarks/results (analyze.json, segment.json, compare.json, batch.json).
+# Each script writes its JSON into benchmarks/results (analyze.json, segment.json, compare.json, batch.json,
+# batch_x4.json).
 BENCHMARKS := run segment compare batch
 bench: setup
 	for b in $(BENCHMARKS); do test ! -f benchmarks/$$b.py || $(PY) benchmarks/$$b.py --out benchmarks/results || exit 1; done
+	$(PY) benchmarks/batch.py --copies 4 --out benchmarks/results  # a 48-task cohort: batch_x4.json
 
 lint: setup
 	$(VENV)/bin/ruff check pipeline tests benchmarks scripts
