@@ -150,6 +150,11 @@ class SegmentationSettings(_Section):
         description="in the lesion test the erosion radius is at least this fraction of the slice thickness: a band "
         "lying between two thick slices is averaged into both and leaves a hole about a slice wide",
     )
+    slice_bridge_level: float = Field(
+        0.9, ge=0, lt=1.2,
+        description="lesion test: signal (fraction of marrow, smoothed in plane) a boundary between two thick slices "
+        "needs to connect healthy marrow; a band lying between two slices is averaged to below it (0: off)",
+    )
     opening_mm: float = Field(
         2.5, gt=0, le=8, description="lesion opening radius; > drill-track radius (1.5-2 mm) and cortex shell, mm"
     )

@@ -3,8 +3,8 @@
 Builds scans with the parametric hip-MRI generator (``pipeline.phantom``) from seeds other than
 the sample cohort's: Mitchell A-D, lesions 2-45 % of the head, healthy heads, slices 1-5 mm,
 noise 3-8 %, bias up to 30 %, bilateral fields of view, patchy red marrow in the head, fovea,
-oblique acquisitions, a follow-up with the drill track, and a re-stored copy (another axis
-order, which must give identical masks). Each scan is segmented and measured like
+coronal, axial, sagittal and oblique acquisitions, a follow-up with the drill track, and a
+re-stored copy (another axis order, which must give identical masks). Each scan is segmented and measured like
 ``onfh analyze`` (without the isotropic reconstruction) and compared with the truth.
 
 Writes ``DIR/validation.json`` (per case and summary) and ``DIR/validation.md`` (tables).
@@ -53,6 +53,8 @@ CASES = [
     ("v14_track_C_3.5mm", 3.5, 0.7, 4.0, 15.0, "C", 28.0, {"track": True}),
     ("v15_B_4mm_left", 4.0, 0.7, 6.0, 25.0, "B", 45.0, {"side": "left"}),
     ("v16_D_2mm", 2.0, 0.8, 7.0, 30.0, "D", 6.0, {"side": "left", "fovea": True}),
+    ("v17_A_axial_3.5mm", 3.5, 0.7, 4.0, 20.0, "A", 30.0, {"plane": "axial"}),
+    ("v18_B_sagittal_4mm", 4.0, 0.7, 5.0, 20.0, "B", 25.0, {"plane": "sagittal", "side": "left"}),
 ]
 
 
@@ -108,6 +110,7 @@ def build_case(spec, index: int):
         spacing_mm=(inplane, inplane, slice_mm),
         fov_mm=fov,
         centre_ras=tuple(float(v) for v in centre),
+        plane=extra.get("plane", "coronal"),
         oblique_deg=extra.get("oblique", (0.0, 0.0, 0.0)),
         storage=extra.get("storage", "LIP"),
         noise_pct=noise,

@@ -195,12 +195,18 @@ def test_acetabular_edge_matches_the_truth_or_is_flagged():
     assert not segmented("ONFH01_m00_cor", "right")[1].confidence["acetabulum"]["ambiguous"]
 
 
-def test_band_lying_between_two_thick_slices_still_encloses_the_lesion(monkeypatch):
-    """A Mitchell B core (nearly marrow-bright) on 5 mm slices, the validation case that failed held out.
-
-    Its band runs along the slices at the lesion's posterior end, between two of them, so both
-    average it away: the core reached healthy marrow through that hole (lesion Dice 0.33, NF 31
-    points low). The lesion test's erosion is now at least 0.4 slice thick (2 mm here).
+@pytest.mark.parametrize("seed, case, without", [
+    # coronal 5 mm, Mitchell B core: the band runs along the slices at the lesion's posterior end
+    # (either rule alone closes this hole: both are switched off to show it is there)
+    (5505, "v07_B_5mm", {"band_gap_slice_fraction": 0.0, "slice_bridge_level": 0.0}),
+    # axial 3.5 mm, Mitchell A (fat-like) core: the lesion's deep margin is nearly horizontal
+    (4404, "v17_A_axial_3.5mm", {"slice_bridge_level": 0.0}),
+])
+def test_band_lying_between_two_thick_slices_still_encloses_the_lesion(monkeypatch, seed, case, without):
+    """A band lying between two thick slices is averaged into both and vanishes from the data over a
+    patch; a core nearly as bright as marrow then reached healthy marrow through it (lesion Dice
+    0.33-0.39, NF 22-31 points low). The lesion test's erosion grows with the slice thickness and
+    a slice boundary connects marrow only where its in-plane signal stays near marrow level.
     """
     import importlib.util
 
@@ -208,13 +214,12 @@ def test_band_lying_between_two_thick_slices_still_encloses_the_lesion(monkeypat
     spec = importlib.util.spec_from_file_location("validate_segmentation", path)
     validation = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(validation)
-    monkeypatch.setattr(validation, "SEED", 5505)
-    index = next(i for i, case in enumerate(validation.CASES) if case[0] == "v07_B_5mm")
+    monkeypatch.setattr(validation, "SEED", seed)
+    index = next(i for i, c in enumerate(validation.CASES) if c[0] == case)
     scan, side, _, head_t, lesion_t, _ = validation.build_case(validation.CASES[index], index)
-    assert scan.slice_thickness_mm == pytest.approx(5.0)
     result = segment_hip(scan, side, Settings())
     assert dice(result.lesion, lesion_t) >= 0.9
     nf = 100.0 * result.lesion.sum() / result.head.sum()
     assert nf == pytest.approx(100.0 * lesion_t.sum() / head_t.sum(), abs=1.0)
-    old = segment_hip(scan, side, Settings(segmentation={"band_gap_slice_fraction": 0.0}))
+    old = segment_hip(scan, side, Settings(segmentation=without))
     assert dice(old.lesion, lesion_t) < 0.5  # the case does exercise the hole

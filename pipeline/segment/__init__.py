@@ -166,7 +166,11 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
     # a band lying nearly along thick slices, between two of them, is averaged into both and can
     # vanish from the data over a patch about a slice wide: such holes must not connect either
     band_gap = max(s.gap_mm, s.band_gap_slice_fraction * scan.slice_thickness_mm)
-    healthy_hb, _ = _femur.healthy_marrow(norm_w[hb], hb_aff, centre, r_m, s.healthy_level, band_gap)
+    # and a band lying between two slices leaves a patch where the two slices' blend is only a
+    # little below marrow: links across slice boundaries need more signal
+    slab_cut = _lesion.slab_boundary_cut(norm_w, crop, s.slice_bridge_level)[hb]
+    healthy_hb, _ = _femur.healthy_marrow(norm_w[hb], hb_aff, centre, r_m, s.healthy_level, band_gap,
+                                          cut=slab_cut)
     healthy = np.zeros_like(head_w)
     healthy[hb] = healthy_hb
 
@@ -284,3 +288,4 @@ def _box(mask: np.ndarray, spacing, margin_mm: float) -> tuple:
 def _touches_edge(mask: np.ndarray, shape) -> bool:
     return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()
                 or mask[:, :, 0].any() or mask[:, :, -1].any())
+

@@ -269,7 +269,7 @@ def fit_marrow_sphere(norm: np.ndarray, affine: np.ndarray, centre, r_guess: flo
 
 
 def healthy_marrow(norm_w: np.ndarray, affine: np.ndarray, centre, r_m: float, level: float, gap_mm: float,
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   cut: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Marrow connected to the lower inner head, with thin bridges cut.
 
     Parameters
@@ -284,6 +284,8 @@ def healthy_marrow(norm_w: np.ndarray, affine: np.ndarray, centre, r_m: float, l
         Marrow-like signal is above this.
     gap_mm : float
         Erosion radius: passages narrower than 2 x gap_mm do not connect.
+    cut : ndarray of bool, optional
+        Voxels that connect nothing (after the erosion): e.g. slice boundaries a band lies on.
 
     Returns
     -------
@@ -296,6 +298,8 @@ def healthy_marrow(norm_w: np.ndarray, affine: np.ndarray, centre, r_m: float, l
     sp = voxel_spacing(affine)
     bright = norm_w > level
     core = grid.erode_mm(bright, sp, gap_mm)
+    if cut is not None:
+        core &= ~cut
     # seeds: the lower inner head (never lesion), looked for in the box of the inner ball only
     c_idx = mm_to_index(affine, np.asarray(centre, float))
     half = np.ceil(0.6 * r_m / sp).astype(int) + 1

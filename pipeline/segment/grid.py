@@ -130,6 +130,20 @@ class Crop:
                 out = _upsample_axis(out, axis, int(f))
         return out
 
+    def slab_boundaries(self) -> list[tuple[int, np.ndarray]]:
+        """(axis, bool per working index) of the working layers between two native slices.
+
+        Along an axis subdivided by f > 1, the layers whose centre lies within half a working
+        voxel of a native slice boundary (native index k + 1/2)."""
+        out = []
+        for axis, f in enumerate(self.factors):
+            if f > 1:
+                n = int(self.shape[axis])
+                pos = (np.arange(n) + 0.5) / f - 0.5
+                frac = pos - np.floor(pos)
+                out.append((axis, np.abs(frac - 0.5) <= 0.5 / f + 1e-9))
+        return out
+
     def to_native(self, mask: np.ndarray) -> np.ndarray:
         """Fraction of each native voxel covered by a working-grid mask (float32)."""
         n0, n1, n2 = (int(x) for x in np.array(self.native_shape) // self.blocks)
