@@ -223,3 +223,7 @@ def test_band_lying_between_two_thick_slices_still_encloses_the_lesion(monkeypat
     assert nf == pytest.approx(100.0 * lesion_t.sum() / head_t.sum(), abs=1.0)
     old = segment_hip(scan, side, Settings(segmentation=without))
     assert dice(old.lesion, lesion_t) < 0.5  # the case does exercise the hole
+    # the roof's lateral lip read across thick axial slices is flagged; across coronal ones it is not
+    across = [f for f in result.confidence["flags"] if f.startswith("acetabular edge read across")]
+    assert across == (["acetabular edge read across 3.5 mm axial slices: it may lie a few mm medial "
+                       "(check the JIC span)"] if "axial" in case else [])
