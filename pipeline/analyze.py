@@ -217,14 +217,15 @@ def import_masks(
                               "lesion_label": settings.labels.lesion}}
         return head, lesion, seg, warnings
     if femur_mask is not None:
-        if lesion_mask is None:
-            raise InputError("--femur-mask needs --lesion-mask (automatic lesion segmentation is not available)")
         femur = select_side(_binary(femur_mask, scan, tol), scan.affine, side)
         head, info = isolate_head(femur, scan.affine, method=settings.head.method)
         warnings += info.pop("warnings", [])
-        lesion = _binary(lesion_mask, scan, tol, allow_empty=True)
+        # without a lesion mask the caller segments the lesion automatically inside this head
+        lesion = (_binary(lesion_mask, scan, tol, allow_empty=True) if lesion_mask is not None
+                  else np.zeros_like(head))
         seg = {"method": f"head isolated from a femur mask ({settings.head.method})",
-               "parameters": {"femur_mask": str(femur_mask), "lesion_mask": str(lesion_mask)},
+               "parameters": {"femur_mask": str(femur_mask),
+                              "lesion_mask": str(lesion_mask) if lesion_mask is not None else None},
                "head_isolation": info}
     elif head_mask is not None and lesion_mask is not None:
         head = _binary(head_mask, scan, tol)
@@ -232,8 +233,8 @@ def import_masks(
         seg = {"method": "imported masks",
                "parameters": {"head_mask": str(head_mask), "lesion_mask": str(lesion_mask)}}
     else:
-        raise InputError("give --labels, --head-mask with --lesion-mask, or --femur-mask with --lesion-mask "
-                         "(or no mask at all for automatic segmentation)")
+        raise InputError("give --labels, --head-mask with --lesion-mask, or --femur-mask (with or without "
+                         "--lesion-mask), or no mask at all for automatic segmentation")
     head, lesion = _one_hip(head, lesion, scan, side, warnings)
     return head, lesion, seg, warnings
 
@@ -332,6 +333,28 @@ def segment_masks(scan: Scan, side: str, settings: Settings, seeds=None, roi=Non
     return result.head, result.lesion, result.record(), warnings, result.acetabulum
 
 
+def _automatic_lesion_in(head, scan: Scan, side: str, settings: Settings, seg: dict, warnings: list,
+                         seeds=None, roi=None):
+    """The automatic segmentation's lesion (and acetabulum) inside a head given by the user.
+
+    The head stays the one isolated from the femur mask; the lesion is the automatic one cut to
+    it (METHOD.md 2: the lesion is restricted to the head), the voxels cut off counted in the
+    record. Returns ``(lesion, segmentation record, acetabulum)``.
+    """
+    _, auto_lesion, auto_seg, auto_warnings, acetabulum = segment_masks(scan, side, settings, seeds, roi)
+    lesion = auto_lesion & head
+    outside = int((auto_lesion & ~head).sum())
+    warnings += auto_warnings
+    if outside:
+        share = 100.0 * outside / max(int(auto_lesion.sum()), 1)
+        if share >= 5.0:
+            warnings.append(f"{share:.0f} % of the automatic lesion lay outside the head isolated from the femur "
+                            "mask and was not counted: check both")
+    seg = {**seg, "method": seg["method"] + "; lesion segmented automatically inside it",
+           "lesion_segmentation": {**auto_seg, "voxels_outside_head_dropped": outside}}
+    return lesion, seg, acetabulum
+
+
 def run_analyze(
     image: str | Path,
     side: str,
@@ -363,8 +386,10 @@ def run_analyze(
     scan = load_scan(image, series_uid=series_uid, spacing=spacing)
     scan.meta["sha256"] = sha256_of(image, scan.meta.get("files"))
     automatic = labels is None and head_mask is None and lesion_mask is None and femur_mask is None
-    if not automatic and (lesion_seeds or roi is not None):
-        raise InputError("--lesion-seed and --roi steer the automatic segmentation: give them without masks")
+    femur_only = femur_mask is not None and labels is None and head_mask is None and lesion_mask is None
+    if not (automatic or femur_only) and (lesion_seeds or roi is not None):
+        raise InputError("--lesion-seed and --roi steer the automatic segmentation: give them without masks "
+                         "(or with --femur-mask alone)")
     acetabulum = None
     if automatic:
         head, lesion, seg, warnings, found_acetabulum = segment_masks(scan, side, settings, lesion_seeds, roi)
@@ -374,6 +399,11 @@ def run_analyze(
         head, lesion, seg, warnings = import_masks(
             scan, settings, side, labels, head_mask, lesion_mask, femur_mask, lesion_label_explicit
         )
+        if femur_only:
+            lesion, seg, found_acetabulum = _automatic_lesion_in(head, scan, side, settings, seg, warnings,
+                                                                 lesion_seeds, roi)
+            if acetabulum_mask is None:
+                acetabulum = found_acetabulum
     if acetabulum_mask is not None:
         acetabulum = select_side(_binary(acetabulum_mask, scan, settings.labels.grid_tolerance_mm), scan.affine, side)
     analysis = measure_hip(scan, head, lesion, side, settings, segmentation=seg, warnings=warnings,

@@ -97,7 +97,8 @@ def _row_dict(row: ScanRow) -> dict:
 
 def scan_inputs(row: dict) -> dict[str, str]:
     """The files a scan task reads, by the batch's precedence: a label map; else a head and a
-    lesion mask; else a femur mask and a lesion mask; else none (automatic segmentation)."""
+    lesion mask; else a femur mask (with a lesion mask, or an automatic lesion inside its head);
+    else none (automatic segmentation)."""
     used = {"image": row["image"]}
     if row.get("labels"):
         used["labels"] = row["labels"]

@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lesion-label", type=int, help="label of the lesion (default 2)")
     p.add_argument("--head-mask", help="binary femoral-head mask (lesion included)")
     p.add_argument("--lesion-mask", help="binary lesion mask")
-    p.add_argument("--femur-mask", help="binary proximal-femur mask; the head is isolated from it")
+    p.add_argument("--femur-mask", help="binary proximal-femur mask; the head is isolated from it (without "
+                   "--lesion-mask the lesion is segmented automatically inside that head)")
     p.add_argument("--acetabulum-mask", help="binary hip-bone/acetabulum mask for the weight-bearing span")
     p.add_argument("--acetabular-edge", help="lateral acetabular edge X,Y,Z (RAS mm)")
     p.add_argument("--acetabular-roof-medial", help="medial end of the acetabular roof X,Y,Z (RAS mm)")

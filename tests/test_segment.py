@@ -227,3 +227,29 @@ def test_band_lying_between_two_thick_slices_still_encloses_the_lesion(monkeypat
     across = [f for f in result.confidence["flags"] if f.startswith("acetabular edge read across")]
     assert across == (["acetabular edge read across 3.5 mm axial slices: it may lie a few mm medial "
                        "(check the JIC span)"] if "axial" in case else [])
+
+
+def test_femur_mask_alone_isolates_the_head_and_segments_the_lesion_inside(tmp_path):
+    """DESIGN.md's `--femur-mask M` without a lesion mask: the head comes from the femur mask by
+    the neck-plane rule (as with a lesion mask), the lesion from the automatic segmentation."""
+    image = SAMPLE / "ONFH01_m00_cor.nii.gz"
+    femur = SAMPLE / "ONFH01_m00_cor_femur.nii.gz"
+    scan = load_scan(image)
+    labels = nib.load(str(SAMPLE / "ONFH01_m00_cor_labels.nii.gz"))
+    lesion_file = tmp_path / "lesion.nii.gz"
+    nib.save(nib.Nifti1Image((np.asanyarray(labels.dataobj) == 2).astype(np.uint8), labels.affine), str(lesion_file))
+    assert main(["analyze", str(image), "--side", "right", "--femur-mask", str(femur),
+                 "--out", str(tmp_path / "a")]) == 0
+    assert main(["analyze", str(image), "--side", "right", "--femur-mask", str(femur), "--lesion-mask",
+                 str(lesion_file), "--out", str(tmp_path / "b")]) == 0
+    alone = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    given = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    truth = json.loads((SAMPLE / "ONFH01_m00_cor_truth.json").read_text())
+    assert alone["head_volume_ml"] == given["head_volume_ml"]  # the same head isolation
+    assert alone["necrotic_fraction_pct"] == pytest.approx(truth["necrotic_fraction_pct"], abs=1.0)
+    assert alone["segmentation"]["method"].endswith("lesion segmented automatically inside it")
+    assert alone["segmentation"]["lesion_segmentation"]["method"] == "automatic"
+    assert given["segmentation"]["parameters"]["lesion_mask"] == str(lesion_file)
+    written = load_labels(tmp_path / "a" / "labels.nii.gz", scan, 0.01)
+    head_from_femur = load_labels(tmp_path / "b" / "labels.nii.gz", scan, 0.01) > 0
+    assert not (written[~head_from_femur] > 0).any()  # the lesion stays inside the user's head
