@@ -175,13 +175,34 @@ def run_compare(
             comparison = compare_visits(base, follow, settings)
             folder = tmp / f"followup_{k}" if several else tmp
             folder.mkdir(exist_ok=True)
-            files = _write_followup(folder, base, follow, comparison, settings, title, k if several else None)
-            entry = {"index": k, "folder": folder.name if several else ".", "files": files, **comparison.figures}
-            entries.append(entry)
+            entries.append(_followup_entry(folder, base, follow, comparison, settings, title, k, several))
         payload = longitudinal_payload(base, entries, side)
         payload["provenance"] = provenance(settings, time.perf_counter() - started)
         write_json(tmp / "longitudinal.json", payload)
     return clean_json(payload, 6)
+
+
+def write_comparison(out_dir: str | Path, base: Analysis, follow: Analysis, comparison: Comparison,
+                     settings: Settings, title: str = "") -> dict:
+    """Write one comparison already computed (napari's Compare visits) as ``onfh compare`` writes it.
+
+    ``out_dir`` is replaced atomically by longitudinal.json, the change map, the follow-up and its
+    labels on the baseline grid and qc.png. Returns the longitudinal.json content.
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    with atomic_output_dir(out_dir) as tmp:
+        entry = _followup_entry(tmp, base, follow, comparison, settings, title, 1, False)
+        payload = longitudinal_payload(base, [entry], base.metrics["side"])
+        payload["provenance"] = provenance(settings, time.perf_counter() - started)
+        write_json(tmp / "longitudinal.json", payload)
+    return clean_json(payload, 6)
+
+
+def _followup_entry(folder: Path, base: Analysis, follow: Analysis, comparison: Comparison, settings: Settings,
+                    title: str, index: int, several: bool) -> dict:
+    files = _write_followup(folder, base, follow, comparison, settings, title, index if several else None)
+    return {"index": index, "folder": folder.name if several else ".", "files": files, **comparison.figures}
 
 
 def longitudinal_payload(base: Analysis, entries: list[dict], side: str) -> dict:

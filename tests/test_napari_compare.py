@@ -180,10 +180,27 @@ def test_compare_widget_equals_the_cli_in_a_worker_thread(make_napari_viewer, qt
     assert h / 2 - rows_px.mean() > 5.0 * zoom, "the lesion should be superior (up)"
     assert w / 2 - cols_px.mean() > 2.0 * zoom, "a right hip's lateral lesion should be on the viewer's left"
 
+    # Export writes what onfh compare wrote: the same figures, the same maps voxel for voxel
+    exported = tmp_path / "exported"
+    assert widget.export(exported) is not None
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    assert widget.error is None and widget.last_export == exported, widget.error
+    written = json.loads((exported / "longitudinal.json").read_text())
+    assert set(written) == set(cli)
+    for key in cli:
+        if key != "provenance":
+            assert written[key] == cli[key], key
+    for name in ("change_map.nii.gz", "followup_labels_in_baseline.nii.gz", "followup_in_baseline.nii.gz"):
+        a, b = nib.load(str(exported / name)), nib.load(str(out / name))
+        np.testing.assert_array_equal(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj))
+        np.testing.assert_allclose(a.affine, b.affine, atol=1e-6)
+    assert (exported / "qc.png").stat().st_size > 10_000
+
 
 def test_compare_widget_refuses_bad_choices(make_napari_viewer, qtbot, pair):
     viewer = make_napari_viewer()
     widget = open_pair(viewer, pair)
+    assert not widget.export_button.isEnabled() and widget.export(pair["baseline"]) is None  # nothing to export
     widget.follow_image_box.setCurrentText("base")
     assert widget.compare() is None and "two different images" in widget.error
     widget.follow_image_box.setCurrentText("follow")

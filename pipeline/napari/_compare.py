@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import traceback
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 from qtpy.QtCore import Qt
@@ -41,7 +42,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..compare import CHANGE_COLOURS, longitudinal_payload
+from ..compare import CHANGE_COLOURS, longitudinal_payload, write_comparison
 from ..config import load_settings
 from ..errors import InputError
 from ..longitudinal import CHANGE_LABELS, compare_visits
@@ -91,6 +92,13 @@ def _compare_job(base_request: tuple, follow_request: tuple, settings):
     yield "assembling the figures"
     payload = comparison_payload(base, comparison, base.metrics["side"])
     return base, follow, comparison, payload
+
+
+def _export_job(out_dir: Path, base, follow, comparison, settings):
+    """Worker generator: the CLI's files of one comparison; returns the folder."""
+    yield "writing"
+    write_comparison(out_dir, base, follow, comparison, settings)
+    return out_dir
 
 
 def result_layers(base, follow, comparison) -> list[tuple]:
@@ -171,6 +179,9 @@ class CompareVisitsWidget(QWidget):
         self.baseline = None
         self.followup = None
         self.comparison = None
+        self._settings = None  # those of the comparison shown (its export writes them)
+        self._request_settings = None
+        self.last_export: Path | None = None
         self._worker = None
         self._build()
         events = self.viewer.layers.events
@@ -218,7 +229,15 @@ class CompareVisitsWidget(QWidget):
         self.compare_button.setToolTip("Measure both visits, register the follow-up to the baseline and map the "
                                        "change on the baseline grid (as `onfh compare`)")
         self.compare_button.clicked.connect(self.compare)
-        layout.addWidget(self.compare_button)
+        self.export_button = QPushButton("Export...")
+        self.export_button.setToolTip("Write longitudinal.json, the change map, the aligned follow-up and qc.png "
+                                      "into a folder, as `onfh compare` does")
+        self.export_button.clicked.connect(self._export_clicked)
+        self.export_button.setEnabled(False)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.compare_button)
+        buttons.addWidget(self.export_button)
+        layout.addLayout(buttons)
         self.progress = QProgressBar()
         self.progress.setRange(0, 0)  # busy indicator
         self.progress.setVisible(False)
@@ -335,6 +354,7 @@ class CompareVisitsWidget(QWidget):
         except InputError as exc:
             self._show_error(str(exc))
             return None
+        self._request_settings = request[2]
         names = (self.base_image_box.currentText(), self.follow_image_box.currentText(),
                  self.base_labels_box.currentText(), self.follow_labels_box.currentText())
         worker = create_worker(_compare_job, *request,
@@ -348,13 +368,45 @@ class CompareVisitsWidget(QWidget):
         worker.start()
         return worker
 
-    def _set_busy(self, busy: bool) -> None:
+    def _export_clicked(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Export into a new or existing folder (replaced whole)")
+        if folder:
+            self.export(folder)
+
+    def export(self, out_dir):
+        """Write the last comparison into ``out_dir`` like ``onfh compare``; returns the worker.
+
+        The comparison shown is written as it was computed (its settings included); nothing is
+        re-registered.
+        """
+        from napari.qt.threading import create_worker
+
+        if self.busy or self.comparison is None:
+            return None
+        job = (self.baseline, self.followup, self.comparison, self._settings)
+        worker = create_worker(_export_job, Path(out_dir), *job,
+                               _progress={"total": 1, "desc": "onfh: exporting"}, _ignore_errors=True)
+
+        def done(path):
+            self.last_export = path
+            self.status.setText(f"Exported to {path}")
+
+        worker.returned.connect(done)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self._set_busy(True, "exporting...")
+        self._worker = worker
+        worker.start()
+        return worker
+
+    def _set_busy(self, busy: bool, text: str = "comparing visits...") -> None:
         self.busy = busy
         self.progress.setVisible(busy)
         self.compare_button.setEnabled(not busy)
+        self.export_button.setEnabled(not busy and self.comparison is not None)
         if busy:
             self.error = None
-            self.status.setText("comparing visits...")
+            self.status.setText(text)
 
     def _on_finished(self) -> None:
         self._worker = None
@@ -375,6 +427,7 @@ class CompareVisitsWidget(QWidget):
     def _show(self, names: tuple, result) -> None:
         base, follow, comparison, payload = result
         self.baseline, self.followup, self.comparison, self.result = base, follow, comparison, payload
+        self._settings = self._request_settings
         rows = comparison_rows(payload)
         icons = {}
         for i, (_, _, swatch) in enumerate(rows):
