@@ -174,6 +174,9 @@ def _cmd_compare(args) -> int:
         baseline_labels=args.baseline_labels, followup_labels=args.followup_labels,
         acetabular_edge=parse_point(args.acetabular_edge) if args.acetabular_edge else None,
         acetabular_roof_medial=parse_point(args.acetabular_roof_medial) if args.acetabular_roof_medial else None,
+        # steps on a terminal only: in logs and pipes stderr stays the warnings or one error line
+        progress=(lambda text: print(f"onfh compare: {text}...", file=sys.stderr, flush=True))
+        if sys.stderr.isatty() else None,
     )
     several = len(result["followups"]) > 1
     for f in result["followups"]:

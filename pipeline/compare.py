@@ -108,6 +108,7 @@ def run_compare(
     acetabular_edge=None,
     acetabular_roof_medial=None,
     title: str = "",
+    progress=None,
 ) -> dict:
     """Compare follow-up scans of one hip with its baseline and write the results atomically.
 
@@ -131,6 +132,8 @@ def run_compare(
         Baseline landmarks, RAS mm: they set the weight-bearing span, hence the zones.
     title : str
         Shown on the QC pictures.
+    progress : callable, optional
+        Called with a short text as each step starts (the CLI prints it on stderr).
 
     Returns
     -------
@@ -164,6 +167,9 @@ def run_compare(
         raise InputError("give a label map for every visit (--baseline-labels and one --followup-labels per "
                          "follow-up) or for none (automatic segmentation of every visit), not for some")
 
+    say = progress or (lambda text: None)
+    how = "measuring" if baseline_labels is not None else "segmenting and measuring"
+    say(f"{how} the baseline")
     base = load_visit(baseline, baseline_labels, side, settings, "baseline",
                       edge=acetabular_edge, roof_medial=acetabular_roof_medial)
     several = len(followups) > 1
@@ -171,7 +177,10 @@ def run_compare(
     out_dir = Path(out_dir)
     with atomic_output_dir(out_dir) as tmp:
         for k, (image, labels) in enumerate(zip(followups, followup_labels), start=1):
+            who = f"follow-up {k} of {len(followups)}" if several else "the follow-up"
+            say(f"{how} {who}")
             follow = load_visit(image, labels, side, settings, f"follow-up {k}" if several else "follow-up")
+            say(f"registering {who} to the baseline and mapping the change")
             comparison = compare_visits(base, follow, settings)
             folder = tmp / f"followup_{k}" if several else tmp
             folder.mkdir(exist_ok=True)

@@ -121,9 +121,14 @@ def test_several_followups_get_one_folder_each_and_the_latest_heads_the_file(pai
     # the layout is under test, not the accuracy: a quick two-level registration
     settings = _settings(shrink_factors=(4, 2), smoothing_sigmas_mm=(2.0, 1.0), refine_passes=0)
     out = tmp_path / "out"
+    steps: list[str] = []
     result = run_compare(pair["baseline"], [pair["followup"], pair["baseline"]], "right", out, settings,
                          baseline_labels=pair["baseline_labels"],
-                         followup_labels=[pair["followup_labels"], pair["baseline_labels"]])
+                         followup_labels=[pair["followup_labels"], pair["baseline_labels"]], progress=steps.append)
+    mapping = "to the baseline and mapping the change"
+    assert steps == ["measuring the baseline",
+                     "measuring follow-up 1 of 2", f"registering follow-up 1 of 2 {mapping}",
+                     "measuring follow-up 2 of 2", f"registering follow-up 2 of 2 {mapping}"]
     assert {p.name for p in out.iterdir()} == {"longitudinal.json", "followup_1", "followup_2"}
     for k in (1, 2):
         assert {p.name for p in (out / f"followup_{k}").iterdir()} == set(MAPS)
