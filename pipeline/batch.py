@@ -304,7 +304,18 @@ def run_batch(manifest: str | Path, out_dir: str | Path, settings, workers: int 
     rows = read_manifest(manifest, require_exists=False)
     out_dir = Path(out_dir).resolve()
     records_dir = out_dir / RECORDS
+    created = not out_dir.exists()
     records_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_locked(out_dir, records_dir, rows, settings, workers, scheduler, resume, stream)
+    except InputError:
+        # refused before any work (e.g. no scheduler): a folder this run made holds nothing
+        if created and not any(records_dir.glob("*-*.json")):
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _run_locked(out_dir: Path, records_dir: Path, rows, settings, workers, scheduler, resume, stream) -> int:
     with _lock(records_dir):
         _remove_leftovers(out_dir)
         tasks = plan_tasks(rows, out_dir, settings)

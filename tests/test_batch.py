@@ -413,3 +413,16 @@ def test_report_gallery_keeps_a_trial_page_small(tmp_path):
     assert page.count("<figure>") == 2 and page.count("data:image/jpeg") == 1
     assert page.index("S03_left_m00") < page.index("S00_left_m00")  # the failure is shown first
     assert "3 more (no thumbnail)" in page and all(f"href='{r['folder']}/'" in page for r in records)
+
+
+def test_an_unreachable_scheduler_exits_2_and_leaves_no_folder_behind(cohort, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["batch", str(cohort["manifest"]), "--out", str(out), "--scheduler", "bogus://nowhere"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.splitlines()[-1].startswith("onfh: error: cannot reach the Dask scheduler"), err
+    assert "Traceback" not in err and not out.exists()
+    # a folder that was there before (a finished run, say) is left as it was
+    out.mkdir()
+    (out / "scans.csv").write_text("kept\n")
+    assert main(["batch", str(cohort["manifest"]), "--out", str(out), "--scheduler", "bogus://nowhere"]) == 2
+    assert (out / "scans.csv").read_text() == "kept\n"
