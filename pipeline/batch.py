@@ -335,12 +335,14 @@ def _run_locked(out_dir: Path, records_dir: Path, rows, settings, workers, sched
         where = (f"the Dask cluster at {scheduler}" if scheduler else
                  "1 worker (this process)" if n_workers == 1 else f"{n_workers} local worker processes")
         n_scans = sum(t["kind"] == "scan" for t in tasks)
+        # connect first: a scheduler that is not there is refused before anything is announced
+        client = connect_dask(scheduler) if scheduler and todo else None
         progress = Progress(len(tasks), len(records), stream)
         plan = f"{len(todo)} to run on {where}" if todo else "nothing to run"
         progress.line(f"{len(tasks)} tasks ({n_scans} scans, {len(tasks) - n_scans} comparisons); "
                       f"{len(records)} already done; {plan}")
         try:
-            for task, record in _execute(todo, workers, scheduler):
+            for task, record in _execute(todo, workers, client):
                 records[record_name(task)] = record
                 progress.update(task, record)
         finally:
@@ -442,12 +444,13 @@ def _error_record(task: dict, error: str) -> dict:
     return record
 
 
-def _execute(tasks: list[dict], workers: int | None, scheduler: str | None):
-    """Yield (task, record) as tasks finish: in this process (1 worker), local processes, or Dask."""
-    if not tasks:
+def _execute(tasks: list[dict], workers: int | None, client=None):
+    """Yield (task, record) as tasks finish: in this process (1 worker), local processes, or on
+    the Dask cluster of ``client`` (closed at the end)."""
+    if client is not None:
+        yield from _execute_dask(tasks, client)
         return
-    if scheduler:
-        yield from _execute_dask(tasks, scheduler)
+    if not tasks:
         return
     workers = min(_workers(workers), len(tasks))
     if workers == 1:
@@ -491,9 +494,10 @@ def _environment(values: dict[str, str]):
                 os.environ[k] = v
 
 
-def _execute_dask(tasks: list[dict], scheduler: str, wait_s: float = 60.0):
+def connect_dask(scheduler: str, wait_s: float = 60.0):
+    """A client of the Dask scheduler at ``scheduler`` with at least one worker, or InputError."""
     try:
-        from distributed import Client, as_completed
+        from distributed import Client
     except ImportError:
         raise InputError("--scheduler needs Dask distributed: pip install 'dask[distributed]'") from None
     try:
@@ -501,10 +505,17 @@ def _execute_dask(tasks: list[dict], scheduler: str, wait_s: float = 60.0):
     except (OSError, TimeoutError, ValueError) as exc:
         raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {one_line(exc)}") from None
     try:
-        try:
-            client.wait_for_workers(1, timeout=wait_s)
-        except (TimeoutError, OSError):
-            raise InputError(f"no Dask worker joined the scheduler at {scheduler} within {wait_s:g} s") from None
+        client.wait_for_workers(1, timeout=wait_s)
+    except (TimeoutError, OSError):
+        client.close()
+        raise InputError(f"no Dask worker joined the scheduler at {scheduler} within {wait_s:g} s") from None
+    return client
+
+
+def _execute_dask(tasks: list[dict], client):
+    from distributed import as_completed
+
+    try:
         futures = {}
         for task in tasks:  # comparisons (long) first; a worker that dies is not retried elsewhere
             future = client.submit(execute_task, task, pure=False, retries=0,
