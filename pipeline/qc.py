@@ -157,4 +157,18 @@ def _summary(m, title):
             f"NF {f('necrotic_fraction_pct', '.1f')} % (size {m.get('size_class') or '-'}), "
             f"JIC {m.get('jic_type') or '-'} (3D {m.get('jic_type_3d') or '-'}), ARCO {f('arco2021_type', 'd')}, "
             f"CNA {f('cna_deg', '.0f')}° (Kerboul {f('kerboul_grade', 'd')}), "
-            f"sphere rms {f('sphere_fit_rms_mm', '.2f')} mm; warnings: {len(m.get('warnings', []))}")
+            f"sphere rms {f('sphere_fit_rms_mm', '.2f')} mm; warnings: {len(m.get('warnings', []))}"
+            + _masks_line(m.get("segmentation") or {}))
+
+
+def _masks_line(seg: dict) -> str:
+    """Where the masks came from, and an automatic segmentation's review flags (a reviewer decides
+    from the picture which scans to open)."""
+    line = f"\nmasks: {seg.get('method', '-')}"
+    confidence = seg.get("confidence") or (seg.get("lesion_segmentation") or {}).get("confidence")
+    if confidence and confidence.get("status") == "review":
+        flags = "; ".join(confidence.get("flags") or [])
+        line += f" | REVIEW: {flags if len(flags) <= 150 else flags[:147] + '...'}"
+    elif confidence:
+        line += " | automatic QC ok"
+    return line

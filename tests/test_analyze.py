@@ -197,3 +197,20 @@ def test_landmarks_with_negative_coordinates_in_both_forms(tmp_path):
     assert outs[0]["u_lat_mm"] == pytest.approx(12.2, abs=0.3)
     bad = _onfh("analyze", ip, "--side", "left", "--out", tmp_path / "o3", "--labels", lp, "--acetabular-edge", "1,2")
     assert bad.returncode == 2 and "expected a point X,Y,Z" in bad.stderr
+
+
+def test_qc_title_names_the_masks_and_an_automatic_segmentation_to_review():
+    from pipeline.qc import _summary
+
+    metrics = {"side": "right", "warnings": ["w"], "head_volume_ml": 50.0}
+    imported = _summary({**metrics, "segmentation": {"method": "imported label map"}}, "")
+    assert imported.splitlines()[1] == "masks: imported label map"
+    flags = ["slices of 5.0 mm exceed the 4 mm validated for the lesion: check its margin"]
+    review = {"method": "automatic", "confidence": {"status": "review", "flags": flags}}
+    assert _summary({**metrics, "segmentation": review}, "").splitlines()[1] == f"masks: automatic | REVIEW: {flags[0]}"
+    ok = {"method": "automatic", "confidence": {"status": "ok", "flags": []}}
+    assert _summary({**metrics, "segmentation": ok}, "").endswith("masks: automatic | automatic QC ok")
+    # --femur-mask alone: the lesion's automatic record carries the confidence
+    femur = {"method": "head isolated from a femur mask (neck-plane); lesion segmented automatically inside it",
+             "lesion_segmentation": review}
+    assert "| REVIEW: slices of 5.0 mm" in _summary({**metrics, "segmentation": femur}, "")
