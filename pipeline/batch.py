@@ -51,7 +51,7 @@ SCAN_COLUMNS = (
     "key", "subject", "side", "timepoint_months", "outcome", "status", "error",
     "head_volume_ml", "lesion_volume_ml", "necrotic_fraction_pct", "size_class", "jic_type", "jic_type_3d",
     "arco2021_type", "cna_deg", "kerboul_grade", "arc_coronal_deg", "arc_sagittal_deg", "head_radius_mm",
-    "sphere_fit_rms_mm", "weight_bearing_source", "segmentation", "n_warnings", "image_sha256", "folder",
+    "sphere_fit_rms_mm", "weight_bearing_source", "segmentation", "review", "n_warnings", "image_sha256", "folder",
     "elapsed_s",
 )
 CHANGE_COLUMNS = (
@@ -227,6 +227,17 @@ def _run_scan(task: dict, settings) -> dict:
     return summarize_scan(m)
 
 
+def review_flags(segmentation: dict) -> str | None:
+    """An automatic segmentation's QC: "ok", or its flags after "review: "; None for masks a person
+    gave (nothing to review)."""
+    confidence = segmentation.get("confidence") or (segmentation.get("lesion_segmentation") or {}).get("confidence")
+    if not confidence:
+        return None
+    if confidence.get("status") != "review":
+        return "ok"
+    return "review: " + "; ".join(confidence.get("flags") or [])
+
+
 def summarize_scan(m: dict) -> dict:
     """The scans.csv figures (and the zones, for the report) of one metrics.json content."""
     return {
@@ -238,6 +249,7 @@ def summarize_scan(m: dict) -> dict:
         "sphere_fit_rms_mm": m["sphere_fit_rms_mm"],
         "weight_bearing_source": (m.get("weight_bearing") or {}).get("source"),
         "segmentation": (m.get("segmentation") or {}).get("method"),
+        "review": review_flags(m.get("segmentation") or {}),
         "n_warnings": len(m.get("warnings") or []), "image_sha256": (m.get("input") or {}).get("sha256"),
         "zones_ml": m.get("zones_ml"),
     }

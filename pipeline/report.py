@@ -89,9 +89,15 @@ def _fmt(value, spec=".1f", unit="") -> str:
 def _scan_caption(r: dict) -> str:
     if r.get("status") != "ok":
         return f"<span class='err'>failed: {html.escape(r.get('error') or '')}</span>"
-    return html.escape(f"{r.get('outcome') or 'no outcome'}; NF {_fmt(r.get('necrotic_fraction_pct'), '.1f', ' %')}, "
-                       f"lesion {_fmt(r.get('lesion_volume_ml'), '.2f', ' mL')}, JIC {r.get('jic_type') or '-'}, "
-                       f"{r.get('n_warnings') or 0} warning(s)")
+    nf = _fmt(r.get("necrotic_fraction_pct"), ".1f", " %")
+    caption = html.escape(f"{r.get('outcome') or 'no outcome'}; NF {nf}, "
+                          f"lesion {_fmt(r.get('lesion_volume_ml'), '.2f', ' mL')}, JIC {r.get('jic_type') or '-'}, "
+                          f"{r.get('n_warnings') or 0} warning(s)")
+    review = r.get("review") or ""
+    if review.startswith("review"):
+        # an automatic segmentation the algorithm is unsure of: the scans to open in napari
+        caption += f"<br><span class='err'>automatic masks, {html.escape(review)}</span>"
+    return caption
 
 
 def _change_caption(r: dict) -> str:

@@ -122,6 +122,7 @@ def test_batch_outputs_match_the_phantom_truth(cohort, reference):
     for key, t in cohort["truth"].items():
         r = scans[key]
         assert r["status"] == "ok" and r["error"] == ""
+        assert r["review"] == ""  # label maps a person gave: nothing for the algorithm to flag
         assert (out / r["folder"] / "metrics.json").is_file()
         assert float(r["head_volume_ml"]) == pytest.approx(t["head_ml"], abs=2e-4), key
         assert float(r["lesion_volume_ml"]) == pytest.approx(t["lesion_ml"], abs=2e-4), key
@@ -426,3 +427,20 @@ def test_an_unreachable_scheduler_exits_2_and_leaves_no_folder_behind(cohort, tm
     (out / "scans.csv").write_text("kept\n")
     assert main(["batch", str(cohort["manifest"]), "--out", str(out), "--scheduler", "bogus://nowhere"]) == 2
     assert (out / "scans.csv").read_text() == "kept\n"
+
+
+def test_review_column_and_report_name_the_automatic_segmentations_to_open():
+    from pipeline.batch import review_flags
+    from pipeline.report import _scan_caption
+
+    assert review_flags({"method": "imported label map"}) is None
+    assert review_flags({"method": "automatic", "confidence": {"status": "ok", "flags": []}}) == "ok"
+    flags = ["lesion touches the ROI edge", "small lesion (0.40 mL): check it is not a mimic"]
+    flagged = review_flags({"method": "automatic", "confidence": {"status": "review", "flags": flags}})
+    assert flagged == "review: lesion touches the ROI edge; small lesion (0.40 mL): check it is not a mimic"
+    femur_only = {"method": "head isolated from a femur mask (neck-plane); lesion segmented automatically inside it",
+                  "lesion_segmentation": {"confidence": {"status": "review", "flags": flags[:1]}}}
+    assert review_flags(femur_only) == "review: lesion touches the ROI edge"
+    row = {"status": "ok", "necrotic_fraction_pct": 20.0, "lesion_volume_ml": 9.0, "jic_type": "C1", "n_warnings": 1}
+    assert "automatic masks, review: lesion touches the ROI edge" in _scan_caption({**row, "review": flagged})
+    assert "review" not in _scan_caption({**row, "review": "ok"}) and "review" not in _scan_caption(row)
