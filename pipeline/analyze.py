@@ -333,6 +333,19 @@ def segment_masks(scan: Scan, side: str, settings: Settings, seeds=None, roi=Non
     return result.head, result.lesion, result.record(), warnings, result.acetabulum
 
 
+def segmentation_confidence(segmentation: dict) -> dict | None:
+    """The automatic segmentation's ``confidence`` record (status, flags) of a metrics.json
+    ``segmentation`` entry: its own, or its lesion's with ``--femur-mask`` alone; None for masks
+    a person gave."""
+    return segmentation.get("confidence") or (segmentation.get("lesion_segmentation") or {}).get("confidence")
+
+
+#: --femur-mask alone: an automatic lesion with more than this share (%) outside the user's head
+#: is warned about (a few boundary voxels always differ between the two heads; a larger share
+#: means the two heads disagree)
+LESION_OUTSIDE_HEAD_WARN_PCT = 5.0
+
+
 def _automatic_lesion_in(head, scan: Scan, side: str, settings: Settings, seg: dict, warnings: list,
                          seeds=None, roi=None):
     """The automatic segmentation's lesion (and acetabulum) inside a head given by the user.
@@ -347,7 +360,7 @@ def _automatic_lesion_in(head, scan: Scan, side: str, settings: Settings, seg: d
     warnings += auto_warnings
     if outside:
         share = 100.0 * outside / max(int(auto_lesion.sum()), 1)
-        if share >= 5.0:
+        if share >= LESION_OUTSIDE_HEAD_WARN_PCT:
             warnings.append(f"{share:.0f} % of the automatic lesion lay outside the head isolated from the femur "
                             "mask and was not counted: check both")
     seg = {**seg, "method": seg["method"] + "; lesion segmented automatically inside it",

@@ -230,7 +230,9 @@ def _run_scan(task: dict, settings) -> dict:
 def review_flags(segmentation: dict) -> str | None:
     """An automatic segmentation's QC: "ok", or its flags after "review: "; None for masks a person
     gave (nothing to review)."""
-    confidence = segmentation.get("confidence") or (segmentation.get("lesion_segmentation") or {}).get("confidence")
+    from .analyze import segmentation_confidence
+
+    confidence = segmentation_confidence(segmentation)
     if not confidence:
         return None
     if confidence.get("status") != "review":
@@ -308,7 +310,8 @@ def run_batch(manifest: str | Path, out_dir: str | Path, settings, workers: int 
     ------
     InputError
         For a manifest that cannot be read, an output folder another run is writing, or a Dask
-        scheduler that cannot be reached (nothing is run).
+        scheduler that cannot be reached (nothing is run; an output folder this call created is
+        removed again).
     """
     stream = stream or sys.stderr
     if workers is not None and workers < 1:

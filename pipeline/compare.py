@@ -185,10 +185,7 @@ def run_compare(
             folder = tmp / f"followup_{k}" if several else tmp
             folder.mkdir(exist_ok=True)
             entries.append(_followup_entry(folder, base, follow, comparison, settings, title, k, several))
-        payload = longitudinal_payload(base, entries, side)
-        payload["provenance"] = provenance(settings, time.perf_counter() - started)
-        write_json(tmp / "longitudinal.json", payload)
-    return clean_json(payload, 6)
+        return _write_longitudinal(tmp, base, entries, side, settings, started)
 
 
 def write_comparison(out_dir: str | Path, base: Analysis, follow: Analysis, comparison: Comparison,
@@ -199,12 +196,17 @@ def write_comparison(out_dir: str | Path, base: Analysis, follow: Analysis, comp
     labels on the baseline grid and qc.png. Returns the longitudinal.json content.
     """
     started = time.perf_counter()
-    out_dir = Path(out_dir)
-    with atomic_output_dir(out_dir) as tmp:
+    with atomic_output_dir(Path(out_dir)) as tmp:
         entry = _followup_entry(tmp, base, follow, comparison, settings, title, 1, False)
-        payload = longitudinal_payload(base, [entry], base.metrics["side"])
-        payload["provenance"] = provenance(settings, time.perf_counter() - started)
-        write_json(tmp / "longitudinal.json", payload)
+        return _write_longitudinal(tmp, base, [entry], base.metrics["side"], settings, started)
+
+
+def _write_longitudinal(folder: Path, base: Analysis, entries: list[dict], side: str, settings: Settings,
+                        started: float) -> dict:
+    """longitudinal.json with its provenance into ``folder``; returns the content as written."""
+    payload = longitudinal_payload(base, entries, side)
+    payload["provenance"] = provenance(settings, time.perf_counter() - started)
+    write_json(folder / "longitudinal.json", payload)
     return clean_json(payload, 6)
 
 

@@ -164,8 +164,10 @@ def _summary(m, title):
 def _masks_line(seg: dict) -> str:
     """Where the masks came from, and an automatic segmentation's review flags (a reviewer decides
     from the picture which scans to open)."""
+    from .analyze import segmentation_confidence
+
     line = f"\nmasks: {seg.get('method', '-')}"
-    confidence = seg.get("confidence") or (seg.get("lesion_segmentation") or {}).get("confidence")
+    confidence = segmentation_confidence(seg)
     if confidence and confidence.get("status") == "review":
         flags = "; ".join(confidence.get("flags") or [])
         line += f" | REVIEW: {flags if len(flags) <= 150 else flags[:147] + '...'}"

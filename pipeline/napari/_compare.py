@@ -21,7 +21,6 @@ regeneration figures, the registration and the warnings.
 
 from __future__ import annotations
 
-import traceback
 from functools import partial
 from pathlib import Path
 
@@ -53,6 +52,7 @@ from ._widget import (
     EDITED_KEY,
     NONE,
     RESULT_PREFIX,
+    WorkerWidget,
     _camera,
     choice_layers,
     figures_table,
@@ -91,7 +91,7 @@ def _compare_job(base_request: tuple, follow_request: tuple, settings):
     comparison = compare_visits(base, follow, settings)
     yield "assembling the figures"
     payload = comparison_payload(base, comparison, base.metrics["side"])
-    return base, follow, comparison, payload
+    return base, follow, comparison, payload, settings
 
 
 def _export_job(out_dir: Path, base, follow, comparison, settings):
@@ -167,7 +167,7 @@ def _unedited_automatic(label_map, side: str, automatic) -> bool:
     return automatic is not None and automatic.side == side and not automatic.edited(label_map)
 
 
-class CompareVisitsWidget(QWidget):
+class CompareVisitsWidget(WorkerWidget, QWidget):
     """Register a follow-up to the baseline and map what changed (the `onfh compare` figures)."""
 
     def __init__(self, napari_viewer, parent=None):
@@ -179,8 +179,7 @@ class CompareVisitsWidget(QWidget):
         self.baseline = None
         self.followup = None
         self.comparison = None
-        self._settings = None  # those of the comparison shown (its export writes them)
-        self._request_settings = None
+        self.settings = None  # those of the comparison shown (its export writes them)
         self.last_export: Path | None = None
         self._worker = None
         self._build()
@@ -345,8 +344,6 @@ class CompareVisitsWidget(QWidget):
 
     def compare(self):
         """Start the comparison in a worker thread; returns the worker (None if busy or refused)."""
-        from napari.qt.threading import create_worker
-
         if self.busy:
             return None
         try:
@@ -354,19 +351,9 @@ class CompareVisitsWidget(QWidget):
         except InputError as exc:
             self._show_error(str(exc))
             return None
-        self._request_settings = request[2]
         names = (self.base_image_box.currentText(), self.follow_image_box.currentText(),
                  self.base_labels_box.currentText(), self.follow_labels_box.currentText())
-        worker = create_worker(_compare_job, *request,
-                               _progress={"total": 4, "desc": "onfh: comparing visits"}, _ignore_errors=True)
-        worker.yielded.connect(lambda msg: self.status.setText(f"{msg}..."))
-        worker.returned.connect(partial(self._show, names))
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self._set_busy(True)
-        self._worker = worker
-        worker.start()
-        return worker
+        return self._start(_compare_job, request, partial(self._show, names), "onfh: comparing visits", total=4)
 
     def _export_clicked(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Export into a new or existing folder (replaced whole)")
@@ -379,55 +366,33 @@ class CompareVisitsWidget(QWidget):
         The comparison shown is written as it was computed (its settings included); nothing is
         re-registered.
         """
-        from napari.qt.threading import create_worker
-
         if self.busy or self.comparison is None:
             return None
-        job = (self.baseline, self.followup, self.comparison, self._settings)
-        worker = create_worker(_export_job, Path(out_dir), *job,
-                               _progress={"total": 1, "desc": "onfh: exporting"}, _ignore_errors=True)
 
         def done(path):
             self.last_export = path
             self.status.setText(f"Exported to {path}")
 
-        worker.returned.connect(done)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self._set_busy(True, "exporting...")
-        self._worker = worker
-        worker.start()
-        return worker
+        args = (Path(out_dir), self.baseline, self.followup, self.comparison, self.settings)
+        return self._start(_export_job, args, done, "onfh: exporting", total=1)
 
-    def _set_busy(self, busy: bool, text: str = "comparing visits...") -> None:
+    def _set_busy(self, busy: bool, text: str = "") -> None:
         self.busy = busy
         self.progress.setVisible(busy)
         self.compare_button.setEnabled(not busy)
         self.export_button.setEnabled(not busy and self.comparison is not None)
         if busy:
             self.error = None
-            self.status.setText(text)
+            self.status.setText(f"{text}...")
 
     def _on_finished(self) -> None:
         self._worker = None
         self._set_busy(False)
 
-    def _on_error(self, exc: BaseException) -> None:
-        if isinstance(exc, InputError):
-            self._show_error(str(exc))
-        else:
-            detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            self._show_error(f"internal error: {type(exc).__name__}: {exc}")
-            self.warnings_text.setPlainText(detail)
-
-    def _show_error(self, message: str) -> None:
-        self.error = message
-        self.status.setText(f"<span style='color:#ff6060'>error: {message}</span>")
-
     def _show(self, names: tuple, result) -> None:
-        base, follow, comparison, payload = result
+        base, follow, comparison, payload, settings = result
         self.baseline, self.followup, self.comparison, self.result = base, follow, comparison, payload
-        self._settings = self._request_settings
+        self.settings = settings
         rows = comparison_rows(payload)
         icons = {}
         for i, (_, _, swatch) in enumerate(rows):

@@ -247,7 +247,41 @@ def _export_job(analysis, out_dir, settings):
     return Path(out_dir)
 
 
-class AnalyzeHipWidget(QWidget):
+class WorkerWidget:
+    """Long work of a dock widget in a napari worker thread, the widget busy meanwhile.
+
+    The widget provides ``status`` (QLabel), ``warnings_text``, ``_set_busy(busy, text)`` and
+    ``_on_finished()``; errors are shown in the status line (an InputError as its message).
+    """
+
+    def _start(self, job, args, on_return, desc: str, total: int):
+        """Run ``job(*args)``; ``on_return`` gets its result. Returns the worker."""
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(job, *args, _progress={"total": total, "desc": desc}, _ignore_errors=True)
+        worker.yielded.connect(lambda msg: self.status.setText(f"{msg}..."))
+        worker.returned.connect(on_return)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self._set_busy(True, desc)
+        self._worker = worker
+        worker.start()
+        return worker
+
+    def _on_error(self, exc: BaseException) -> None:
+        if isinstance(exc, InputError):
+            self._show_error(str(exc))
+        else:
+            detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            self._show_error(f"internal error: {type(exc).__name__}: {exc}")
+            self.warnings_text.setPlainText(detail)
+
+    def _show_error(self, message: str) -> None:
+        self.error = message
+        self.status.setText(f"<span style='color:#ff6060'>error: {message}</span>")
+
+
+class AnalyzeHipWidget(WorkerWidget, QWidget):
     """Measure one hip from the current label map (the `onfh analyze --labels` figures)."""
 
     def __init__(self, napari_viewer, parent=None):
@@ -620,19 +654,6 @@ class AnalyzeHipWidget(QWidget):
         return self._start(_measure_job, request, lambda result: self._show(result, first, request[3]),
                            "onfh: measuring hip", total=2)
 
-    def _start(self, job, args, on_return, desc: str, total: int):
-        from napari.qt.threading import create_worker
-
-        worker = create_worker(job, *args, _progress={"total": total, "desc": desc}, _ignore_errors=True)
-        worker.yielded.connect(lambda msg: self.status.setText(f"{msg}..."))
-        worker.returned.connect(on_return)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self._set_busy(True, desc)
-        self._worker = worker
-        worker.start()
-        return worker
-
     def _set_busy(self, busy: bool, text: str = "") -> None:
         self.busy = busy
         self.progress.setVisible(busy)
@@ -649,18 +670,6 @@ class AnalyzeHipWidget(QWidget):
         pending, self._pending_export = self._pending_export, None
         if pending is not None and self.error is None and not self.stale and self.analysis is not None:
             self.export(pending)
-
-    def _on_error(self, exc: BaseException) -> None:
-        if isinstance(exc, InputError):
-            self._show_error(str(exc))
-        else:
-            detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            self._show_error(f"internal error: {type(exc).__name__}: {exc}")
-            self.warnings_text.setPlainText(detail)
-
-    def _show_error(self, message: str) -> None:
-        self.error = message
-        self.status.setText(f"<span style='color:#ff6060'>error: {message}</span>")
 
     def _show(self, result, first: bool, settings) -> None:
         analysis, layers = result

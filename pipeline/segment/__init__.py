@@ -296,7 +296,6 @@ def _touches_edge(mask: np.ndarray, shape) -> bool:
                 or mask[:, :, 0].any() or mask[:, :, -1].any())
 
 
-
 def _thick_non_coronal_axis(scan, ratio: float = 1.5, max_angle_deg: float = 30.0) -> str | None:
     """'axial', 'sagittal' or 'oblique' when the slices are thick (coarsest spacing over ``ratio``
     times the finest) and their normal is more than ``max_angle_deg`` from anterior-posterior."""

@@ -220,7 +220,6 @@ def band_contrast(norm_w: np.ndarray, lesion: np.ndarray, healthy: np.ndarray, s
     return float(1.0 - np.median(norm_w[inside]) / max(np.median(norm_w[outside]), 1e-6))
 
 
-
 def slab_boundary_cut(norm_w: np.ndarray, crop: grid.Crop, level: float, sigma_mm: float = 1.0) -> np.ndarray:
     """Working voxels between two thick slices that must not connect healthy marrow.
 
