@@ -232,10 +232,10 @@ def main() -> int:
     ap.add_argument("--scale-only", action="store_true", help="only the 10,000-scan bookkeeping probe")
     ap.add_argument("--copies", type=int, default=1, help="run a cohort of this many copies of the manifest")
     args = ap.parse_args()
-    manifest = Path(args.manifest).resolve()
+    source = Path(args.manifest).resolve()
+    label = str(source.relative_to(ROOT)) if source.is_relative_to(ROOT) else source.name
     work = Path(tempfile.mkdtemp(prefix="onfh-bench-batch-"))
-    if args.copies > 1:
-        manifest = replicate(manifest, work / "cohort", args.copies)
+    manifest = replicate(source, work / "cohort", args.copies) if args.copies > 1 else source
     n_scans = sum(1 for line in manifest.read_text().splitlines()[1:] if line.strip())
     # the default settings, frozen for all runs (a settings change between runs would redo everything)
     sys.path.insert(0, str(ROOT))
@@ -247,9 +247,7 @@ def main() -> int:
     config.write_text(yaml.safe_dump(load_settings(None).model_dump(mode="json")))
     result: dict = {
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
-        "manifest": (f"{args.copies} copies of " if args.copies > 1 else "")
-        + (str(Path(args.manifest).resolve().relative_to(ROOT)) if Path(args.manifest).resolve().is_relative_to(ROOT)
-           else Path(args.manifest).name),
+        "manifest": f"{args.copies} copies of {label}" if args.copies > 1 else label,
         "n_scans": n_scans,
         "settings": "defaults (pipeline.config.Settings()), frozen in a file for all runs",
         "runs": {},
