@@ -19,7 +19,7 @@ from .errors import InputError
 from .frame import HeadFrame, head_frame_from_mask, isolate_head, select_side
 from .location import location_metrics, weight_bearing_span, zone_map
 from .mesh import isotropic_reconstructions, mask_mesh, mesh_volume_mm3, write_stl
-from .outputs import atomic_output_dir, provenance, sha256_of, write_json
+from .outputs import atomic_output_dir, check_output_dir, provenance, sha256_of, write_json
 from .scan import Scan, load_labels, load_scan, save_like
 
 SCHEMA_VERSION = "1.0"
@@ -300,7 +300,7 @@ def write_analysis(analysis: Analysis, out_dir: str | Path, settings: Settings, 
     from .qc import write_qc_png
 
     out_dir = Path(out_dir)
-    with atomic_output_dir(out_dir) as tmp:
+    with atomic_output_dir(out_dir, "analyze") as tmp:
         label_map = np.zeros(analysis.scan.shape, dtype=np.uint8)
         label_map[analysis.head] = 1
         label_map[analysis.lesion] = 2
@@ -396,6 +396,7 @@ def run_analyze(
     started = time.perf_counter()
     if side not in SIDES:
         raise InputError(f"side must be left or right, not {side!r}")
+    check_output_dir(out_dir, "analyze")  # before the work: a refused --out costs nothing
     scan = load_scan(image, series_uid=series_uid, spacing=spacing)
     scan.meta["sha256"] = sha256_of(image, scan.meta.get("files"))
     automatic = labels is None and head_mask is None and lesion_mask is None and femur_mask is None

@@ -43,7 +43,8 @@ from . import __version__
 from .errors import InputError
 from .itk_threads import one_itk_thread
 from .manifest import ScanRow, read_manifest
-from .outputs import clean_json, sha256_of, write_json
+from .outputs import (check_output_dir, clean_json, is_onfh_temporary, remove_output_dir, sha256_of, write_json,
+                      write_marker)
 
 RECORDS = ".records"
 
@@ -185,7 +186,7 @@ def execute_task(task: dict) -> dict:
     except Exception as exc:  # a bug must not stop the cohort; it is recorded with its type
         record.update(status="error", error=one_line(f"internal error: {type(exc).__name__}: {exc}"))
     if record["status"] != "ok":  # no stale results from an earlier run beside an error
-        shutil.rmtree(task["folder"], ignore_errors=True)
+        remove_output_dir(task["folder"], "analyze" if task["kind"] == "scan" else "compare")
     record["elapsed_s"] = round(time.perf_counter() - started, 2)
     record["worker"] = _worker_facts()
     record = clean_json(record, 6)
@@ -317,10 +318,11 @@ def run_batch(manifest: str | Path, out_dir: str | Path, settings, workers: int 
     if workers is not None and workers < 1:
         raise InputError("--workers must be at least 1")
     rows = read_manifest(manifest, require_exists=False)
-    out_dir = Path(out_dir).resolve()
+    out_dir = check_output_dir(out_dir, "batch").resolve()
     records_dir = out_dir / RECORDS
     created = not out_dir.exists()
     records_dir.mkdir(parents=True, exist_ok=True)
+    write_marker(out_dir, "batch")
     try:
         return _run_locked(out_dir, records_dir, rows, settings, workers, scheduler, resume, stream)
     except InputError:
@@ -430,7 +432,7 @@ def _remove_leftovers(out_dir: Path) -> None:
         folder = out_dir / sub
         if folder.is_dir():
             for path in folder.iterdir():
-                if path.name.startswith(".") and (".tmp-" in path.name or ".old-" in path.name):
+                if is_onfh_temporary(path):
                     shutil.rmtree(path, ignore_errors=True)
     for path in (out_dir / RECORDS).glob("*.tmp"):
         path.unlink(missing_ok=True)

@@ -56,7 +56,7 @@ from .analyze import SCHEMA_VERSION, SIDES, Analysis, import_masks, measure_hip,
 from .config import Settings
 from .errors import InputError
 from .longitudinal import CHANGE_LABELS, Comparison, compare_visits
-from .outputs import atomic_output_dir, clean_json, provenance, sha256_of, write_json
+from .outputs import atomic_output_dir, check_output_dir, clean_json, provenance, sha256_of, write_json
 from .scan import load_scan, save_like
 
 #: Figures of a follow-up entry repeated at the top level for the latest follow-up.
@@ -120,7 +120,8 @@ def run_compare(
         Follow-up images, in visit order.
     side : {"left", "right"}
     out_dir : path
-        Output folder, replaced whole on success (layout in the module docstring).
+        Output folder: new, empty, or an earlier ``onfh compare`` output, replaced whole on success
+        (layout in the module docstring); onfh never replaces files it did not write.
     settings : Settings
         ``settings.longitudinal`` holds the registration parameters and the checks.
     baseline_labels : path, optional
@@ -167,6 +168,7 @@ def run_compare(
         raise InputError("give a label map for every visit (--baseline-labels and one --followup-labels per "
                          "follow-up) or for none (automatic segmentation of every visit), not for some")
 
+    check_output_dir(out_dir, "compare")  # before the work: a refused --out costs nothing
     say = progress or (lambda text: None)
     how = "measuring" if baseline_labels is not None else "segmenting and measuring"
     say(f"{how} the baseline")
@@ -175,7 +177,7 @@ def run_compare(
     several = len(followups) > 1
     entries: list[dict] = []
     out_dir = Path(out_dir)
-    with atomic_output_dir(out_dir) as tmp:
+    with atomic_output_dir(out_dir, "compare") as tmp:
         for k, (image, labels) in enumerate(zip(followups, followup_labels), start=1):
             who = f"follow-up {k} of {len(followups)}" if several else "the follow-up"
             say(f"{how} {who}")
@@ -196,7 +198,7 @@ def write_comparison(out_dir: str | Path, base: Analysis, follow: Analysis, comp
     labels on the baseline grid and qc.png. Returns the longitudinal.json content.
     """
     started = time.perf_counter()
-    with atomic_output_dir(Path(out_dir)) as tmp:
+    with atomic_output_dir(Path(out_dir), "compare") as tmp:
         entry = _followup_entry(tmp, base, follow, comparison, settings, title, 1, False)
         return _write_longitudinal(tmp, base, [entry], base.metrics["side"], settings, started)
 

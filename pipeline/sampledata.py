@@ -30,6 +30,7 @@ import nibabel as nib
 import numpy as np
 
 from . import phantom as P
+from .outputs import atomic_output_dir
 
 SEED = 20240611
 SCHEMA = "onfh-phantom-truth/1"
@@ -388,7 +389,7 @@ def write_sample_cohort(out_dir: Path, progress: Callable[[str], None] | None = 
     Parameters
     ----------
     out_dir : Path
-        Folder to write (created if needed). Existing files of the same names are replaced.
+        Folder to write: new, empty, or an earlier sample cohort (replaced whole).
     progress : callable, optional
         Called with one short message per step (e.g. ``print``).
     seed : int
@@ -399,94 +400,95 @@ def write_sample_cohort(out_dir: Path, progress: Callable[[str], None] | None = 
     Path
         ``out_dir / 'manifest.csv'``.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    say = progress or (lambda msg: None)
-    t_start = time.perf_counter()
-    rows, records = [], []
-    for si, sspec in enumerate(cohort_definition(seed)):
-        t0 = time.perf_counter()
-        subject = P.build_subject(sspec.params)
-        say(f"{sspec.params.name}: model built ({time.perf_counter() - t0:.1f} s)")
-        baseline = sspec.scans[0].visit
-        for ci, spec in enumerate(sspec.scans):
+    final = Path(out_dir)
+    # written whole or not at all, and never over files another program wrote
+    with atomic_output_dir(final, "sample-data") as tmp_dir:
+        say = progress or (lambda msg: None)
+        t_start = time.perf_counter()
+        rows, records = [], []
+        for si, sspec in enumerate(cohort_definition(seed)):
             t0 = time.perf_counter()
-            stem = f"{sspec.params.name}_{spec.tag}"
-            rendered = P.render_scan(
-                subject,
-                spec.visit,
-                spec.acquisition,
-                spec.sides,
-                seed=[seed, si, ci],
-                baseline=baseline if spec.visit.months > 0 else None,
-            )
-            image_name = f"{stem}.nii.gz"
-            labels_name = f"{stem}_labels.nii.gz"
-            _write_nifti(out_dir / image_name, rendered.image, rendered.affine, "onfh synthetic T1 hip phantom")
-            _write_nifti(out_dir / labels_name, rendered.labels, rendered.affine, "truth 1 head 2 lesion")
-            bilateral = len(spec.sides) > 1
-            for side in spec.sides:
-                pre = f"{stem}_{side}" if bilateral else stem
-                files = {
-                    "stem": pre,
-                    "image": image_name,
-                    "labels": labels_name,
-                    "femur_mask": f"{pre}_femur.nii.gz",
-                    "hipbone_mask": f"{pre}_hipbone.nii.gz",
-                    "truth": f"{pre}_truth.json",
-                }
-                _write_nifti(
-                    out_dir / files["femur_mask"], rendered.femur[side], rendered.affine, f"truth {side} femur"
+            subject = P.build_subject(sspec.params)
+            say(f"{sspec.params.name}: model built ({time.perf_counter() - t0:.1f} s)")
+            baseline = sspec.scans[0].visit
+            for ci, spec in enumerate(sspec.scans):
+                t0 = time.perf_counter()
+                stem = f"{sspec.params.name}_{spec.tag}"
+                rendered = P.render_scan(
+                    subject,
+                    spec.visit,
+                    spec.acquisition,
+                    spec.sides,
+                    seed=[seed, si, ci],
+                    baseline=baseline if spec.visit.months > 0 else None,
                 )
-                _write_nifti(
-                    out_dir / files["hipbone_mask"], rendered.hipbone[side], rendered.affine, f"truth {side} hip bone"
-                )
-                outcome = sspec.outcome.get(side, "")
-                rec = _round(_scan_record(subject, spec, rendered, side, files, outcome, baseline))
-                (out_dir / files["truth"]).write_text(json.dumps(rec, indent=1) + "\n")
-                records.append(rec)
-                edge = rec["acetabular_edge_ras_mm"]
-                rows.append(
-                    {
-                        "subject": sspec.params.name,
-                        "side": side,
-                        "timepoint_months": f"{spec.visit.months:g}",
+                image_name = f"{stem}.nii.gz"
+                labels_name = f"{stem}_labels.nii.gz"
+                _write_nifti(tmp_dir / image_name, rendered.image, rendered.affine, "onfh synthetic T1 hip phantom")
+                _write_nifti(tmp_dir / labels_name, rendered.labels, rendered.affine, "truth 1 head 2 lesion")
+                bilateral = len(spec.sides) > 1
+                for side in spec.sides:
+                    pre = f"{stem}_{side}" if bilateral else stem
+                    files = {
+                        "stem": pre,
                         "image": image_name,
                         "labels": labels_name,
-                        "femur_mask": files["femur_mask"],
-                        "acetabular_edge": ",".join(f"{v:.2f}" for v in edge),
-                        "outcome": outcome,
+                        "femur_mask": f"{pre}_femur.nii.gz",
+                        "hipbone_mask": f"{pre}_hipbone.nii.gz",
+                        "truth": f"{pre}_truth.json",
                     }
-                )
-            say(f"{stem}: {rendered.image.shape} written ({time.perf_counter() - t0:.1f} s)")
+                    _write_nifti(
+                        tmp_dir / files["femur_mask"], rendered.femur[side], rendered.affine, f"truth {side} femur"
+                    )
+                    _write_nifti(
+                        tmp_dir / files["hipbone_mask"], rendered.hipbone[side], rendered.affine, f"truth {side} hip bone"
+                    )
+                    outcome = sspec.outcome.get(side, "")
+                    rec = _round(_scan_record(subject, spec, rendered, side, files, outcome, baseline))
+                    (tmp_dir / files["truth"]).write_text(json.dumps(rec, indent=1) + "\n")
+                    records.append(rec)
+                    edge = rec["acetabular_edge_ras_mm"]
+                    rows.append(
+                        {
+                            "subject": sspec.params.name,
+                            "side": side,
+                            "timepoint_months": f"{spec.visit.months:g}",
+                            "image": image_name,
+                            "labels": labels_name,
+                            "femur_mask": files["femur_mask"],
+                            "acetabular_edge": ",".join(f"{v:.2f}" for v in edge),
+                            "outcome": outcome,
+                        }
+                    )
+                say(f"{stem}: {rendered.image.shape} written ({time.perf_counter() - t0:.1f} s)")
 
-    manifest = out_dir / "manifest.csv"
-    with manifest.open("w", newline="") as fh:
-        cols = ["subject", "side", "timepoint_months", "image", "labels", "femur_mask", "acetabular_edge", "outcome"]
-        wr = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")
-        wr.writeheader()
-        wr.writerows(rows)
-    cohort = {
-        "schema": SCHEMA,
-        "generator": "pipeline.sampledata.write_sample_cohort",
-        "seed": seed,
-        "definitions": {
-            "frame": "scanner RAS mm; head frame u=(p-c).e_lat, v=(p-c).e_ant, w=(p-c).e_sup, "
-            "e_lat=+x right hip, -x left hip (METHOD.md section 1)",
-            "head": "neck-plane head: femur ∩ ball(c, r) ∩ {(p-c).n <= sqrt(r^2 - waist^2)} "
-            "(METHOD.md section 2); continuous volume analytic (minus the foveal pit)",
-            "lesion": "region enclosed by the outer margin of the low-signal band, band included, "
-            "restricted to the head, drill track excluded",
-            "continuous_volumes": "midpoint-rule integration of the continuous model on a 0.25 mm grid",
-            "labels": "voxel label = fraction of the voxel inside the set >= 0.5 (sub-sampled); "
-            "0 background, 1 head outside lesion, 2 lesion",
-            "location": "METHOD.md section 4 on the continuous model, using the recorded acetabular "
-            "edge and medial roof points in each scan's own frame",
-            "regeneration": "100 (V0 - Vt) / V0 of continuous volumes; zone maps in the baseline frame",
-            "motion": "q_followup = R @ q_baseline + t, scanner RAS mm",
-        },
-        "scans": records,
-    }
-    (out_dir / "truth.json").write_text(json.dumps(cohort, indent=1) + "\n")
-    say(f"cohort written to {out_dir} ({time.perf_counter() - t_start:.1f} s)")
-    return manifest
+        manifest = tmp_dir / "manifest.csv"
+        with manifest.open("w", newline="") as fh:
+            cols = ["subject", "side", "timepoint_months", "image", "labels", "femur_mask", "acetabular_edge", "outcome"]
+            wr = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")
+            wr.writeheader()
+            wr.writerows(rows)
+        cohort = {
+            "schema": SCHEMA,
+            "generator": "pipeline.sampledata.write_sample_cohort",
+            "seed": seed,
+            "definitions": {
+                "frame": "scanner RAS mm; head frame u=(p-c).e_lat, v=(p-c).e_ant, w=(p-c).e_sup, "
+                "e_lat=+x right hip, -x left hip (METHOD.md section 1)",
+                "head": "neck-plane head: femur ∩ ball(c, r) ∩ {(p-c).n <= sqrt(r^2 - waist^2)} "
+                "(METHOD.md section 2); continuous volume analytic (minus the foveal pit)",
+                "lesion": "region enclosed by the outer margin of the low-signal band, band included, "
+                "restricted to the head, drill track excluded",
+                "continuous_volumes": "midpoint-rule integration of the continuous model on a 0.25 mm grid",
+                "labels": "voxel label = fraction of the voxel inside the set >= 0.5 (sub-sampled); "
+                "0 background, 1 head outside lesion, 2 lesion",
+                "location": "METHOD.md section 4 on the continuous model, using the recorded acetabular "
+                "edge and medial roof points in each scan's own frame",
+                "regeneration": "100 (V0 - Vt) / V0 of continuous volumes; zone maps in the baseline frame",
+                "motion": "q_followup = R @ q_baseline + t, scanner RAS mm",
+            },
+            "scans": records,
+        }
+        (tmp_dir / "truth.json").write_text(json.dumps(cohort, indent=1) + "\n")
+    say(f"cohort written to {final} ({time.perf_counter() - t_start:.1f} s)")
+    return final / "manifest.csv"

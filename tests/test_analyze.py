@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.analyze import run_analyze
 from pipeline.config import Settings
+from pipeline.outputs import MARKER
 from pipeline.errors import InputError
 
 from conftest import all_axis_orders, ball_and_cap_labels, grid_affine, restore, rotation_matrix, save_nifti
@@ -108,8 +109,8 @@ def test_metrics_json_has_every_contract_key_and_no_nan(tmp_path):
     metrics = json.loads(text)
     assert CONTRACT_KEYS <= set(metrics)
     assert "NaN" not in text and "Infinity" not in text
-    assert sorted(p.name for p in out.iterdir()) == ["head.stl", "labels.nii.gz", "lesion.stl", "metrics.json"] \
-        or (out / "zones.nii.gz").exists()
+    assert {p.name for p in out.iterdir()} == {"head.stl", "labels.nii.gz", "lesion.stl", "metrics.json", "qc.png",
+                                               "zones.nii.gz", MARKER}
     prov = metrics["provenance"]
     assert prov["config_sha256"] == Settings().sha256 and prov["packages"]["numpy"] == np.__version__
     assert len(metrics["input"]["sha256"]) == 64

@@ -11,6 +11,7 @@ from _hip_pair import HipModel, grid, render, rotation, rotation_error_deg
 from pipeline.cli import main
 from pipeline.compare import load_visit, run_compare
 from pipeline.config import Settings
+from pipeline.outputs import MARKER
 
 from conftest import restore, save_nifti
 
@@ -73,7 +74,7 @@ def test_cli_compare_writes_the_contract_outputs(pair, tmp_path, capsys):
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "regeneration" in captured.out
-    assert {p.name for p in out.iterdir()} == {"longitudinal.json", "qc.png", *MAPS}
+    assert {p.name for p in out.iterdir()} == {"longitudinal.json", "qc.png", MARKER, *MAPS}
     data = _no_nan((out / "longitudinal.json").read_text())
     assert CONTRACT_KEYS <= set(data)
     assert len(data["followups"]) == 1
@@ -129,7 +130,7 @@ def test_several_followups_get_one_folder_each_and_the_latest_heads_the_file(pai
     assert steps == ["measuring the baseline",
                      "measuring follow-up 1 of 2", f"registering follow-up 1 of 2 {mapping}",
                      "measuring follow-up 2 of 2", f"registering follow-up 2 of 2 {mapping}"]
-    assert {p.name for p in out.iterdir()} == {"longitudinal.json", "followup_1", "followup_2"}
+    assert {p.name for p in out.iterdir()} == {"longitudinal.json", "followup_1", "followup_2", MARKER}
     for k in (1, 2):
         assert {p.name for p in (out / f"followup_{k}").iterdir()} == set(MAPS)
     assert [f["folder"] for f in result["followups"]] == ["followup_1", "followup_2"]
@@ -182,13 +183,11 @@ def test_followup_of_the_other_hip_is_refused(tmp_path, capsys):
     base, base_labels = _bilateral(tmp_path, "base", "right")
     follow, follow_labels = _bilateral(tmp_path, "follow", "left")
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "earlier.txt").write_text("kept")
     rc, err = _run_err(["compare", str(base), str(follow), "--side", "right", "--out", str(out),
                         "--baseline-labels", str(base_labels), "--followup-labels", str(follow_labels),
                         "--config", str(_fast_config(tmp_path))], capsys)
     assert rc == 2 and "side mismatch" in err and err.count("\n") == 1
-    assert [p.name for p in out.iterdir()] == ["earlier.txt"]  # the old results are untouched
+    assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no temporary left
 
 
