@@ -21,8 +21,10 @@ the chosen series. Patient-identifying fields are never copied into ``meta``.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections import Counter
+from collections.abc import MutableSequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +56,17 @@ ENHANCED_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.128.1",  # Legacy Converted Enhanced PET
 }
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+# Top-level tags whose values steer the reading: one pydicom cannot decode makes the file unusable.
+# Any other undecodable tag is dropped from the header copy and counts as absent (SOPClassUID only
+# tells images from other objects, which the pixel tags also do).
+READ_TAGS = frozenset({
+    "SeriesInstanceUID", "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel",
+    "PhotometricInterpretation", "BitsAllocated", "BitsStored", "PixelRepresentation", "ImagePositionPatient",
+    "ImageOrientationPatient", "PixelSpacing", "SliceThickness", "RescaleSlope", "RescaleIntercept",
+    "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence",
+})
+# Any of these makes a file an image (to be read or refused), not another DICOM object to skip.
+PIXEL_MODULE_TAGS = ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel", "PhotometricInterpretation")
 # Tags that tell repeated images at one position apart (multi-echo, phases, repeats).
 REPEAT_TAGS = (
     "EchoNumbers",
@@ -76,6 +89,18 @@ class GeometryError(InputError):
     def __init__(self, message: str, short: str):
         super().__init__(message)
         self.short = short
+
+
+class DamagedFileError(InputError):
+    """A DICOM image file whose header is truncated or malformed.
+
+    ``series_uid`` is the file's SeriesInstanceUID, "" when it cannot be read: a folder scan
+    keeps going past such a file and refuses only if the series being read may own it.
+    """
+
+    def __init__(self, message: str, series_uid: str = ""):
+        super().__init__(message)
+        self.series_uid = series_uid
 
 
 @dataclass
@@ -157,15 +182,28 @@ def read_dicom(path: Path, series_uid: str | None = None, spacing=None):
 def _read_dicom(path: Path, series_uid, spacing):
     notes: list[str] = []
     if path.is_dir():
-        files, skipped = _scan_folder(path)
+        files, skipped, damaged = _scan_folder(path)
+        # A damaged image of unknown series may be a slice of any of them: no series is complete.
+        _refuse_damaged(damaged, "", unknown=True)
+        if not files and damaged:
+            raise damaged[0]
         if not files:
             subdirs = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
             hint = f" (it has {len(subdirs)} sub-folder(s): pass the one holding the series)" if subdirs else ""
             raise InputError(f"no DICOM images in folder {path.name}{hint}")
         if skipped:
             notes.append(f"{skipped} file(s) in {path.name} are not DICOM images and were ignored")
+        orphans = [f for f in files if not f.series_uid]
+        if orphans and len(orphans) < len(files):
+            raise InputError(f"DICOM file {orphans[0].path.name} has no SeriesInstanceUID, unlike the other images "
+                             f"in {path.name}: cannot tell which series it belongs to")
+        if series_uid is not None:
+            _refuse_damaged(damaged, series_uid, unknown=False)
         groups = _group(files)
         uid = _choose_series(groups, series_uid, path.name, spacing, notes)
+        _refuse_damaged(damaged, uid, unknown=False)
+        if damaged:
+            notes.append(f"{len(damaged)} damaged DICOM file(s) of other series in {path.name} were ignored")
         chosen = groups[uid]
     else:
         ds, reason = _read_header(path)
@@ -178,7 +216,16 @@ def _read_dicom(path: Path, series_uid, spacing):
                 f"{path.name} belongs to series {first.series_uid or '(no SeriesInstanceUID)'}, "
                 f"not to the requested {series_uid}"
             )
-        others, _ = _scan_folder(path.parent, skip=path)
+        others, _, damaged = _scan_folder(path.parent, skip=path)
+        try:
+            _refuse_damaged(damaged, first.series_uid, unknown=False)
+        except DamagedFileError as exc:
+            raise InputError(f"{exc} (a file of the series of {path.name}, beside it)") from None
+        # The user named one file: siblings of unknown series (a folder of assorted objects, say)
+        # do not stop it, but a person should know one of them might have been a slice.
+        unknown = sum(1 for d in damaged if not d.series_uid)
+        if unknown:
+            notes.append(f"{unknown} damaged DICOM file(s) of unknown series beside {path.name} were ignored")
         chosen = [first] + [f for f in others if f.series_uid == first.series_uid and first.series_uid]
     chosen = _dedupe(chosen, notes)
     frames = _frames(chosen)
@@ -191,10 +238,21 @@ def _read_dicom(path: Path, series_uid, spacing):
 
 # files and series --------------------------------------------------------------------------
 def _read_header(path: Path):
-    """(header dataset, None) for a DICOM image file, else (None, reason)."""
+    """(header dataset, None) for a DICOM image file, else (None, reason) for what is no image.
+
+    Every value the reader uses is checked here, once per file, so that later steps can trust
+    the header (see :func:`_check_header`).
+
+    Raises
+    ------
+    DamagedFileError
+        A DICOM image file (one with the "DICM" marker, an image SOP class or image-pixel tags)
+        whose header is truncated, undecodable or malformed.
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    where = f"DICOM file {path.name}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         forced = False
@@ -209,38 +267,119 @@ def _read_header(path: Path):
             except Exception as exc:
                 return None, f"unreadable: {one_line(exc, 120) or type(exc).__name__}"
         except Exception as exc:
-            return None, f"unreadable or truncated header: {one_line(exc, 120) or type(exc).__name__}"
+            # Past the "DICM" marker (else InvalidDicomError): a DICOM file cut short or damaged.
+            raise DamagedFileError(f"{where} has an unreadable header (truncated or damaged?): "
+                                   f"{one_line(exc, 100) or type(exc).__name__}") from None
+        cut_short = _truncated_element(ds)
+        undecodable = _decode_values(ds)
+        sop = str(ds.get("SOPClassUID", "") or getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", ""))
+        if sop == DICOMDIR_SOP_CLASS:
+            return None, "a DICOMDIR index, not an image"
+        claims_image = _is_image_class(sop) or any(tag in ds for tag in PIXEL_MODULE_TAGS)
+        if not forced and len(ds) == 0:
+            # pydicom reads a file cut inside its meta information as an empty data set.
+            raise DamagedFileError(f"{where} has no data set after its file meta information (truncated?)")
+        if not claims_image:
+            if forced:
+                return None, "not a DICOM file"
+            modality = str(ds.get("Modality", "") or "")
+            return None, f"a DICOM {modality + ' ' if modality else ''}object without image rows/columns"
         try:
-            sop = str(ds.get("SOPClassUID", "") or getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", ""))
-            rows = int(ds.get("Rows", 0) or 0)
-            cols = int(ds.get("Columns", 0) or 0)
-        except Exception:
-            return None, "no readable image attributes"
-    if sop == DICOMDIR_SOP_CLASS:
-        return None, "a DICOMDIR index, not an image"
-    if rows <= 0 or cols <= 0:
-        if forced:
-            return None, "not a DICOM file"
-        modality = str(ds.get("Modality", "") or "")
-        return None, f"a DICOM {modality + ' ' if modality else ''}object without image rows/columns"
+            if cut_short:
+                raise InputError(f"{where} is truncated: it ends inside {cut_short}")
+            if undecodable:
+                keyword, reason = next(iter(undecodable.items()))
+                raise InputError(f"{where}: {keyword} cannot be decoded ({reason})")
+            _check_header(ds, where)
+        except InputError as exc:
+            if forced and not _is_image_class(sop):
+                # Without the preamble and an image SOP class this may be any file at all.
+                return None, "not a DICOM file"
+            # A value cut short is no UID to trust (it names some other, non-existent series).
+            unsure = "SeriesInstanceUID" in undecodable or cut_short == "SeriesInstanceUID"
+            uid = "" if unsure else str(ds.get("SeriesInstanceUID", "") or "")
+            raise DamagedFileError(str(exc), uid) from None
     return ds, None
 
 
-def _scan_folder(folder: Path, skip: Path | None = None) -> tuple[list[_File], int]:
-    """DICOM image headers of the regular, non-hidden files directly in ``folder``, by name."""
-    files, skipped = [], 0
+def _is_image_class(sop: str) -> bool:
+    from pydicom.uid import UID
+
+    try:
+        return UID(sop).name.endswith("Image Storage")
+    except Exception:  # a malformed UID names no class
+        return False
+
+
+def _truncated_element(ds) -> str:
+    """Keyword of the last header element if the file ends inside its value, else "".
+
+    pydicom reads a file cut short without complaint, keeping the bytes that are there, so the
+    last value can be a shortened UID or number; its declared length tells.
+    """
+    from pydicom.datadict import keyword_for_tag
+
+    if len(ds) == 0:
+        return ""
+    last = ds.get_item(max(ds.keys()))
+    value, length = getattr(last, "value", None), getattr(last, "length", None)
+    if isinstance(value, bytes) and isinstance(length, int) and length != 0xFFFFFFFF and len(value) < length:
+        return keyword_for_tag(last.tag) or str(last.tag)
+    return ""
+
+
+def _decode_values(ds) -> dict[str, str]:
+    """Decode every top-level value now; return {keyword: reason} of the undecodable ones we read.
+
+    pydicom converts values lazily, so a malformed one (e.g. 3 bytes for a 2-byte US) would
+    raise wherever it is first touched; here it either names its tag or, when the reader never
+    uses it, is dropped from this header copy.
+    """
+    from pydicom.datadict import keyword_for_tag
+
+    bad = {}
+    for tag in list(ds.keys()):
+        try:
+            ds[tag]
+        except Exception as exc:
+            keyword = keyword_for_tag(tag) or str(tag)
+            if keyword in READ_TAGS:
+                bad[keyword] = one_line(exc, 80) or type(exc).__name__
+            else:
+                del ds[tag]
+    return bad
+
+
+def _scan_folder(folder: Path, skip: Path | None = None) -> tuple[list[_File], int, list[DamagedFileError]]:
+    """DICOM image headers of the regular, non-hidden files directly in ``folder``, by name.
+
+    Returns the readable images, the count of files that are no DICOM image, and the damaged
+    DICOM images (each error names its file and what is wrong).
+    """
+    files, skipped, damaged = [], 0, []
     for p in sorted(folder.iterdir()):
         if not p.is_file() or p.name.startswith(".") or (skip is not None and p.name == skip.name):
             continue
         if p.stat().st_size == 0:
             skipped += 1
             continue
-        ds, _ = _read_header(p)
+        try:
+            ds, _ = _read_header(p)
+        except DamagedFileError as exc:
+            damaged.append(exc)
+            continue
         if ds is None:
             skipped += 1
         else:
             files.append(_File(p, ds))
-    return files, skipped
+    return files, skipped, damaged
+
+
+def _refuse_damaged(damaged: list[DamagedFileError], series_uid: str, unknown: bool) -> None:
+    """Raise the first damaged file of ``series_uid`` (and, if ``unknown``, of unknown series)."""
+    for exc in damaged:
+        if (unknown and not exc.series_uid) or (series_uid and exc.series_uid == series_uid):
+            raise exc
 
 
 def _group(files: list[_File]) -> dict[str, list[_File]]:
@@ -288,7 +427,7 @@ def _describe(uid: str, files: list[_File]) -> str:
     ds = files[0].ds
     desc = _clean(ds.get("SeriesDescription", "")) or "(no description)"
     n_frames = sum(_n_frames(f.ds) for f in files)
-    size = f"{int(ds.get('Columns', 0))}x{int(ds.get('Rows', 0))}x{n_frames}"
+    size = f"{_int(ds, 'Columns', 0)}x{_int(ds, 'Rows', 0)}x{n_frames}"
     return f'"{desc}" ({len(files)} file{"s" if len(files) != 1 else ""}, {size}, SeriesInstanceUID {uid or "(none)"})'
 
 
@@ -334,16 +473,142 @@ def _clean(value, limit: int = 64) -> str:
     return one_line("".join(ch if ch.isprintable() else " " for ch in str(value or "")), limit)
 
 
+# header values ----------------------------------------------------------------------------
+def _is_multi(value) -> bool:
+    return isinstance(value, (MutableSequence, tuple))
+
+
+def _absent(value) -> bool:
+    """None, or an empty string, byte string or multi-value: a tag present without a value."""
+    return value is None or (isinstance(value, (str, bytes, MutableSequence, tuple)) and len(value) == 0)
+
+
+def _show(value) -> str:
+    """A header value as a short quoted token for a message."""
+    text = "\\".join(str(v) for v in value) if _is_multi(value) else str(value)
+    return f"'{_clean(text, 40)}'"
+
+
+def _value(ds, keyword: str, where: str):
+    """The value of ``keyword`` in ``ds``, None when absent or empty; InputError if undecodable."""
+    try:
+        if keyword not in ds:
+            return None
+        value = ds[keyword].value
+    except Exception as exc:
+        raise InputError(f"{where}: {keyword} cannot be decoded ({one_line(exc, 80) or type(exc).__name__})") from None
+    return None if _absent(value) else value
+
+
+def _numbers(value, keyword: str, where: str, n: int, *, integer: bool = False, positive: bool = False,
+             nonzero: bool = False) -> np.ndarray | None:
+    """``value`` of tag ``keyword`` as ``n`` finite numbers, None when absent.
+
+    Raises
+    ------
+    InputError
+        Naming ``where`` and the tag: wrong multiplicity, not numbers (e.g. a string where the
+        standard wants numbers), non-finite, or breaking ``integer``/``positive``/``nonzero``.
+    """
+    if _absent(value):
+        return None
+    items = list(value) if _is_multi(value) else [value]
+    if len(items) != n:
+        return _bad(where, keyword, f"has {len(items)} value{'s' if len(items) != 1 else ''}, expected {n}")
+    try:
+        arr = np.array([float(v) for v in items], dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return _bad(where, keyword, f"{_show(value)} is not {'an integer' if integer else 'numeric'}")
+    if not np.all(np.isfinite(arr)):
+        return _bad(where, keyword, f"{_show(value)} is not finite")
+    if integer and not np.all(arr == np.round(arr)):
+        return _bad(where, keyword, f"{_show(value)} is not an integer")
+    if positive and np.any(arr <= 0):
+        return _bad(where, keyword, f"{_show(value)} is not positive")
+    if nonzero and np.any(arr == 0):
+        return _bad(where, keyword, f"{_show(value)} is zero")
+    return arr
+
+
+def _bad(where: str, keyword: str, problem: str):
+    raise InputError(f"{where}: {keyword} {problem}")
+
+
+def _check_header(ds, where: str) -> None:
+    """Refuse an image header whose pixel description, geometry or rescale tags are malformed.
+
+    Required: Rows, Columns, SamplesPerPixel, PhotometricInterpretation, BitsAllocated.
+    Checked when present: NumberOfFrames, BitsStored, PixelRepresentation, ImagePositionPatient,
+    ImageOrientationPatient, PixelSpacing, SliceThickness, RescaleSlope, RescaleIntercept and the
+    functional-group sequences (their contents are checked per frame by :func:`_frames`). Absent
+    geometry is not an error here: :func:`_stack` explains it for the whole series.
+    """
+    for keyword in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "PhotometricInterpretation"):
+        if _value(ds, keyword, where) is None:
+            raise InputError(f"{where}: {keyword} is missing")
+    for keyword in ("Rows", "Columns", "SamplesPerPixel", "NumberOfFrames"):
+        _numbers(_value(ds, keyword, where), keyword, where, 1, integer=True, positive=True)
+    photometric = _value(ds, "PhotometricInterpretation", where)
+    if _is_multi(photometric) or not isinstance(photometric, str):
+        _bad(where, "PhotometricInterpretation", f"{_show(photometric)} is not one name")
+    bits = int(_numbers(_value(ds, "BitsAllocated", where), "BitsAllocated", where, 1, integer=True)[0])
+    if not (bits == 1 or (bits % 8 == 0 and 8 <= bits <= 64)):
+        _bad(where, "BitsAllocated", f"{bits} is not 1 or a multiple of 8 up to 64")
+    stored = _numbers(_value(ds, "BitsStored", where), "BitsStored", where, 1, integer=True)
+    if stored is not None and not 1 <= stored[0] <= bits:
+        _bad(where, "BitsStored", f"{int(stored[0])} is not between 1 and BitsAllocated ({bits})")
+    representation = _numbers(_value(ds, "PixelRepresentation", where), "PixelRepresentation", where, 1,
+                              integer=True)
+    if representation is not None and representation[0] not in (0, 1):
+        _bad(where, "PixelRepresentation", f"{int(representation[0])} is not 0 (unsigned) or 1 (signed)")
+    _numbers(_value(ds, "ImagePositionPatient", where), "ImagePositionPatient", where, 3)
+    _orientation(_value(ds, "ImageOrientationPatient", where), where)
+    _numbers(_value(ds, "PixelSpacing", where), "PixelSpacing", where, 2, positive=True)
+    _thickness(_value(ds, "SliceThickness", where), where)
+    _numbers(_value(ds, "RescaleSlope", where), "RescaleSlope", where, 1, nonzero=True)
+    _numbers(_value(ds, "RescaleIntercept", where), "RescaleIntercept", where, 1)
+    for keyword in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+        if keyword in ds and ds[keyword].VR != "SQ":
+            _bad(where, keyword, f"is not a sequence (VR {ds[keyword].VR})")
+
+
+def _orientation(value, where: str) -> np.ndarray | None:
+    """ImageOrientationPatient as 6 numbers, None when absent; refused unless both directions
+    have unit length (the same 1 % as the series check in :func:`_stack`)."""
+    iop = _numbers(value, "ImageOrientationPatient", where, 6)
+    if iop is not None:
+        for label, vec in (("row", iop[:3]), ("column", iop[3:])):
+            if abs(np.linalg.norm(vec) - 1.0) > 1e-2:
+                _bad(where, "ImageOrientationPatient", f"{_show(value)} has a {label} direction of length "
+                     f"{np.linalg.norm(vec):.3f}, not 1")
+    return iop
+
+
+def _thickness(value, where: str) -> float | None:
+    """SliceThickness in mm, None when absent; 0 is kept (some exporters write it for unknown)."""
+    arr = _numbers(value, "SliceThickness", where, 1)
+    if arr is not None and arr[0] < 0:
+        _bad(where, "SliceThickness", f"{_show(value)} is negative")
+    return None if arr is None else float(arr[0])
+
+
+def _int(ds, keyword: str, default: int) -> int:
+    """An integer tag already checked by :func:`_check_header`, or ``default`` when absent."""
+    value = ds.get(keyword)
+    return default if _absent(value) else int(float(value))
+
+
 # frames -----------------------------------------------------------------------------------
 def _n_frames(ds) -> int:
     try:
-        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+        return max(1, _int(ds, "NumberOfFrames", 1))
     except (TypeError, ValueError):
         return 1
 
 
 def _floats(value, n: int) -> np.ndarray | None:
-    """``value`` as n finite floats, or None when absent or malformed."""
+    """``value`` as n finite floats, or None when absent (or malformed: refused earlier, by
+    :func:`_check_header`, for every file that reaches the frames)."""
     if value is None:
         return None
     items = [value] if isinstance(value, (str, bytes, int, float)) else list(value)
@@ -364,17 +629,33 @@ def _float(value, default):
     return v if np.isfinite(v) else default
 
 
-def _group_value(item, shared, sequence: str, keyword: str):
-    """``keyword`` from a functional-group ``sequence``: per-frame item first, then shared."""
+def _group_value(item, shared, sequence: str, keyword: str, where: str):
+    """``keyword`` from a functional-group ``sequence``: per-frame item first, then shared.
+
+    Values inside the groups are decoded here, on first use; one that cannot be raises
+    InputError naming ``where``, the sequence and the tag.
+    """
+    from pydicom.sequence import Sequence
+
     for group in (item, shared):
         if group is None:
             continue
-        seq = group.get(sequence)
-        if seq is not None and len(seq) > 0 and keyword in seq[0]:
-            value = seq[0].get(keyword)
-            if value is not None and value != "":
+        seq = _value(group, sequence, where)
+        if seq is None:
+            continue
+        if not isinstance(seq, Sequence):
+            _bad(where, sequence, "is not a sequence")
+        if len(seq) > 0:
+            value = _value(seq[0], keyword, f"{where}, {sequence}")
+            if value is not None:
                 return value
     return None
+
+
+def _group_numbers(groups, sequence: str, keyword: str, n: int, **checks) -> np.ndarray | None:
+    """:func:`_group_value` checked by :func:`_numbers`; ``groups`` is (item, shared, where)."""
+    item, shared, where = groups
+    return _numbers(_group_value(item, shared, sequence, keyword, where), keyword, where, n, **checks)
 
 
 def _frames(files: list[_File]) -> list[_Frame]:
@@ -382,8 +663,8 @@ def _frames(files: list[_File]) -> list[_Frame]:
     frames: list[_Frame] = []
     instance_counts = Counter(str(f.ds.get("InstanceNumber", "")) for f in files)
     for f in files:
-        ds = f.ds
-        rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+        ds = f.ds  # top-level values checked by _check_header; functional groups checked here
+        rows, cols = _int(ds, "Rows", 0), _int(ds, "Columns", 0)
         top_slope = _float(ds.get("RescaleSlope", 1.0), 1.0)
         top_intercept = _float(ds.get("RescaleIntercept", 0.0), 0.0)
         instance = ds.get("InstanceNumber")
@@ -392,22 +673,30 @@ def _frames(files: list[_File]) -> list[_Frame]:
         per = ds.get("PerFrameFunctionalGroupsSequence")
         shared_seq = ds.get("SharedFunctionalGroupsSequence")
         shared = shared_seq[0] if shared_seq is not None and len(shared_seq) > 0 else None
+        if per is not None and len(per) != n:
+            # Frame i's geometry is item i: with a count mismatch no frame can be placed for sure.
+            raise InputError(f"DICOM file {f.path.name}: NumberOfFrames is {n} but "
+                             f"PerFrameFunctionalGroupsSequence has {len(per)} item(s)")
         if per is not None or shared is not None:
             for i in range(n):
-                item = per[i] if per is not None and i < len(per) else None
+                item = per[i] if per is not None else None
                 label = f"frame {i + 1}" + (f" of {f.path.name}" if len(files) > 1 else "")
-                ps = _group_value(item, shared, "PixelMeasuresSequence", "PixelSpacing")
+                where = f"DICOM file {f.path.name}, frame {i + 1}"
+                groups = (item, shared, where)
+                ps = _group_numbers(groups, "PixelMeasuresSequence", "PixelSpacing", 2, positive=True)
+                slope = _group_numbers(groups, "PixelValueTransformationSequence", "RescaleSlope", 1, nonzero=True)
+                intercept = _group_numbers(groups, "PixelValueTransformationSequence", "RescaleIntercept", 1)
                 frames.append(_Frame(
                     file=f, index=i, label=label, item=item,
-                    ipp=_floats(_group_value(item, shared, "PlanePositionSequence", "ImagePositionPatient"), 3),
-                    iop=_floats(_group_value(item, shared, "PlaneOrientationSequence", "ImageOrientationPatient"), 6),
-                    pixel_spacing=_floats(ps if ps is not None else ds.get("PixelSpacing"), 2),
+                    ipp=_group_numbers(groups, "PlanePositionSequence", "ImagePositionPatient", 3),
+                    iop=_orientation(_group_value(item, shared, "PlaneOrientationSequence", "ImageOrientationPatient",
+                                                  where), where),
+                    pixel_spacing=ps if ps is not None else _floats(ds.get("PixelSpacing"), 2),
                     rows=rows, cols=cols,
-                    slope=_float(_group_value(item, shared, "PixelValueTransformationSequence", "RescaleSlope"),
-                                 top_slope),
-                    intercept=_float(_group_value(item, shared, "PixelValueTransformationSequence",
-                                                  "RescaleIntercept"), top_intercept),
-                    thickness=_float(_group_value(item, shared, "PixelMeasuresSequence", "SliceThickness"), None),
+                    slope=top_slope if slope is None else float(slope[0]),
+                    intercept=top_intercept if intercept is None else float(intercept[0]),
+                    thickness=_thickness(_group_value(item, shared, "PixelMeasuresSequence", "SliceThickness",
+                                                      where), where),
                     sort_key=(inst_key, f.path.name, i),
                 ))
         else:
@@ -433,11 +722,18 @@ def _frames(files: list[_File]) -> list[_Frame]:
 
 
 def _frame_value(frame: _Frame, keyword: str):
-    """A per-frame attribute (searched one sequence level deep), else the file's top level."""
+    """A per-frame attribute (searched one sequence level deep), else the file's top level.
+
+    Only explains a refusal, so a value pydicom cannot decode counts as absent.
+    """
     if frame.item is not None:
-        for elem in frame.item:
-            if elem.VR == "SQ" and len(elem.value) > 0 and keyword in elem.value[0]:
-                return elem.value[0].get(keyword)
+        for tag in list(frame.item.keys()):
+            try:
+                elem = frame.item[tag]
+                if elem.VR == "SQ" and len(elem.value) > 0 and keyword in elem.value[0]:
+                    return elem.value[0].get(keyword)
+            except Exception:
+                continue
     return frame.file.ds.get(keyword)
 
 
@@ -449,7 +745,7 @@ def _stack(frames: list[_Frame], name: str, spacing) -> _Stack:
         what = "1 slice: a 2D image" if n == 1 else f"only {n} slices"
         raise GeometryError(f"{name} has {what}, not a volume (at least 3 slices are needed)",
                             f"{n} slice{'s' if n != 1 else ''}")
-    samples = {int(f.file.ds.get("SamplesPerPixel", 1) or 1) for f in frames}
+    samples = {_int(f.file.ds, "SamplesPerPixel", 1) for f in frames}
     photometric = {str(f.file.ds.get("PhotometricInterpretation", "") or "") for f in frames}
     if max(samples) > 1 or "PALETTE COLOR" in photometric:
         raise GeometryError(f"{name} is a colour image ({', '.join(sorted(photometric))}); "
@@ -714,14 +1010,17 @@ def _file_pixels(file: _File, notes: list[str]) -> tuple[np.ndarray, bool]:
         if hasattr(file.ds, "file_meta"):
             ds.file_meta = file.ds.file_meta
         ds[present[0]] = pix[present[0]]
+        syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+        compressed = _is_compressed(syntax)
+        if compressed is False:
+            _check_pixel_length(ds, present[0], file.path.name)
         try:
             return np.asarray(ds.pixel_array), False
         except Exception as exc:
             first_error = exc
-    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if syntax is None or not syntax.is_compressed:
+    if not compressed:
         raise InputError(f"cannot read pixel data of {file.path.name} (truncated or damaged?): "
-                         f"{one_line(first_error) or type(first_error).__name__}")
+                         f"{one_line(first_error, 100) or type(first_error).__name__}")
     import SimpleITK as sitk
 
     with capture_native_stderr():
@@ -731,12 +1030,39 @@ def _file_pixels(file: _File, notes: list[str]) -> tuple[np.ndarray, bool]:
             raise InputError(f"cannot decode pixel data of {file.path.name} ({syntax.name}): pydicom: "
                              f"{one_line(first_error, 120)}; SimpleITK: {itk_reason(exc)}") from None
     arr = sitk.GetArrayFromImage(img)  # (frames, rows, cols)
-    if _n_frames(ds) == 1 and "PerFrameFunctionalGroupsSequence" not in ds:
-        arr = arr.reshape(arr.shape[-2:])
+    if _n_frames(ds) == 1 and "PerFrameFunctionalGroupsSequence" not in ds and arr.ndim == 3 and len(arr) == 1:
+        arr = arr[0]  # any other shape is refused by the caller's check against Rows x Columns
     note = f"pixel data in {syntax.name} decoded by SimpleITK (GDCM): pydicom has no decoder installed for it"
     if note not in notes:
         notes.append(note)
     return arr, True
+
+
+def _is_compressed(syntax) -> bool | None:
+    """True/False for a known transfer syntax, None when absent or unknown."""
+    try:
+        return None if syntax is None else bool(syntax.is_compressed)
+    except Exception:  # pydicom raises for a UID that is no transfer syntax
+        return None
+
+
+def _check_pixel_length(ds, tag: str, name: str) -> None:
+    """Refuse uncompressed pixel data whose length is not what Rows x Columns x frames x bits need.
+
+    pydicom refuses too little data but decodes too much with a warning, which turns a wrong
+    Rows or BitsAllocated into a silently wrong image; only the one padding byte the standard
+    adds to odd lengths is accepted.
+    """
+    value = ds[tag].value
+    if not isinstance(value, (bytes, bytearray)):
+        return
+    rows, cols, frames = _int(ds, "Rows", 0), _int(ds, "Columns", 0), _n_frames(ds)
+    samples, bits = _int(ds, "SamplesPerPixel", 1), _int(ds, "BitsAllocated", 0)
+    needed = (rows * cols * frames * samples * bits + 7) // 8
+    if len(value) not in (needed, needed + needed % 2):
+        what = f"Rows {rows} x Columns {cols}" + (f" x {frames} frames" if frames > 1 else "") + f" x {bits} bits"
+        raise InputError(f"cannot read pixel data of {name}: {len(value)} bytes where {what} need {needed} "
+                         "(truncated or damaged file, or a wrong header)")
 
 
 # meta -------------------------------------------------------------------------------------
@@ -760,6 +1086,11 @@ def _meta(path: Path, files: list[_File], frames: list[_Frame], stack: _Stack, n
         # The files actually read, so that callers can fingerprint exactly this series.
         "files": sorted(str(f.path) for f in files),
     }
+    patient = _clean(ds.get("PatientID", ""), 200)
+    if patient:
+        # a one-way key, in memory only: onfh compare refuses visits of two patients; no output
+        # copies it (outputs take meta keys from whitelists)
+        meta["patient_key"] = hashlib.sha256(f"onfh patient|{patient}".encode()).hexdigest()
     thickness = frames[stack.order[0]].thickness
     if thickness is not None:
         meta["slice_thickness_mm"] = float(thickness)
