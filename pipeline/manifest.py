@@ -1,13 +1,20 @@
-"""Cohort manifests (DESIGN.md): one row per scan of one hip.
+"""Cohort manifests (docs/design.md): one row per scan of one hip.
 
 Columns: ``subject, side, timepoint_months, image`` and optionally ``labels, head_mask, lesion_mask,
-femur_mask, acetabular_edge, outcome``. Paths are relative to the manifest's folder and must stay
-inside it (a manifest cannot reach arbitrary files on a shared machine).
+femur_mask, acetabular_edge, outcome``. Fields are separated by commas, semicolons or tabs (found
+from the header line: spreadsheets in many locales write semicolons); a comma inside a field of a
+comma-separated file (``acetabular_edge``) needs quotes. A UTF-8 byte-order mark and CRLF line
+ends are fine.
+
+A relative path is relative to the manifest's folder and must stay inside it (a manifest cannot
+reach arbitrary files of a shared machine through ``..``); an absolute path is used as written
+(core labs keep their data stores elsewhere).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from dataclasses import dataclass, replace
@@ -21,6 +28,9 @@ OPTIONAL_PATHS = ("labels", "head_mask", "lesion_mask", "femur_mask")
 OUTCOMES = ("healed", "progressed", "arthroplasty")
 #: Subjects name output folders: letters, digits, ".", "_", "-" only (no path separators).
 SUBJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: Field separators a manifest may use, in order of preference when the header fits several.
+DELIMITERS = (",", ";", "\t")
+_DELIMITER_NAMES = {",": "commas", ";": "semicolons", "\t": "tabs"}
 
 
 @dataclass(frozen=True)
@@ -45,29 +55,43 @@ class ScanRow:
 
 
 def read_manifest(path: str | Path, require_exists: bool = True) -> list[ScanRow]:
-    """Parse and check a manifest; InputError names the line and the problem.
+    """Parse and check a manifest; InputError names the line (the header is line 1) and the column.
 
     With ``require_exists=False`` (``onfh batch``) a listed file that does not exist is not an
-    error of the manifest: that scan's task fails and is recorded, and the others go on. A path
-    outside the manifest's folder is always refused.
+    error of the manifest: that scan's task fails and is recorded, and the others go on. A
+    relative path that leaves the manifest's folder is always refused.
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: Excel starts its UTF-8 files with a BOM
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read manifest {path}: {exc}") from None
-    reader = csv.DictReader(text.splitlines())
-    columns = [c.strip() for c in (reader.fieldnames or [])]
+    delimiter = _delimiter(text.split("\n", 1)[0])
+    # skipinitialspace: `a, "x,y,z"` quotes its field as `a,"x,y,z"` does
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter, skipinitialspace=True)
+    try:
+        columns = [c.strip() for c in next(reader, [])]
+        records = list(_records(reader))
+    except csv.Error as exc:
+        raise InputError(f"manifest {path.name} line {reader.line_num}: {exc}") from None
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
-        raise InputError(f"manifest {path.name} lacks column(s) {', '.join(missing)}")
+        found = ", ".join(c for c in columns if c) or "nothing"
+        found = found if len(found) <= 120 else found[:117] + "..."
+        raise InputError(f"manifest {path.name} lacks column(s) {', '.join(missing)} (its header line gives: "
+                         f"{found})")
     base = path.parent.resolve()
     rows, seen = [], set()
-    for n, raw in enumerate(reader, start=2):
-        row = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
+    for n, fields in records:
         where = f"manifest {path.name} line {n}"
-        if not any(row.values()):
+        if not any(f.strip() for f in fields):
             continue
+        if any(f.strip() for f in fields[len(columns):]):
+            name = _DELIMITER_NAMES[delimiter]
+            raise InputError(f"{where}: the row has {len(fields)} fields for {len(columns)} columns: a field "
+                             f"containing {name} (such as acetabular_edge X,Y,Z) must be quoted, e.g. "
+                             f'"-31.2,4,7"')
+        row = {c: (fields[i].strip() if i < len(fields) else "") for i, c in enumerate(columns) if c}
         side = row["side"].lower()
         if side not in ("left", "right"):
             raise InputError(f"{where}: side must be left or right, not {row['side']!r}")
@@ -79,7 +103,7 @@ def read_manifest(path: str | Path, require_exists: bool = True) -> list[ScanRow
             raise InputError(f"{where}: timepoint_months must be 0 (baseline) or a positive number of months, "
                              f"not {row['timepoint_months']!r}")
         if not row["subject"]:
-            raise InputError(f"{where}: empty subject")
+            raise InputError(f"{where}: subject is empty")
         if not SUBJECT.fullmatch(row["subject"]):
             raise InputError(f"{where}: subject {row['subject']!r} may hold only letters, digits, '.', '_' and '-' "
                              "(it names output folders)")
@@ -93,7 +117,7 @@ def read_manifest(path: str | Path, require_exists: bool = True) -> list[ScanRow
         paths = {name: _resolve(base, row.get(name), where, name, require_exists)
                  for name in ("image",) + OPTIONAL_PATHS}
         if paths["image"] is None:
-            raise InputError(f"{where}: empty image path")
+            raise InputError(f"{where}: image is empty (a path is required)")
         scan = ScanRow(row["subject"], side, months, paths["image"], paths["labels"], paths["head_mask"],
                        paths["lesion_mask"], paths["femur_mask"], edge, outcome, n)
         if scan.key in seen:
@@ -103,6 +127,30 @@ def read_manifest(path: str | Path, require_exists: bool = True) -> list[ScanRow
     if not rows:
         raise InputError(f"manifest {path.name} lists no scans")
     return _hip_outcomes(rows, path.name)
+
+
+def _delimiter(header: str) -> str:
+    """The separator that splits ``header`` into the most known column names (ties: the first).
+
+    Decided on the header alone, where no field holds a separator, so that a semicolon file
+    whose fields contain commas (acetabular_edge -31.2,4,7) is not taken for a comma file.
+    """
+    known = set(REQUIRED + OPTIONAL_PATHS + ("acetabular_edge", "outcome"))
+
+    def score(delimiter):
+        fields = next(csv.reader([header], delimiter=delimiter, skipinitialspace=True), [])
+        return sum(f.strip() in known for f in fields)
+
+    return max(DELIMITERS, key=score)  # max keeps the first of equal scores
+
+
+def _records(reader):
+    """(line, fields) of every record after the header; ``line`` is where the record starts
+    (1-based, the header being line 1), so a quoted field spanning lines does not shift it."""
+    last = reader.line_num
+    for fields in reader:
+        yield last + 1, fields
+        last = reader.line_num
 
 
 def _hip_outcomes(rows: list[ScanRow], name: str) -> list[ScanRow]:
@@ -120,11 +168,18 @@ def _hip_outcomes(rows: list[ScanRow], name: str) -> list[ScanRow]:
 
 
 def _resolve(base: Path, value: str | None, where: str, column: str, require_exists: bool = True) -> Path | None:
+    """An absolute path as written; a relative one inside ``base`` (the manifest's folder)."""
     if not value:
         return None
-    target = (base / value).resolve()
-    if not target.is_relative_to(base):
-        raise InputError(f"{where}: {column} path {value!r} is outside the manifest's folder")
+    given = Path(value)
+    if given.is_absolute():
+        # Not resolved: outputs record input paths as given (folder names may carry patient names).
+        target = given
+    else:
+        target = (base / given).resolve()
+        if not target.is_relative_to(base):
+            raise InputError(f"{where}: {column} path {value!r} is outside the manifest's folder (give files "
+                             "elsewhere as absolute paths)")
     if require_exists and not target.exists():
         raise InputError(f"{where}: {column} {value!r} does not exist")
     return target
