@@ -1,4 +1,4 @@
-"""Where the lesion sits in the head (METHOD.md section 4).
+"""Where the lesion sits in the head (docs/method.md section 4).
 
 Weight-bearing span from landmarks, an acetabulum mask or the default; JIC zones and types,
 ARCO 2021 location type, antero-posterior regions, per-zone lesion volumes, necrotic arcs on
@@ -8,7 +8,7 @@ Koo-Kim index and the lesion centroid's latitude and longitude.
 All functions take masks on one grid, the 4x4 affine (voxel index -> RAS mm) and a
 :class:`pipeline.frame.HeadFrame`, and work in the head frame's world millimetres.
 
-Choices where METHOD.md leaves room (each one stated in the function that makes it):
+Choices where docs/method.md leaves room (each one stated in the function that makes it):
 
 * Zone volumes classify voxel centres; a lesion voxel outside the head mask is ignored (with a
   warning), so the zones add up to the lesion-in-head volume.
@@ -16,7 +16,8 @@ Choices where METHOD.md leaves room (each one stated in the function that makes 
   when it lies inside the head and within ``contact_shell_mm`` (default 1 mm) of the head's outline (Euclidean
   distance to the nearest non-head pixel). The arc is the smallest circular interval, seen from
   c, that holds every contact pixel (so it wraps across ±180° correctly). A lesion on the plane
-  that does not reach the surface has arc 0.
+  that does not reach the surface has arc 0. :func:`surface_contact` decides the contact pixels
+  for the arcs and for qc.png alike, so the picture shows what was measured.
 * Mid-plane images for location are sampled by trilinear interpolation of the 0/1 masks
   thresholded at 0.5 (boundary half-way between inside and outside voxel centres), not by
   nearest neighbour, whose voxel-face staircase biases extreme points outward by up to half a
@@ -29,11 +30,13 @@ Choices where METHOD.md leaves room (each one stated in the function that makes 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from scipy import ndimage
 
 from .errors import InputError
-from .frame import HeadFrame, sample_mask, sample_plane, voxel_spacing, voxel_volume_mm3
+from .frame import HeadFrame, PlaneSample, sample_mask, sample_plane, voxel_spacing, voxel_volume_mm3
 
 JIC_ZONES = ("A", "B", "C1", "C2")
 AP_REGIONS = ("anterior", "central", "posterior")
@@ -45,7 +48,7 @@ ZONE_LABELS = {
     for k, region in enumerate(AP_REGIONS)
 }
 
-#: Default weight-bearing half-span: u_lat = r sin 30°, u_med = -r sin 30° (METHOD.md section 4).
+#: Default weight-bearing half-span: u_lat = r sin 30°, u_med = -r sin 30° (docs/method.md section 4).
 DEFAULT_SPAN_DEG = 30.0
 
 LOCATION_KEYS = (
@@ -372,6 +375,70 @@ def circular_span_deg(angles_deg: np.ndarray) -> float:
     return float(360.0 - gaps.max())
 
 
+class SurfaceContact(NamedTuple):
+    """The lesion's contact with the head surface on one mid-plane, as the arc measures it.
+
+    Attributes
+    ----------
+    lesion, head : PlaneSample
+        The lesion (restricted to the head) and the head on the same pixel grid.
+    contact : ndarray of bool, shape of ``lesion.image``
+        Lesion pixels inside the head within the contact shell of the head's outline.
+    """
+
+    lesion: PlaneSample
+    head: PlaneSample
+    contact: np.ndarray
+
+    def points_mm(self) -> tuple[np.ndarray, np.ndarray]:
+        """In-plane coordinates (a, w) of the contact pixels, mm."""
+        ia, iw = np.nonzero(self.contact)
+        return self.lesion.a_mm[ia], self.lesion.w_mm[iw]
+
+
+def contact_pixels(lesion_plane: PlaneSample, head_plane: PlaneSample, contact_shell_mm: float) -> np.ndarray:
+    """Lesion pixels inside the head within ``contact_shell_mm`` of its outline (distance to the
+    nearest non-head pixel; the grid's border counts as outside)."""
+    step = float(lesion_plane.a_mm[1] - lesion_plane.a_mm[0])
+    head = head_plane.image
+    depth = ndimage.distance_transform_edt(np.pad(head, 1), sampling=step)[1:-1, 1:-1]
+    return lesion_plane.image & head & (depth <= contact_shell_mm)
+
+
+def surface_contact(
+    head_mask: np.ndarray,
+    lesion_mask: np.ndarray,
+    affine: np.ndarray,
+    frame: HeadFrame,
+    plane: str,
+    step_mm: float = 0.25,
+    contact_shell_mm: float = 1.0,
+    sample_order: int = 1,
+) -> SurfaceContact:
+    """Sample head and lesion on a mid-plane and find the lesion's contact with the head surface.
+
+    The one place where the arcs' contact is decided: :func:`location_metrics` measures the arcs
+    from it and qc.png draws it, so the picture shows the pixels that were measured. Parameters
+    as in :func:`location_metrics` (settings: location.plane_step_mm, location.contact_shell_mm).
+    The lesion is restricted to the head; the grid reaches two voxels and 2 mm beyond the sphere,
+    so the whole head outline is on it.
+    """
+    head = np.asarray(head_mask, dtype=bool)
+    lesion = np.asarray(lesion_mask, dtype=bool) & head
+    half = frame.radius + 2.0 * float(voxel_spacing(affine).max()) + 2.0
+    les = sample_plane(lesion, affine, frame, plane, step_mm, half, order=sample_order)
+    hd = sample_plane(head, affine, frame, plane, step_mm, half, order=sample_order)
+    return SurfaceContact(les, hd, contact_pixels(les, hd, float(contact_shell_mm)))
+
+
+def arc_of_contact(contact: SurfaceContact) -> float:
+    """Necrotic arc, degrees, of a :class:`SurfaceContact` (see :func:`necrotic_arc_deg`)."""
+    if not contact.contact.any():
+        return 0.0
+    a, w = contact.points_mm()
+    return circular_span_deg(np.degrees(np.arctan2(w, a)))
+
+
 def necrotic_arc_deg(lesion_plane, head_plane, contact_shell_mm: float) -> float:
     """Angle at c spanned by the lesion's contact with the head surface on one mid-plane.
 
@@ -390,15 +457,8 @@ def necrotic_arc_deg(lesion_plane, head_plane, contact_shell_mm: float) -> float
     -------
     float, degrees (0 when the lesion does not reach the surface).
     """
-    step = float(lesion_plane.a_mm[1] - lesion_plane.a_mm[0])
-    head = head_plane.image
-    depth = ndimage.distance_transform_edt(np.pad(head, 1), sampling=step)[1:-1, 1:-1]
-    contact = lesion_plane.image & head & (depth <= contact_shell_mm)
-    if not contact.any():
-        return 0.0
-    ia, iw = np.nonzero(contact)
-    a, w = lesion_plane.a_mm[ia], lesion_plane.w_mm[iw]
-    return circular_span_deg(np.degrees(np.arctan2(w, a)))
+    return arc_of_contact(SurfaceContact(lesion_plane, head_plane,
+                                         contact_pixels(lesion_plane, head_plane, contact_shell_mm)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,7 +484,7 @@ def location_metrics(
     contact_shell_mm: float = 1.0,
     sample_order: int = 1,
 ) -> dict:
-    """Location of the lesion in the head (METHOD.md section 4).
+    """Location of the lesion in the head (docs/method.md section 4).
 
     Parameters
     ----------
@@ -476,18 +536,15 @@ def location_metrics(
     else:
         warnings.append("no lesion in the upper hemisphere (w > 0): jic_type_3d is null")
 
-    spacing = voxel_spacing(affine)
-    shell = float(contact_shell_mm)
-    half = frame.radius + 2.0 * float(spacing.max()) + 2.0
     arcs = {}
     for plane in ("coronal", "sagittal"):
-        les = sample_plane(lesion, affine, frame, plane, step_mm, half, order=sample_order)
+        sc = surface_contact(head, lesion, affine, frame, plane, step_mm, contact_shell_mm, sample_order)
+        les = sc.lesion
         if not les.image.any():
             warnings.append(f"lesion absent from the mid-{plane} plane: its values are null")
             arcs[plane] = None
             continue
-        hd = sample_plane(head, affine, frame, plane, step_mm, half, order=sample_order)
-        arcs[plane] = necrotic_arc_deg(les, hd, shell)
+        arcs[plane] = arc_of_contact(sc)
         if arcs[plane] == 0.0:
             warnings.append(f"lesion does not reach the head surface on the mid-{plane} plane: arc 0")
         if plane == "coronal":

@@ -1,11 +1,13 @@
-"""`qc.png`: what a radiologist checks at a glance (METHOD.md sections 1 and 4).
+"""`qc.png`: what a radiologist checks at a glance (docs/method.md sections 1 and 4).
 
 Mid-coronal and mid-sagittal planes through the head centre, sampled in world space (so oblique
 scans look like straight ones), in the radiological convention: coronal with the patient's right
-on the viewer's left, sagittal with anterior on the left, superior up. Overlaid: head and lesion
-outlines, the fitted sphere, the JIC zone boundaries and the acetabular edge (coronal), the
-antero-posterior region boundaries (sagittal), and the lesion's contact with the head surface
-(the necrotic arcs). A third panel shows the 3D meshes seen from the front.
+on the viewer's left, sagittal with anterior on the left, superior up; patient-orientation letters
+at each panel's edges. Overlaid: head and lesion outlines, the fitted sphere, the JIC zone
+boundaries and the weight-bearing span's ends (coronal; a default span is drawn as such, never as
+an acetabular edge), the antero-posterior region boundaries (sagittal), and the lesion's contact
+with the head surface exactly as the necrotic arcs measured it. A third panel shows the 3D meshes
+seen from the front.
 
 matplotlib is imported here only, so measuring without a picture stays fast.
 """
@@ -18,9 +20,20 @@ import numpy as np
 from scipy import ndimage
 
 from .frame import HeadFrame, plane_points, sample_plane
+from .location import surface_contact
 from .mesh import mask_mesh
 
 MAX_FACES = 6000
+
+#: Elevation of the 3D panel's viewpoint above the horizontal, degrees (a little from above, so
+#: the weight-bearing dome shows).
+VIEW_ELEVATION_DEG = 15.0
+
+_AXIS_LETTERS = (("R", "L"), ("A", "P"), ("S", "I"))
+
+#: World (RAS) direction each 2D panel shows on the viewer's left: coronal images are displayed
+#: as seen from the front (patient's right on the left), sagittal ones with anterior on the left.
+VIEWER_LEFT = {"coronal": np.array([1.0, 0.0, 0.0]), "sagittal": np.array([0.0, 1.0, 0.0])}
 
 
 def sample_image_plane(data: np.ndarray, affine: np.ndarray, frame: HeadFrame, plane: str,
@@ -33,13 +46,91 @@ def sample_image_plane(data: np.ndarray, affine: np.ndarray, frame: HeadFrame, p
                                    order=1, mode="constant", cval=0.0)
 
 
-def write_qc_png(path: str | Path, analysis, title: str = "") -> None:
-    """Draw the QC picture of an :class:`pipeline.analyze.Analysis` that has a head frame."""
+# --------------------------------------------------------------------------------------------
+# orientation
+# --------------------------------------------------------------------------------------------
+def direction_letter(direction) -> str:
+    """Patient-orientation letter (R/L, A/P, S/I) of a world RAS direction: its largest component."""
+    d = np.asarray(direction, dtype=np.float64).reshape(3)
+    k = int(np.argmax(np.abs(d)))
+    return _AXIS_LETTERS[k][0 if d[k] > 0 else 1]
+
+
+def panel_axes(frame: HeadFrame, plane: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    """World directions of a 2D panel's increasing screen x and screen y, and whether the sampled
+    horizontal coordinate (u or v) is drawn reversed.
+
+    Derived from the sampling itself (:func:`pipeline.frame.plane_points`), so the letters and the
+    display follow whatever direction the plane is sampled in (e_lat flips with the side).
+    """
+    grid = plane_points(frame, plane, np.array([0.0, 1.0]), np.array([0.0, 1.0]))
+    e_a = grid[1, 0] - grid[0, 0]
+    e_w = grid[0, 1] - grid[0, 0]
+    reversed_a = float(e_a @ VIEWER_LEFT[plane]) > 0
+    return (-e_a if reversed_a else e_a), e_w, reversed_a
+
+
+def edge_letters(screen_right, screen_up) -> dict:
+    """Letters for the left, right, top and bottom edges of a view with these world directions."""
+    right, up = np.asarray(screen_right, float), np.asarray(screen_up, float)
+    return {"left": direction_letter(-right), "right": direction_letter(right),
+            "top": direction_letter(up), "bottom": direction_letter(-up)}
+
+
+def _draw_edge_letters(ax, letters: dict) -> None:
+    places = {"left": (0.012, 0.5, "left", "center"), "right": (0.988, 0.5, "right", "center"),
+              "top": (0.5, 0.988, "center", "top"), "bottom": (0.5, 0.012, "center", "bottom")}
+    for edge, (x, y, ha, va) in places.items():
+        ax.text(x, y, letters[edge], transform=ax.transAxes, ha=ha, va=va, fontsize=11, weight="bold",
+                color="white", gid=f"orientation-{edge}",
+                bbox={"facecolor": "black", "edgecolor": "none", "alpha": 0.45, "pad": 1.0})
+
+
+def anterior_view_basis(elevation_deg: float = VIEW_ELEVATION_DEG) -> np.ndarray:
+    """Rows: world directions of the 3D panel's screen right, screen up and toward the viewer.
+
+    The viewer stands in front of the patient (anterior, raised by ``elevation_deg``) facing
+    them, so the patient's left is on the viewer's right.
+    """
+    e = np.radians(elevation_deg)
+    toward_viewer = np.array([0.0, np.cos(e), np.sin(e)])
+    right = np.array([-1.0, 0.0, 0.0])
+    up = np.cross(toward_viewer, right)
+    return np.stack([right, up, toward_viewer])
+
+
+def project_anterior_view(points_mm, center, elevation_deg: float = VIEW_ELEVATION_DEG) -> np.ndarray:
+    """RAS mm points -> 3D panel coordinates (..., 3): screen x, screen y (mm from ``center``) and
+    depth (mm toward the viewer; larger is nearer). Orthographic."""
+    return (np.asarray(points_mm, dtype=np.float64) - np.asarray(center, float)) @ anterior_view_basis(elevation_deg).T
+
+
+# --------------------------------------------------------------------------------------------
+# picture
+# --------------------------------------------------------------------------------------------
+def write_qc_png(path: str | Path, analysis, title: str = "", settings=None) -> None:
+    """Draw the QC picture of an :class:`pipeline.analyze.Analysis` that has a head frame.
+
+    ``settings`` (:class:`pipeline.config.Settings`) must be those the analysis was measured with,
+    so that the drawn surface contact is the one its arcs came from; None means the defaults.
+    """
+    import matplotlib.pyplot as plt
+
+    fig = qc_figure(analysis, title, settings)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def qc_figure(analysis, title: str = "", settings=None):
+    """The QC picture as a matplotlib Figure (the caller closes it). See :func:`write_qc_png`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .config import Settings
+
+    location = (settings or Settings()).location
     frame: HeadFrame = analysis.frame
     m = analysis.metrics
     scan = analysis.scan
@@ -48,8 +139,10 @@ def write_qc_png(path: str | Path, analysis, title: str = "") -> None:
     fig = plt.figure(figsize=(13, 5.0), dpi=100)
     for col, plane in enumerate(("coronal", "sagittal")):
         ax = fig.add_subplot(1, 3, col + 1)
-        head = sample_plane(analysis.head, scan.affine, frame, plane, step, half)
-        lesion = sample_plane(analysis.lesion, scan.affine, frame, plane, step, half)
+        # Outlines sampled as location.py samples its planes (trilinear, thresholded at 0.5), so the
+        # lesion's drawn extremes are the ones the JIC type and arcs were read from.
+        head = sample_plane(analysis.head, scan.affine, frame, plane, step, half, order=1)
+        lesion = sample_plane(analysis.lesion, scan.affine, frame, plane, step, half, order=1)
         img = sample_image_plane(scan.data, scan.affine, frame, plane, head.a_mm, head.w_mm)
         lo, hi = np.percentile(img[head.in_fov], [1, 99.5]) if head.in_fov.any() else (0, 1)
         extent = [head.a_mm[0], head.a_mm[-1], head.w_mm[0], head.w_mm[-1]]
@@ -59,32 +152,40 @@ def write_qc_png(path: str | Path, analysis, title: str = "") -> None:
         circle = np.linspace(0, 2 * np.pi, 361)
         ax.plot(frame.radius * np.cos(circle), frame.radius * np.sin(circle), ":", color="#9ad7ff", lw=0.8,
                 label=f"sphere r = {frame.radius:.1f} mm")
-        _contact(ax, head, lesion)
+        _contact(ax, analysis, frame, plane, location)
         if plane == "coronal":
             _zone_lines(ax, m, frame.radius)
         else:
             for v in (-frame.radius / 3, frame.radius / 3):
                 ax.axvline(v, color="#ffd34d", lw=0.8, ls="--")
+            # above the head like the JIC zone names: the legend sits at the bottom
             for x, name in ((frame.radius * 2 / 3, "anterior"), (0, "central"), (-frame.radius * 2 / 3, "posterior")):
-                ax.text(x, -frame.radius * 1.3, name, color="#ffd34d", ha="center", fontsize=7)
+                ax.text(x, frame.radius * 1.3, name, color="#ffd34d", ha="center", fontsize=7)
         arc = m.get(f"arc_{plane}_deg")
-        # Radiological convention: patient's right and anterior on the viewer's left.
-        screen_left_is_positive = plane == "sagittal" or frame.side == "right"
-        if screen_left_is_positive:
+        screen_right, screen_up, reversed_a = panel_axes(frame, plane)
+        if reversed_a:
             ax.invert_xaxis()
+        _draw_edge_letters(ax, edge_letters(screen_right, screen_up))
         lateral, medial = ("lateral", "medial") if plane == "coronal" else ("anterior", "posterior")
-        ax.set_xlabel(f"{'u' if plane == 'coronal' else 'v'} (mm)   ← {lateral if screen_left_is_positive else medial}"
-                      f" | {medial if screen_left_is_positive else lateral} →", fontsize=8)
+        ax.set_xlabel(f"{'u' if plane == 'coronal' else 'v'} (mm)   ← {lateral if reversed_a else medial}"
+                      f" | {medial if reversed_a else lateral} →", fontsize=8)
         ax.set_ylabel("w (mm, superior up)", fontsize=8)
         ax.set_title(f"mid-{plane}" + (f"  arc {arc:.0f}°" if arc is not None else "  arc -"), fontsize=10)
         ax.tick_params(labelsize=7)
-        ax.legend(loc="lower left", fontsize=6, framealpha=0.6)
-    ax3 = fig.add_subplot(1, 3, 3, projection="3d")
+        # raised off the bottom edge, which holds the orientation letter
+        ax.legend(loc="lower left", bbox_to_anchor=(0.0, 0.06), fontsize=6, framealpha=0.6, markerscale=8)
+    ax3 = fig.add_subplot(1, 3, 3)
     _meshes(ax3, analysis, frame)
-    fig.suptitle(_summary(m, title), fontsize=9)
+    fig.suptitle(_summary(m, title or input_name(m)), fontsize=9)
     fig.subplots_adjust(left=0.05, right=0.98, bottom=0.1, top=0.86, wspace=0.25)  # tight_layout costs 0.5 s
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
+
+
+def input_name(metrics: dict) -> str:
+    """The input's file (or folder) name without its directories: a picture names its scan even
+    when no title was given, without spelling out where the data lives."""
+    path = (metrics.get("input") or {}).get("path")
+    return Path(str(path)).name if path else ""
 
 
 def _outline(ax, sample, color, label):
@@ -94,27 +195,43 @@ def _outline(ax, sample, color, label):
         ax.plot([], [], color=color, label=label)
 
 
-def _contact(ax, head, lesion, shell_mm=2.0):
-    """Lesion pixels within shell_mm of the head outline: the contact that the arc measures."""
-    step = float(head.a_mm[1] - head.a_mm[0])
-    depth = ndimage.distance_transform_edt(np.pad(head.image, 1), sampling=step)[1:-1, 1:-1]
-    contact = lesion.image & head.image & (depth <= shell_mm)
-    if contact.any():
-        ia, iw = np.nonzero(contact)
-        ax.scatter(head.a_mm[ia], head.w_mm[iw], s=0.3, alpha=0.5, color="#ff9d00", lw=0,
-                   label="surface contact (arc)")
+def _contact(ax, analysis, frame, plane, location):
+    """The lesion's surface contact from :func:`pipeline.location.surface_contact` with the
+    measurement's own step and shell: the pixels the arc was measured from."""
+    sc = surface_contact(analysis.head, analysis.lesion, analysis.scan.affine, frame, plane,
+                         step_mm=location.plane_step_mm, contact_shell_mm=location.contact_shell_mm)
+    if sc.contact.any():
+        a, w = sc.points_mm()
+        ax.scatter(a, w, s=0.3, alpha=0.5, color="#ff9d00", lw=0, gid="surface-contact",
+                   label=f"surface contact (arc, {location.contact_shell_mm:g} mm shell)")
 
 
 def _zone_lines(ax, m, radius):
     span = m.get("weight_bearing") or {}
     if span.get("u_lat_mm") is None:
         return
+    details = span.get("details") or {}
+    source_lat = details.get("source_lat", span.get("source"))
+    source_med = details.get("source_med", "default" if source_lat == "default" else "unknown")
+    angle = details.get("default_edge_angle_deg", 30.0)
     u_med, u_lat = span["u_med_mm"], span["u_lat_mm"]
     t1, t2 = u_med + (u_lat - u_med) / 3, u_med + 2 * (u_lat - u_med) / 3
     for u in (t1, t2):
         ax.axvline(u, color="#ffd34d", lw=0.8, ls="--")
-    ax.axvline(u_lat, color="#ff66ff", lw=1.0, ls="-", label=f"acetabular edge ({span.get('source')})")
-    ax.axvline(u_med, color="#ff66ff", lw=0.6, ls=":")
+    # A default end marks where an edge was assumed, not found: it must not read as anatomy.
+    default_style = {"color": "#b8b8b8", "lw": 1.0, "ls": (0, (4, 3))}
+    if source_lat == "default" and source_med == "default":
+        ax.axvline(u_lat, **default_style, label=f"default span ±r·sin {angle:g}° (no acetabulum found or given)")
+        ax.axvline(u_med, **default_style)
+    else:
+        if source_lat == "default":
+            ax.axvline(u_lat, **default_style, label=f"default lateral end r·sin {angle:g}° (no edge found or given)")
+        else:
+            ax.axvline(u_lat, color="#ff66ff", lw=1.0, ls="-", label=f"acetabular edge ({source_lat})")
+        if source_med == "default":
+            ax.axvline(u_med, **default_style, label=f"default medial end -r·sin {angle:g}°")
+        else:
+            ax.axvline(u_med, color="#ff66ff", lw=0.6, ls=":", label=f"acetabular roof medial end ({source_med})")
     third = (u_lat - u_med) / 3
     centres = {"A": t1 - third / 2, "B": (t1 + t2) / 2, "C1": (t2 + u_lat) / 2, "C2": u_lat + third / 2}
     for name, u in centres.items():
@@ -122,29 +239,45 @@ def _zone_lines(ax, m, radius):
 
 
 def _meshes(ax, analysis, frame):
-    """Light display meshes (coarser marching cubes, never used for measurement)."""
+    """Light display meshes (coarser marching cubes, never used for measurement), projected with
+    :func:`project_anterior_view` and painted far to near."""
+    from matplotlib.collections import PolyCollection
+    from matplotlib.colors import to_rgb
+
     spacing = float(analysis.scan.spacing.min())
     step = max(1, int(round(1.5 / spacing)))
-    for mask, color, alpha in ((analysis.head, "#b0b0b0", 0.2), (analysis.lesion, "#ff3030", 0.85)):
+    basis = anterior_view_basis()
+    light = basis[2] * 0.8 + basis[1] * 0.6
+    polygons, depths, colours = [], [], []
+    for mask, colour, alpha in ((analysis.head, "#b0b0b0", 0.2), (analysis.lesion, "#ff3030", 0.85)):
         if not mask.any():
             continue
         verts, faces = mask_mesh(mask, analysis.scan.affine, step=step)
         if len(faces) > MAX_FACES:
             verts, faces = mask_mesh(mask, analysis.scan.affine, step=step * 2)
-        ax.plot_trisurf(verts[:, 0], verts[:, 1], verts[:, 2], triangles=faces, color=color, alpha=alpha,
-                        linewidth=0, shade=True)
+        if len(faces) == 0:
+            continue
+        tri = verts[faces]
+        normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+        shade = 0.35 + 0.65 * np.abs(normals @ light / np.linalg.norm(light))
+        screen = project_anterior_view(tri, frame.center)
+        polygons.append(screen[..., :2])
+        depths.append(screen[..., 2].mean(axis=1))
+        colours.append(np.column_stack([shade[:, None] * np.array(to_rgb(colour)), np.full(len(faces), alpha)]))
+    if polygons:
+        order = np.argsort(np.concatenate(depths), kind="stable")
+        ax.add_collection(PolyCollection(np.concatenate(polygons)[order], facecolors=np.concatenate(colours)[order],
+                                         edgecolors="none", gid="meshes"))
     r = frame.radius * 1.2
-    c = frame.center
-    ax.set_xlim(c[0] - r, c[0] + r)
-    ax.set_ylim(c[1] - r, c[1] + r)
-    ax.set_zlim(c[2] - r, c[2] + r)
-    ax.set_box_aspect((1, 1, 1))
-    ax.view_init(elev=15, azim=-90)  # seen from the front (anterior), patient's right on the left
-    ax.set_xlabel("x R (mm)", fontsize=7)
-    ax.set_ylabel("y A", fontsize=7)
-    ax.set_zlabel("z S", fontsize=7)
-    ax.tick_params(labelsize=6)
-    ax.set_title("3D (anterior view)", fontsize=10)
+    ax.set_xlim(-r, r)
+    ax.set_ylim(-r, r)
+    ax.set_aspect("equal")
+    ax.set_facecolor("#f4f4f4")
+    _draw_edge_letters(ax, edge_letters(basis[0], basis[1]))
+    ax.set_xlabel("mm from the head centre", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.set_title(f"3D, anterior view (from the front, {VIEW_ELEVATION_DEG:g}° above)", fontsize=10)
 
 
 def _summary(m, title):

@@ -36,7 +36,7 @@ def write_report(out_dir: Path, scans: list[dict], changes: list[dict], summary:
     parts = [_HEAD, "<h1>onfh cohort report</h1>",
              f"<p class='lead'>{summary['n_scans_ok']} of {summary['n_scans']} scans measured, "
              f"{summary['n_comparisons_ok']} of {summary['n_comparisons']} follow-up comparisons, "
-             f"{summary['n_hips']} hips. Quantities are defined in METHOD.md; each scan's folder holds its "
+             f"{summary['n_hips']} hips. Quantities are defined in docs/method.md; each scan's folder holds its "
              "metrics.json, label and zone maps and QC picture, each comparison's its longitudinal.json and "
              "change map. Tables: scans.csv, changes.csv, cohort.json.</p>"]
     failed = [r for r in scans + changes if r.get("status") != "ok"]
@@ -95,8 +95,9 @@ def _scan_caption(r: dict) -> str:
                           f"{r.get('n_warnings') or 0} warning(s)")
     review = r.get("review") or ""
     if review.startswith("review"):
-        # an automatic segmentation the algorithm is unsure of: the scans to open in napari
-        caption += f"<br><span class='err'>automatic masks, {html.escape(review)}</span>"
+        # the scans to open in napari: an automatic segmentation the algorithm is unsure of, or an
+        # implausible figure from any masks
+        caption += f"<br><span class='err'>{html.escape(review)}</span>"
     return caption
 
 
@@ -129,7 +130,9 @@ def _nf_plot(scans):
             outcomes_seen.append(outcome)
         ends.append((rows[-1]["timepoint_months"], rows[-1]["necrotic_fraction_pct"], f"{subject} {side[0].upper()}",
                      colour))
-    ymax = max([e[1] for e in ends] + [12.0]) * 1.12
+    # Every visit sets the top, not only each hip's last one: a healing cohort's baselines lie far
+    # above its last visits.
+    ymax = max([r["necrotic_fraction_pct"] for rows in hips.values() for r in rows] + [12.0]) * 1.12
     if len(ends) <= LABELLED_HIPS:
         _label_ends(ax, ends, ymax)
     ax.axhline(10, color="#999999", ls=":", lw=0.9)

@@ -1,0 +1,232 @@
+"""qc.png tells the truth: orientation letters, the 3D view's side, the title, the weight-bearing
+span's source and the surface contact the arcs were measured from.
+
+Phantom (world RAS mm): a ball of radius 22 mm with a lateral-superior wedge lesion (w > 6 mm,
+u > -4 mm in the head frame), for a right hip at x = +40 mm and its mirror image, a left hip at
+x = -40 mm, so "lateral" is +x on one and -x on the other.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.collections import PathCollection, PolyCollection  # noqa: E402
+
+from pipeline import location as L  # noqa: E402
+from pipeline import qc  # noqa: E402
+from pipeline.analyze import measure_hip  # noqa: E402
+from pipeline.config import Settings  # noqa: E402
+from pipeline.frame import HeadFrame, plane_points  # noqa: E402
+from pipeline.scan import Scan  # noqa: E402
+
+from conftest import grid_affine, voxel_centres  # noqa: E402
+
+R = 22.0
+#: Not the defaults, so that a picture drawing the contact with its own shell or step would differ.
+SETTINGS = Settings(reconstruction={"isotropic": False}, location={"contact_shell_mm": 1.5, "plane_step_mm": 0.3})
+INPUT_PATH = "/data/trial/site 3/ONFH07_m03_cor.nii.gz"
+TITLE = "ONFH07 left 3 months"
+WORLD_LETTERS = {(0, 1): "R", (0, -1): "L", (1, 1): "A", (1, -1): "P", (2, 1): "S", (2, -1): "I"}
+
+
+def _letter(direction):
+    """The test's own reading of a world direction: the axis it runs along and which way."""
+    k = int(np.argmax(np.abs(direction)))
+    return WORLD_LETTERS[(k, int(np.sign(direction[k])))]
+
+
+def _hip(side):
+    centre = np.array([40.0 if side == "right" else -40.0, -10.0, 5.0])
+    lateral = 1.0 if side == "right" else -1.0
+    shape = (52, 50, 54)
+    aff = grid_affine(shape, (1.0, 1.1, 0.9), center_mm=centre + [0.3, -0.2, 0.4])
+    p = voxel_centres(shape, aff) - centre
+    head = (p ** 2).sum(-1) <= R ** 2
+    lesion = head & (p[..., 2] > 6.0) & (lateral * p[..., 0] > -4.0)
+    image = (400 + 300 * head - 250 * lesion).astype(np.int16)
+    scan = Scan.from_source(image, aff, {"path": INPUT_PATH, "format": "nifti"})
+    return scan, head, lesion, centre, lateral
+
+
+@pytest.fixture(scope="module")
+def right():
+    """Right hip, no title, default weight-bearing span (no landmark, no acetabulum)."""
+    scan, head, lesion, *_ = _hip("right")
+    analysis = measure_hip(scan, head, lesion, "right", SETTINGS)
+    fig = qc.qc_figure(analysis, "", SETTINGS)
+    yield analysis, fig
+    plt.close(fig)
+
+
+@pytest.fixture(scope="module")
+def left():
+    """Left hip with a title and a lateral acetabular edge landmark at u = r sin 35°."""
+    scan, head, lesion, centre, lateral = _hip("left")
+    a = np.radians(35.0)
+    edge = centre + [lateral * (R + 3) * np.sin(a), 0.0, (R + 3) * np.cos(a)]
+    analysis = measure_hip(scan, head, lesion, "left", SETTINGS, acetabular_edge=edge)
+    fig = qc.qc_figure(analysis, TITLE, SETTINGS)
+    yield analysis, fig
+    plt.close(fig)
+
+
+def _panel(fig, prefix):
+    (ax,) = [ax for ax in fig.axes if ax.get_title().startswith(prefix)]
+    return ax
+
+
+def _edge_texts(ax):
+    """The panel's orientation letters, keyed by the edge they are drawn nearest (found by where
+    they are on the screen, not by what the code meant them for)."""
+    box = ax.bbox
+    out = {}
+    for t in ax.texts:
+        if not str(t.get_gid()).startswith("orientation"):
+            continue
+        x, y = t.get_transform().transform(t.get_position())
+        fx, fy = (x - box.x0) / box.width, (y - box.y0) / box.height
+        edge = min({"left": fx, "right": 1 - fx, "bottom": fy, "top": 1 - fy}.items(), key=lambda kv: kv[1])
+        assert edge[1] < 0.05, f"letter {t.get_text()} is not at an edge ({fx:.2f}, {fy:.2f})"
+        assert edge[0] not in out, f"two letters at the {edge[0]} edge"
+        out[edge[0]] = t.get_text()
+    return out
+
+
+def _all_text(fig):
+    texts = [t.get_text() for t in fig.findobj(matplotlib.text.Text)]
+    return "\n".join(texts)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3D panel
+# ---------------------------------------------------------------------------------------------
+def test_anterior_view_projection_sees_the_patient_from_the_front():
+    c = np.array([40.0, -10.0, 5.0])
+    pts = c + np.array([[0, 10, 0], [0, -10, 0], [10, 0, 0], [-10, 0, 0], [0, 0, 10], [0, 0, -10]], float)
+    ant, post, right, left, sup, inf = qc.project_anterior_view(pts, c)
+    assert ant[2] > post[2]  # anterior is nearer the viewer (depth grows toward the viewer)
+    assert right[0] < left[0]  # facing the patient: their right is on the viewer's left
+    assert sup[1] > inf[1]
+    assert qc.project_anterior_view(c, c) == pytest.approx([0, 0, 0])
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_3d_panel_draws_the_lateral_lesion_on_the_patients_side(side, request):
+    analysis, fig = request.getfixturevalue(side)
+    ax = _panel(fig, "3D")
+    (meshes,) = [c for c in ax.collections if isinstance(c, PolyCollection) and c.get_gid() == "meshes"]
+    polys = meshes.get_paths()
+    is_lesion = meshes.get_facecolors()[:, 3] > 0.5  # the lesion is the opaque mesh, the head the faint one
+    assert is_lesion.any() and (~is_lesion).any()
+    lesion_xy = np.concatenate([p.vertices for p, les in zip(polys, is_lesion) if les])
+    # Lateral-superior lesion: patient's right hip -> viewer's left; left hip -> viewer's right.
+    assert np.sign(lesion_xy[:, 0].mean()) == (-1 if side == "right" else 1)
+    assert lesion_xy[:, 1].mean() > 5.0
+    assert _edge_texts(ax) == {"left": "R", "right": "L", "top": "S", "bottom": "I"}
+
+
+@pytest.mark.parametrize("ap", [1.0, -1.0])
+def test_3d_panel_paints_far_faces_first(ap):
+    """Painter's order: an anterior lesion is painted after most of the head (the viewer sees it
+    through the head's faint front only), a posterior one before most of it."""
+    scan, head, _, centre, _ = _hip("right")
+    v = (voxel_centres(head.shape, scan.affine) - centre)[..., 1]
+    lesion = head & (ap * v > 10.0)
+    hip = SimpleNamespace(scan=scan, head=head, lesion=lesion)
+    fig, ax = plt.subplots()
+    try:
+        qc._meshes(ax, hip, HeadFrame(centre, R, "right"))
+        (meshes,) = ax.collections
+        rank = np.arange(len(meshes.get_paths()))
+        is_lesion = meshes.get_facecolors()[:, 3] > 0.5
+        later = rank[is_lesion].mean() > rank[~is_lesion].mean()
+        assert later == (ap > 0)
+    finally:
+        plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2D panels
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_2d_panel_letters_name_the_world_direction_of_the_screen_axes(side, request):
+    analysis, fig = request.getfixturevalue(side)
+    frame = analysis.frame
+    for plane in ("coronal", "sagittal"):
+        ax = _panel(fig, f"mid-{plane}")
+        box = ax.bbox
+        # screen -> data (matplotlib's own transform, axis inversion included) -> world (the sampling)
+        (a0, w0), (a1, _), (_, w1) = ax.transData.inverted().transform(
+            [[box.x0, box.y0], [box.x1, box.y0], [box.x0, box.y1]])
+        world = plane_points(frame, plane, np.array([a0, a1]), np.array([w0, w1]))
+        screen_right = world[1, 0] - world[0, 0]
+        screen_up = world[0, 1] - world[0, 0]
+        letters = _edge_texts(ax)
+        assert letters == {"left": _letter(-screen_right), "right": _letter(screen_right),
+                           "top": _letter(screen_up), "bottom": _letter(-screen_up)}, plane
+        # the display conventions themselves: coronal seen from the front, sagittal anterior left
+        assert letters["left"] + letters["top"] == ("RS" if plane == "coronal" else "AS"), plane
+
+
+# ---------------------------------------------------------------------------------------------
+# title, weight-bearing span, surface contact
+# ---------------------------------------------------------------------------------------------
+def test_title_is_the_given_title_or_else_the_input_file_name(right, left):
+    untitled = right[1]._suptitle.get_text()
+    assert untitled.startswith("ONFH07_m03_cor.nii.gz  right hip")
+    assert "/data" not in untitled and "site 3" not in untitled
+    titled = left[1]._suptitle.get_text()
+    assert titled.startswith(f"{TITLE}  left hip") and "ONFH07_m03_cor" not in titled
+
+
+def test_default_span_is_drawn_as_a_default_never_as_an_acetabular_edge(right):
+    analysis, fig = right
+    span = analysis.metrics["weight_bearing"]
+    assert span["source"] == "default"
+    ax = _panel(fig, "mid-coronal")
+    text = _all_text(fig)
+    assert "default span" in text
+    assert "acetabular edge" not in text.lower()
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("default span")]
+    assert line.get_xdata()[0] == pytest.approx(R * 0.5, abs=0.5)  # at u_lat = r sin 30°
+    assert line.get_linestyle() != "-"
+
+
+def test_measured_edge_is_drawn_as_the_acetabular_edge(left):
+    analysis, fig = left
+    span = analysis.metrics["weight_bearing"]
+    assert span["source"] == "landmark"
+    ax = _panel(fig, "mid-coronal")
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label() == "acetabular edge (landmark)"]
+    assert line.get_xdata()[0] == pytest.approx(span["u_lat_mm"])
+    assert line.get_xdata()[0] == pytest.approx((R + 3) * np.sin(np.radians(35.0)), abs=0.5)
+    assert "default span" not in _all_text(fig)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_drawn_contact_is_the_contact_the_arcs_were_measured_from(side, request):
+    analysis, fig = request.getfixturevalue(side)
+    for plane in ("coronal", "sagittal"):
+        ax = _panel(fig, f"mid-{plane}")
+        (dots,) = [c for c in ax.collections if isinstance(c, PathCollection) and c.get_gid() == "surface-contact"]
+        drawn = np.asarray(dots.get_offsets())
+        # the measured arc, recomputed from the drawn pixels alone
+        arc = L.circular_span_deg(np.degrees(np.arctan2(drawn[:, 1], drawn[:, 0])))
+        assert arc == pytest.approx(analysis.metrics[f"arc_{plane}_deg"], abs=1e-9), plane
+        assert 30.0 < arc < 180.0
+        # and pixel for pixel the contact of the measurement's own sampling and shell
+        sc = L.surface_contact(analysis.head, analysis.lesion, analysis.scan.affine, analysis.frame, plane,
+                               SETTINGS.location.plane_step_mm, SETTINGS.location.contact_shell_mm)
+        expected = np.column_stack(sc.points_mm())
+        assert sorted(map(tuple, drawn)) == sorted(map(tuple, expected))
+        # every drawn pixel is inside the lesion and within the shell under the sphere's surface
+        radial = np.hypot(drawn[:, 0], drawn[:, 1])
+        assert radial.max() <= analysis.frame.radius + 1.0
+        assert radial.min() >= analysis.frame.radius - SETTINGS.location.contact_shell_mm - 1.0
