@@ -1,6 +1,6 @@
 """Femoral-head osteonecrosis MRI volumetry (the `onfh` program).
 
-Every quantity is defined in METHOD.md; module names follow its sections:
+Every quantity is defined in docs/method.md; module names follow its sections:
 `scan` (loading, geometry), `measure` (volumes, fraction, size class), `mesh` (marching cubes),
 `frame` (head frame), `config` (settings), `cli` (the program).
 """

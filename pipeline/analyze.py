@@ -1,4 +1,4 @@
-"""One hip, one scan: masks in, every METHOD.md figure out (the `onfh analyze` job).
+"""One hip, one scan: masks in, every docs/method.md figure out (the `onfh analyze` job).
 
 ``measure_hip`` is pure (arrays + geometry -> figures) and is what the napari widget calls too, so
 the CLI and the widget give the same numbers for the same labels. ``run_analyze`` adds the edges:
@@ -16,11 +16,12 @@ import numpy as np
 from . import measure
 from .config import Settings
 from .errors import InputError
-from .frame import HeadFrame, head_frame_from_mask, isolate_head, select_side
+from .frame import HeadFrame, isolate_head, select_side
 from .location import location_metrics, weight_bearing_span, zone_map
 from .mesh import isotropic_reconstructions, mask_mesh, mesh_volume_mm3, write_stl
-from .outputs import atomic_output_dir, check_output_dir, provenance, sha256_of, write_json
+from .outputs import atomic_output_dir, check_output_dir, provenance, recorded_path, sha256_of, write_json
 from .scan import Scan, load_labels, load_scan, save_like
+from .side import confirm_side, read_side
 
 SCHEMA_VERSION = "1.0"
 SIDES = ("left", "right")
@@ -57,7 +58,7 @@ def measure_hip(
     acetabulum: np.ndarray | None = None,
 ) -> Analysis:
     """Every figure of one hip: volumes, necrotic fraction, size class, head frame, location and
-    angles (METHOD.md sections 1, 3, 4 and 6).
+    angles (docs/method.md sections 1, 3, 4 and 8).
 
     Parameters
     ----------
@@ -72,7 +73,7 @@ def measure_hip(
     warnings : list of str
         Warnings gathered before measurement (loading, mask import).
     acetabular_edge, acetabular_roof_medial : sequence of 3 floats, optional
-        User landmarks, RAS mm (METHOD.md section 4).
+        User landmarks, RAS mm (docs/method.md section 4).
     acetabulum : ndarray of bool, optional
         Hip-bone/acetabulum mask on ``scan``'s grid, for the weight-bearing span.
     """
@@ -89,10 +90,11 @@ def measure_hip(
     head_ml = measure.voxel_volume_ml(head, affine)
     lesion_ml = measure.voxel_volume_ml(lesion, affine)
     nf = measure.necrotic_fraction_pct(lesion_ml, head_ml)
+    review_flags = measure.necrotic_fraction_flags(nf, settings.gates)
     head_mesh = mask_mesh(head, affine)
     lesion_mesh = mask_mesh(lesion, affine)
     slice_mm = scan.slice_thickness_mm
-    warnings += measure.volume_gates(head_ml, slice_mm, settings.gates)
+    warnings += measure.volume_gates(head_ml, slice_mm, settings.gates) + review_flags
     if not lesion.any():
         warnings.append("empty lesion: necrotic fraction 0, no size class, location and angles null")
 
@@ -114,6 +116,7 @@ def measure_hip(
         **{key: None for key in LOCATION_KEYS},
         "reconstruction": None,
         "segmentation": segmentation or {"method": "imported"},
+        "review_flags": review_flags,
         "warnings": warnings,
     }
     analysis = Analysis(scan, head, lesion, metrics, meshes={"head": head_mesh, "lesion": lesion_mesh})
@@ -124,11 +127,12 @@ def measure_hip(
 
 
 def _locate(analysis: Analysis, settings: Settings, edge, roof_medial, acetabulum) -> None:
-    """Head frame, weight-bearing span, zones, types and angles (METHOD.md sections 1 and 4)."""
+    """Head frame, weight-bearing span, zones, types and angles (docs/method.md sections 1 and 4)."""
     m = analysis.metrics
     affine = analysis.scan.affine
-    frame, fit = head_frame_from_mask(analysis.head, affine, m["side"])
+    frame, fit = measure.plausible_head_frame(analysis.head, affine, m["side"], settings.head)
     analysis.frame = frame
+    _check_side(analysis, frame, settings, acetabulum)
     m["head_center_ras_mm"] = frame.center
     m["head_radius_mm"] = frame.radius
     m["sphere_fit_rms_mm"] = fit.rms_mm
@@ -151,6 +155,19 @@ def _locate(analysis: Analysis, settings: Settings, edge, roof_medial, acetabulu
     m["warnings"] += [w for w in location.pop("warnings") if not w.startswith("empty lesion")]
     m.update(location)
     analysis.zones = zone_map(analysis.head, affine, frame, span)
+
+
+def _check_side(analysis: Analysis, frame: HeadFrame, settings: Settings, acetabulum) -> None:
+    """``side_check``: the given side against the anatomy (refused when it shows the other hip)."""
+    m = analysis.metrics
+    seg = m.get("segmentation") or {}
+    # a neck axis already found (automatic segmentation, head isolated from a femur mask) is reused
+    automatic = (seg.get("confidence") or {}).get("neck_axis")
+    isolated = (seg.get("head_isolation") or {}).get("neck_axis")
+    cues = read_side(analysis.scan, frame.center, frame.radius, settings, neck_axis=automatic or isolated,
+                     neck_source="automatic segmentation" if automatic else "femur mask", acetabulum=acetabulum)
+    m["side_check"], side_warnings = confirm_side(m["side"], cues, settings)
+    m["warnings"] += side_warnings
 
 
 def _reconstruct(analysis: Analysis, settings: Settings) -> None:
@@ -176,6 +193,22 @@ def _reconstruct(analysis: Analysis, settings: Settings) -> None:
     }
     if settings.reconstruction.stl_from_isotropic:
         analysis.meshes = {"head": head_mesh, "lesion": lesion_mesh}
+
+
+#: segmentation-record parameters that hold input paths
+PATH_PARAMETERS = ("labels", "head_mask", "lesion_mask", "femur_mask")
+
+
+def record_input_paths(scan: Scan, image, segmentation: dict, settings: Settings, base=None) -> None:
+    """Input paths as ``settings.outputs.input_paths`` says to record them (see
+    :func:`pipeline.outputs.recorded_path`): the scan's ``path`` and the mask files of the
+    segmentation record."""
+    name_only = settings.outputs.input_paths == "name"
+    scan.meta["path"] = recorded_path(image, base, name_only)
+    params = segmentation.get("parameters") or {}
+    for key in PATH_PARAMETERS:
+        if params.get(key):
+            params[key] = recorded_path(params[key], base, name_only)
 
 
 def _input_facts(scan: Scan) -> dict:
@@ -204,14 +237,15 @@ def import_masks(
     """Head and lesion masks of one hip on ``scan``'s grid, from what the user gave.
 
     Sources: a label map (``labels``); a head and a lesion mask; or a proximal-femur mask from
-    which the head is isolated (METHOD.md section 2) with a lesion mask. A mask covering both
+    which the head is isolated (docs/method.md section 2) with a lesion mask. A mask covering both
     hips is cut to the requested ``side`` (the patient's right hip has the greater RAS x).
     """
     tol = settings.labels.grid_tolerance_mm
     warnings: list[str] = []
     if labels is not None:
         label_map = load_labels(labels, scan, tol)
-        head, lesion, warnings = masks_from_label_map(label_map, scan, side, settings, lesion_label_explicit)
+        head, lesion, warnings = masks_from_label_map(label_map, scan, side, settings, lesion_label_explicit,
+                                                      name=f"label map {Path(labels).name}")
         seg = {"method": "imported label map",
                "parameters": {"labels": str(labels), "head_label": settings.labels.head,
                               "lesion_label": settings.labels.lesion}}
@@ -240,7 +274,8 @@ def import_masks(
 
 
 def masks_from_label_map(
-    label_map: np.ndarray, scan: Scan, side: str, settings: Settings, lesion_required: bool = False
+    label_map: np.ndarray, scan: Scan, side: str, settings: Settings, lesion_required: bool = False,
+    name: str = "the label map",
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Head and lesion masks of one hip from a label map already on ``scan``'s canonical grid.
 
@@ -257,6 +292,8 @@ def masks_from_label_map(
     settings : Settings
     lesion_required : bool
         The lesion label was named explicitly: its absence is an error (else a lesion-free head).
+    name : str
+        How messages name the map.
 
     Returns
     -------
@@ -266,10 +303,12 @@ def masks_from_label_map(
     Raises
     ------
     InputError
-        An absent head label (or required lesion label), an empty head.
+        A map that looks like an image (``settings.labels.max_distinct_values``), an absent head
+        label (or required lesion label), an empty head.
     """
     head, lesion, warnings = measure.masks_from_labels(
-        label_map, settings.labels.head, settings.labels.lesion, lesion_required=lesion_required
+        label_map, settings.labels.head, settings.labels.lesion, lesion_required=lesion_required,
+        max_distinct_values=settings.labels.max_distinct_values, name=name,
     )
     head, lesion = _one_hip(head, lesion, scan, side, warnings)
     return head, lesion, warnings
@@ -311,7 +350,7 @@ def write_analysis(analysis: Analysis, out_dir: str | Path, settings: Settings, 
             for name, (verts, faces) in analysis.meshes.items():
                 write_stl(tmp / f"{name}.stl", verts, faces, name=name)
         if settings.outputs.qc_png and analysis.frame is not None:
-            write_qc_png(tmp / "qc.png", analysis, title)
+            write_qc_png(tmp / "qc.png", analysis, title, settings)
         metrics = dict(analysis.metrics)
         metrics["provenance"] = provenance(settings, time.perf_counter() - started)
         write_json(tmp / "metrics.json", metrics)
@@ -351,7 +390,7 @@ def _automatic_lesion_in(head, scan: Scan, side: str, settings: Settings, seg: d
     """The automatic segmentation's lesion (and acetabulum) inside a head given by the user.
 
     The head stays the one isolated from the femur mask; the lesion is the automatic one cut to
-    it (METHOD.md 2: the lesion is restricted to the head), the voxels cut off counted in the
+    it (docs/method.md 2: the lesion is restricted to the head), the voxels cut off counted in the
     record. Returns ``(lesion, segmentation record, acetabulum)``.
     """
     _, auto_lesion, auto_seg, auto_warnings, acetabulum = segment_masks(scan, side, settings, seeds, roi)
@@ -386,8 +425,11 @@ def run_analyze(
     title: str = "",
     lesion_seeds=None,
     roi=None,
+    path_base=None,
 ) -> Analysis:
     """Load, import masks (or segment automatically when none are given), measure, write.
+
+    ``path_base`` (a batch manifest's folder): input paths inside it are recorded relative to it.
 
     ``lesion_seeds`` (RAS mm points inside the lesion) and ``roi`` (RAS mm box x0, y0, z0, x1,
     y1, z1) steer the automatic segmentation (``pipeline.segment.segment_hip``).
@@ -418,6 +460,7 @@ def run_analyze(
                                                                  lesion_seeds, roi)
             if acetabulum_mask is None:
                 acetabulum = found_acetabulum
+    record_input_paths(scan, image, seg, settings, path_base)
     if acetabulum_mask is not None:
         acetabulum = select_side(_binary(acetabulum_mask, scan, settings.labels.grid_tolerance_mm), scan.affine, side)
     analysis = measure_hip(scan, head, lesion, side, settings, segmentation=seg, warnings=warnings,

@@ -43,8 +43,15 @@ from . import __version__
 from .errors import InputError
 from .itk_threads import one_itk_thread
 from .manifest import ScanRow, read_manifest
-from .outputs import (check_output_dir, clean_json, is_onfh_temporary, remove_output_dir, sha256_of, write_json,
-                      write_marker)
+from .outputs import (
+    check_output_dir,
+    clean_json,
+    is_onfh_temporary,
+    remove_output_dir,
+    sha256_of,
+    write_json,
+    write_marker,
+)
 
 RECORDS = ".records"
 
@@ -116,7 +123,10 @@ def change_inputs(row: dict) -> dict[str, str]:
 
 
 class InputHashes:
-    """SHA-256 of input files, cached under (size, mtime_ns) in one JSON file, as make/git do."""
+    """SHA-256 of input files, cached under (size, mtime_ns) in one JSON file, as make/git do.
+
+    Keyed by a hash of the path, not the path: folder names often carry patient names, and this
+    file lies among the outputs."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -135,11 +145,12 @@ class InputHashes:
         if not path.is_file():  # a DICOM folder: always hashed (its own mtime says little)
             return sha256_of(path)
         stamp = [st.st_size, st.st_mtime_ns]
-        hit = self.cache.get(name)
+        key = hashlib.sha256(str(path.absolute()).encode()).hexdigest()
+        hit = self.cache.get(key)
         if hit and hit[:2] == stamp:
             return hit[2]
         digest = sha256_of(path)
-        self.cache[name] = stamp + [digest]
+        self.cache[key] = stamp + [digest]
         self.changed = True
         return digest
 
@@ -222,23 +233,24 @@ def _run_scan(task: dict, settings) -> dict:
         row["image"], row["side"], task["folder"], settings, labels=inputs.get("labels"),
         head_mask=inputs.get("head_mask"), lesion_mask=inputs.get("lesion_mask"),
         femur_mask=inputs.get("femur_mask"), edge=row.get("acetabular_edge"),
-        title=f"{row['subject']} {row['side']} {row['timepoint_months']:g} months",
+        title=f"{row['subject']} {row['side']} {row['timepoint_months']:g} months", path_base=task.get("path_base"),
     )
     m = analysis.metrics
     return summarize_scan(m)
 
 
-def review_flags(segmentation: dict) -> str | None:
+def review_flags(segmentation: dict, measurement_flags: list[str] | None = None) -> str | None:
     """An automatic segmentation's QC: "ok", or its flags after "review: "; None for masks a person
-    gave (nothing to review)."""
+    gave (nothing to review). ``measurement_flags`` (metrics.json ``review_flags``, e.g. an
+    implausible necrotic fraction) are added whoever gave the masks."""
     from .analyze import segmentation_confidence
 
-    confidence = segmentation_confidence(segmentation)
-    if not confidence:
-        return None
-    if confidence.get("status") != "review":
-        return "ok"
-    return "review: " + "; ".join(confidence.get("flags") or [])
+    confidence = segmentation_confidence(segmentation) or {}
+    flags = list(confidence.get("flags") or []) if confidence.get("status") == "review" else []
+    flags += measurement_flags or []
+    if flags:
+        return "review: " + "; ".join(flags)
+    return "ok" if confidence else None
 
 
 def summarize_scan(m: dict) -> dict:
@@ -252,7 +264,7 @@ def summarize_scan(m: dict) -> dict:
         "sphere_fit_rms_mm": m["sphere_fit_rms_mm"],
         "weight_bearing_source": (m.get("weight_bearing") or {}).get("source"),
         "segmentation": (m.get("segmentation") or {}).get("method"),
-        "review": review_flags(m.get("segmentation") or {}),
+        "review": review_flags(m.get("segmentation") or {}, m.get("review_flags")),
         "n_warnings": len(m.get("warnings") or []), "image_sha256": (m.get("input") or {}).get("sha256"),
         "zones_ml": m.get("zones_ml"),
     }
@@ -272,6 +284,7 @@ def _run_change(task: dict, settings) -> dict:
         baseline_labels=base.get("labels"), followup_labels=[row.get("labels")],
         acetabular_edge=base.get("acetabular_edge"),
         title=f"{row['subject']} {row['side']} {row['timepoint_months']:g} vs 0 months",
+        path_base=task.get("path_base"),
     )
     return summarize_change(result)
 
@@ -324,7 +337,8 @@ def run_batch(manifest: str | Path, out_dir: str | Path, settings, workers: int 
     records_dir.mkdir(parents=True, exist_ok=True)
     write_marker(out_dir, "batch")
     try:
-        return _run_locked(out_dir, records_dir, rows, settings, workers, scheduler, resume, stream)
+        return _run_locked(out_dir, records_dir, rows, settings, workers, scheduler, resume, stream,
+                           Path(manifest).parent.resolve())
     except InputError:
         # refused before any work (e.g. no scheduler): a folder this run made holds nothing
         if created and not any(records_dir.glob("*-*.json")):
@@ -332,10 +346,13 @@ def run_batch(manifest: str | Path, out_dir: str | Path, settings, workers: int 
         raise
 
 
-def _run_locked(out_dir: Path, records_dir: Path, rows, settings, workers, scheduler, resume, stream) -> int:
+def _run_locked(out_dir: Path, records_dir: Path, rows, settings, workers, scheduler, resume, stream,
+                manifest_dir: Path) -> int:
     with _lock(records_dir):
         _remove_leftovers(out_dir)
         tasks = plan_tasks(rows, out_dir, settings)
+        for task in tasks:  # input paths in the outputs: relative to the manifest, as its rows give them
+            task["path_base"] = str(manifest_dir)
         hashes = InputHashes(records_dir / "input_hashes.json")
         for task in tasks:
             task["fingerprint"] = fingerprint(task, hashes)

@@ -1,4 +1,4 @@
-"""The `onfh` program (contract in DESIGN.md).
+"""The `onfh` program (contract in docs/design.md).
 
 Bad input ends with exit status 2 and one line ``onfh: error: ...`` on stderr; nothing is written.
 Heavy modules are imported inside the commands so that `onfh info` and `onfh analyze` start fast.
@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="measure one hip of one scan")
     p.add_argument("image", help="NIfTI, NRRD, MHA/MHD file, or DICOM folder/file")
     p.add_argument("--side", required=True, choices=("left", "right"), help="the patient's hip")
+    p.add_argument("--trust-side", action="store_true",
+                   help="keep --side even where the anatomy (femoral neck, acetabulum) shows the other hip")
     p.add_argument("--out", required=True, help="output folder (replaced atomically)")
     p.add_argument("--labels", help="label map on the image grid (head and lesion labels)")
     p.add_argument("--head-label", type=int, help="label of the femoral head (default 1)")
@@ -73,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("baseline", help="baseline image")
     p.add_argument("followups", nargs="+", metavar="followup", help="follow-up image(s), in visit order")
     p.add_argument("--side", required=True, choices=("left", "right"), help="the patient's hip")
+    p.add_argument("--trust-side", action="store_true",
+                   help="keep --side even where the anatomy (femoral neck, acetabulum) shows the other hip")
     p.add_argument("--out", required=True, help="output folder (replaced atomically)")
     p.add_argument("--baseline-labels", help="label map on the baseline grid (head and lesion labels); "
                    "without label maps every visit is segmented automatically")
@@ -135,7 +139,8 @@ def _cmd_analyze(args) -> int:
     from .analyze import run_analyze
     from .config import load_settings
 
-    settings = load_settings(args.config, labels__head=args.head_label, labels__lesion=args.lesion_label)
+    settings = load_settings(args.config, labels__head=args.head_label, labels__lesion=args.lesion_label,
+                             side__on_contradiction=_trust(args))
     if args.femur_mask and (args.labels or args.head_mask):
         raise InputError("--femur-mask replaces --labels/--head-mask: give one source of the head")
     if args.labels and (args.head_mask or args.lesion_mask):
@@ -168,7 +173,7 @@ def _cmd_compare(args) -> int:
     from .compare import run_compare
     from .config import load_settings
 
-    settings = load_settings(args.config)
+    settings = load_settings(args.config, side__on_contradiction=_trust(args))
     result = run_compare(
         args.baseline, args.followups, args.side, args.out, settings,
         baseline_labels=args.baseline_labels, followup_labels=args.followup_labels,
@@ -191,6 +196,11 @@ def _cmd_compare(args) -> int:
     for w in result["warnings"]:
         print(f"  warning: {w}", file=sys.stderr)
     return 0
+
+
+def _trust(args) -> str | None:
+    """--trust-side: a contradiction between --side and the anatomy warns instead of refusing."""
+    return "warn" if args.trust_side else None
 
 
 def _cmd_info(args) -> int:

@@ -1,4 +1,4 @@
-"""Cohort statistics laid out like the pilot study (METHOD.md section 5, Bone Joint Res 2022).
+"""Cohort statistics laid out like the pilot study (docs/method.md section 5, Bone Joint Res 2022).
 
 Pure functions over the per-scan and per-comparison records of a batch run (plain dicts, as in
 scans.csv / changes.csv); only records with ``status == "ok"`` count.

@@ -1,4 +1,4 @@
-"""`onfh compare`: follow-up scans against the baseline (METHOD.md section 5), the I/O edge.
+"""`onfh compare`: follow-up scans against the baseline (docs/method.md section 5), the I/O edge.
 
 Each visit is measured in its own space (:func:`pipeline.analyze.measure_hip`), then every
 follow-up is registered to the baseline and mapped onto the baseline grid
@@ -17,7 +17,7 @@ Output folder (written atomically: on any error nothing is left half-written)
 * ``qc.png``: baseline, aligned follow-up and change map on the mid-coronal and mid-sagittal
   planes of the baseline head frame.
 
-With one follow-up (the usual case, and the DESIGN.md contract) they sit in DIR itself. With
+With one follow-up (the usual case, and the docs/design.md contract) they sit in DIR itself. With
 several, each follow-up k (1, 2, ... in command-line order) gets its own folder ``followup_<k>``,
 so that the names stay the same and a folder reads as one comparison. Each entry of
 ``followups`` in the JSON names its ``folder`` and ``files``, so no reader needs to guess.
@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .analyze import SCHEMA_VERSION, SIDES, Analysis, import_masks, measure_hip, segment_masks
+from .analyze import SCHEMA_VERSION, SIDES, Analysis, import_masks, measure_hip, record_input_paths, segment_masks
 from .config import Settings
 from .errors import InputError
 from .longitudinal import CHANGE_LABELS, Comparison, compare_visits
@@ -74,7 +74,8 @@ FILES = {
 }
 
 
-def load_visit(image, labels, side: str, settings: Settings, what: str, edge=None, roof_medial=None) -> Analysis:
+def load_visit(image, labels, side: str, settings: Settings, what: str, edge=None, roof_medial=None,
+               path_base=None) -> Analysis:
     """Load one visit and measure it in its own space.
 
     With a label map the masks are imported as ``onfh analyze --labels`` imports them; without
@@ -93,6 +94,7 @@ def load_visit(image, labels, side: str, settings: Settings, what: str, edge=Non
         head, lesion, seg, warnings, acetabulum = segment_masks(scan, side, settings)
     else:
         head, lesion, seg, warnings = import_masks(scan, settings, side, labels=labels)
+    record_input_paths(scan, image, seg, settings, path_base)
     return measure_hip(scan, head, lesion, side, settings, segmentation=seg, warnings=warnings,
                        acetabular_edge=edge, acetabular_roof_medial=roof_medial, acetabulum=acetabulum)
 
@@ -109,6 +111,7 @@ def run_compare(
     acetabular_roof_medial=None,
     title: str = "",
     progress=None,
+    path_base=None,
 ) -> dict:
     """Compare follow-up scans of one hip with its baseline and write the results atomically.
 
@@ -135,6 +138,8 @@ def run_compare(
         Shown on the QC pictures.
     progress : callable, optional
         Called with a short text as each step starts (the CLI prints it on stderr).
+    path_base : path, optional
+        A batch manifest's folder: input paths inside it are recorded relative to it.
 
     Returns
     -------
@@ -173,7 +178,7 @@ def run_compare(
     how = "measuring" if baseline_labels is not None else "segmenting and measuring"
     say(f"{how} the baseline")
     base = load_visit(baseline, baseline_labels, side, settings, "baseline",
-                      edge=acetabular_edge, roof_medial=acetabular_roof_medial)
+                      edge=acetabular_edge, roof_medial=acetabular_roof_medial, path_base=path_base)
     several = len(followups) > 1
     entries: list[dict] = []
     out_dir = Path(out_dir)
@@ -181,7 +186,8 @@ def run_compare(
         for k, (image, labels) in enumerate(zip(followups, followup_labels), start=1):
             who = f"follow-up {k} of {len(followups)}" if several else "the follow-up"
             say(f"{how} {who}")
-            follow = load_visit(image, labels, side, settings, f"follow-up {k}" if several else "follow-up")
+            follow = load_visit(image, labels, side, settings, f"follow-up {k}" if several else "follow-up",
+                                path_base=path_base)
             say(f"registering {who} to the baseline and mapping the change")
             comparison = compare_visits(base, follow, settings)
             folder = tmp / f"followup_{k}" if several else tmp

@@ -1,6 +1,6 @@
 """Settings: one typed, validated object read from YAML (configs/default.yaml mirrors the defaults).
 
-Every choice METHOD.md leaves open is a field here, and every output records the resolved settings
+Every choice docs/method.md leaves open is a field here, and every output records the resolved settings
 and their SHA-256 (of the canonical JSON form, so two files with the same values hash alike).
 """
 
@@ -27,6 +27,11 @@ class LabelSettings(_Section):
     grid_tolerance_mm: float = Field(
         0.01, gt=0, description="largest spacing/origin difference (mm) for a mask to count as on the image grid"
     )
+    max_distinct_values: int = Field(
+        16, ge=2,
+        description="a label map with more distinct non-zero values is refused as an image: a segmentation has a "
+        "handful of classes (raise it for multi-class maps such as TotalSegmentator's, up to about 120)",
+    )
 
     @model_validator(mode="after")
     def _distinct(self):
@@ -37,20 +42,38 @@ class LabelSettings(_Section):
 
 class HeadSettings(_Section):
     method: Literal["neck-plane", "sphere"] = Field(
-        "neck-plane", description="head delimitation from a femur mask (METHOD.md section 2)"
+        "neck-plane", description="head delimitation from a femur mask (docs/method.md section 2)"
     )
     max_sphere_rms_mm: float = Field(1.5, gt=0, description="sphere-fit RMS residual above which a warning is given")
+    plausible_radius_mm: tuple[float, float] = Field(
+        (10.0, 40.0),
+        description="a head whose radius (fitted, or of the ball of its volume) is outside this is refused, mm: adult "
+        "heads are 20-25 mm (docs/method.md 9); 10 is half the smallest, 40 the largest the sphere fit searches",
+    )
+    sphere_volume_ratio: tuple[float, float] = Field(
+        (0.5, 1.5),
+        description="a head whose volume is outside this many times its fitted sphere's is refused as no ball (a "
+        "head cut at the neck fills 0.85-1.0 of its sphere; a slab or a rod is far off)",
+    )
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        for name in ("plausible_radius_mm", "sphere_volume_ratio"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo < hi:
+                raise ValueError(f"{name} must be two increasing positive numbers")
+        return self
 
 
 class ReconstructionSettings(_Section):
-    isotropic: bool = Field(True, description="shape-based interpolation to isotropic voxels (METHOD.md section 3)")
+    isotropic: bool = Field(True, description="shape-based interpolation to isotropic voxels (docs/method.md section 3)")
     voxel_mm: float = Field(0.5, gt=0.05, le=5, description="isotropic voxel size of the reconstruction, mm")
     stl_from_isotropic: bool = Field(True, description="write head.stl/lesion.stl from the isotropic masks")
 
 
 class LocationSettings(_Section):
     default_edge_angle_deg: float = Field(
-        30.0, gt=0, lt=90, description="default weight-bearing half-span: u = ±r·sin(angle) (METHOD.md section 4)"
+        30.0, gt=0, lt=90, description="default weight-bearing half-span: u = ±r·sin(angle) (docs/method.md section 4)"
     )
     plane_step_mm: float = Field(0.25, gt=0, le=2, description="sampling step on the mid-planes, mm")
     contact_shell_mm: float = Field(
@@ -61,15 +84,24 @@ class LocationSettings(_Section):
 class GateSettings(_Section):
     head_volume_ml: tuple[float, float] = Field((25.0, 80.0), description="plausible femoral-head volume, mL")
     max_slice_thickness_mm: float = Field(5.0, gt=0, description="thicker slices give a warning")
+    max_plausible_nf_pct: float = Field(
+        70.0, gt=0, le=100,
+        description="a larger necrotic fraction is warned about and flagged for review, %: the pilot cohort's "
+        "lesions are 18.7 +- 10.2 % of the head, so 70 % is 5 SD above their mean",
+    )
 
 
 class OutputSettings(_Section):
     qc_png: bool = Field(True, description="draw qc.png (about 1-2 s per scan)")
     stl: bool = Field(True, description="write head.stl and lesion.stl")
+    input_paths: Literal["as-given", "name"] = Field(
+        "as-given", description="input paths in metrics.json: as the user gave them (batch: relative to the "
+        "manifest), or the file name only (folder names often carry patient names)"
+    )
 
 
 class LongitudinalSettings(_Section):
-    """`onfh compare`: rigid registration of a follow-up to the baseline and its checks (METHOD.md 5)."""
+    """`onfh compare`: rigid registration of a follow-up to the baseline and its checks (docs/method.md 5)."""
 
     mask_dilation_mm: float = Field(
         12.0, ge=0, le=30,
@@ -195,6 +227,24 @@ class SegmentationSettings(_Section):
     )
 
 
+class SideSettings(_Section):
+    on_contradiction: Literal["refuse", "warn"] = Field(
+        "refuse", description="--side against the anatomy: refuse (exit 2), or warn and keep the given side "
+        "(--trust-side, for a scan whose anatomy is misread)"
+    )
+    min_neck_lateral: float = Field(
+        0.25, gt=0, lt=1, description="neck axis x-component beyond which the neck is read as running to that side "
+        "(a femoral neck runs 0.6-0.75 laterally)"
+    )
+    min_acetabulum_offset: float = Field(
+        0.15, gt=0, lt=1, description="acetabulum centroid this far (x head radius) medial to the head centre: read "
+        "as that side's socket"
+    )
+    read_neck_from_image: bool = Field(
+        True, description="without a femur mask, find the femoral neck in the T1 marrow signal to read the side"
+    )
+
+
 class Settings(_Section):
     labels: LabelSettings = LabelSettings()
     head: HeadSettings = HeadSettings()
@@ -204,6 +254,7 @@ class Settings(_Section):
     outputs: OutputSettings = OutputSettings()
     segmentation: SegmentationSettings = SegmentationSettings()
     longitudinal: LongitudinalSettings = LongitudinalSettings()
+    side: SideSettings = SideSettings()
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

@@ -1,4 +1,4 @@
-"""The femoral-head frame (METHOD.md sections 1 and 2).
+"""The femoral-head frame (docs/method.md sections 1 and 2).
 
 Sphere fit, neck axis and waist, head isolation from a femur mask, the (u, v, w) head frame and
 sampling of masks on the mid-coronal and mid-sagittal planes.
@@ -8,7 +8,7 @@ to RAS millimetres, and works in world millimetres through that affine. Nothing 
 order, isotropic spacing or an axis-aligned grid: an oblique or mirrored acquisition of the same
 anatomy gives the same answers up to discretisation.
 
-Choices where METHOD.md leaves room:
+Choices where docs/method.md leaves room:
 
 * Surface points are marching-cubes vertices (level 0.5) of the binary mask, minus the surface
   that the edge of the field of view creates.
@@ -33,7 +33,7 @@ from scipy import ndimage
 
 from .errors import InputError
 
-#: Plausible femoral-head radii, mm. Adult heads are 40-50 mm across (METHOD.md section 7); the
+#: Plausible femoral-head radii, mm. Adult heads are 40-50 mm across (docs/method.md section 7); the
 #: range is wide so that small or large heads are fitted, yet excludes the shaft and the pelvis.
 HEAD_RADIUS_RANGE_MM = (12.0, 40.0)
 
@@ -430,7 +430,7 @@ def fit_head_sphere(mask: np.ndarray, affine: np.ndarray, inlier_mm: float | Non
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class HeadFrame:
-    """Head frame of METHOD.md section 1.
+    """Head frame of docs/method.md section 1.
 
     Attributes
     ----------
@@ -543,6 +543,29 @@ def cross_section(mask, affine, point, normal, half_width_mm, step_mm):
     return float(piece.sum() * step_mm**2), pts[piece].mean(axis=0), bool(complete)
 
 
+def neck_direction(femur_mask: np.ndarray, affine: np.ndarray, center, radius: float,
+                   shell_mm: float = NECK_SHELL_MM) -> np.ndarray:
+    """Unit neck axis from the head centre c: the principal direction, about c, of the femur voxels
+    in the shell r < |p - c| <= r + ``shell_mm`` on the neck's side (see :func:`neck_axis`).
+
+    Raises
+    ------
+    InputError
+        If no femur lies beyond the head sphere.
+    """
+    center = np.asarray(center, dtype=np.float64)
+    rel = mask_points_mm(femur_mask, affine) - center
+    dist = np.linalg.norm(rel, axis=1)
+    shell = rel[(dist > radius + 0.5 * voxel_spacing(affine).max()) & (dist <= radius + shell_mm)]
+    if len(shell) < 10:
+        raise InputError("no femoral neck found beyond the head sphere")
+    n0 = _unit(shell.mean(axis=0))
+    far = shell[shell @ n0 > 0]
+    _, vecs = np.linalg.eigh(far.T @ far)
+    n = vecs[:, -1]
+    return n if n @ n0 > 0 else -n
+
+
 def neck_axis(
     femur_mask: np.ndarray,
     affine: np.ndarray,
@@ -593,16 +616,7 @@ def neck_axis(
     """
     center = np.asarray(center, dtype=np.float64)
     spacing = voxel_spacing(affine)
-    rel = mask_points_mm(femur_mask, affine) - center
-    dist = np.linalg.norm(rel, axis=1)
-    shell = rel[(dist > radius + 0.5 * spacing.max()) & (dist <= radius + shell_mm)]
-    if len(shell) < 10:
-        raise InputError("no femoral neck found beyond the head sphere")
-    n0 = _unit(shell.mean(axis=0))
-    far = shell[shell @ n0 > 0]
-    _, vecs = np.linalg.eigh(far.T @ far)
-    n = vecs[:, -1]
-    n = n if n @ n0 > 0 else -n
+    n = neck_direction(femur_mask, affine, center, radius, shell_mm)
 
     step = float(step_mm) if step_mm else float(min(0.5, spacing.min() / 2))
     sections = []
@@ -628,7 +642,7 @@ def isolate_head(
     method: str = "neck-plane",
     seed: int = 0,
 ):
-    """Femoral head from a proximal-femur mask (METHOD.md section 2).
+    """Femoral head from a proximal-femur mask (docs/method.md section 2).
 
     neck-plane: femur ∩ {|p - c| <= r + one voxel} ∩ {(p - c)·n <= sqrt(r² - ρ²)}, the cut plane
     where the neck (waist radius ρ) meets the sphere. "One voxel" is the largest voxel size, so

@@ -1,4 +1,4 @@
-"""Longitudinal comparison of one hip across visits (METHOD.md section 5).
+"""Longitudinal comparison of one hip across visits (docs/method.md section 5).
 
 Pure functions of arrays + geometry: rigid registration of a follow-up scan to the baseline,
 resampling of the follow-up image and labels onto the baseline grid, the change map
@@ -15,10 +15,10 @@ Conventions
   ``q_followup = R @ p_baseline + t``. This is also the map that resampling needs: each baseline
   voxel centre is sent into the follow-up scan, where the follow-up is read.
 
-Choices where METHOD.md leaves room
+Choices where docs/method.md leaves room
 -----------------------------------
 * Registration region: the baseline head mask dilated by ``mask_dilation_mm`` (default 12 mm),
-  a fixed-image mask. METHOD.md asks for "a few mm" around the proximal femur, but a label map
+  a fixed-image mask. docs/method.md asks for "a few mm" around the proximal femur, but a label map
   holds the head only, and the head is nearly a sphere: it fixes the rotation about its centre
   poorly (on the test phantoms a 5 mm margin left up to 4.5 degrees of error, 8 mm up to 1.8, 12
   mm under 0.5). The 12 mm margin takes in the neck beyond the head's cut plane, the articular
@@ -42,7 +42,7 @@ Choices where METHOD.md leaves room
   Resampling is voxel-wise and uses the default threads.
 * Labels move by nearest neighbour, never by linear interpolation.
 * Regeneration % R = 100 (V0 - Vt) / V0 uses each visit's own lesion volume (voxel count in its
-  own space), as METHOD.md says; the voxel maps (regenerated, new, persistent) and every per-zone
+  own space), as docs/method.md says; the voxel maps (regenerated, new, persistent) and every per-zone
   figure are on the baseline grid with the baseline head frame and weight-bearing span. A zone's
   own regeneration % is net, like R: 100 (V0_zone - Vt_zone) / V0_zone with Vt_zone the follow-up
   lesion mapped into baseline space, i.e. (regenerated - new) / baseline in that zone.
@@ -629,6 +629,7 @@ def head_shape_change(baseline_metrics: dict, followup_metrics: dict) -> dict:
 def check_same_hip(baseline_metrics: dict, followup_metrics: dict, side: str, settings) -> list[str]:
     """Refuse visits that cannot be the same hip; return warnings for doubtful ones.
 
+    * The visits' anatomy (``side_check``, :mod:`pipeline.side`) shows hips of different sides.
     * Head centres beyond ±``side_offset_mm`` of x = 0 on opposite sides: the scanner's x = 0 lies
       near the patient's midline (the table centres the patient), and a hip lies 80-100 mm from
       it, so the two scans (or their labels) show different hips. Refused: a rigid registration
@@ -645,6 +646,12 @@ def check_same_hip(baseline_metrics: dict, followup_metrics: dict, side: str, se
     InputError
     """
     warnings: list[str] = []
+    found0 = (baseline_metrics.get("side_check") or {}).get("found")
+    found1 = (followup_metrics.get("side_check") or {}).get("found")
+    if found0 and found1 and found0 != found1:
+        # even under --trust-side: a regeneration figure across two different hips is meaningless
+        raise InputError(f"side mismatch: the baseline's anatomy shows a {found0} hip and the follow-up's a "
+                         f"{found1} hip")
     c0, c1 = baseline_metrics.get("head_center_ras_mm"), followup_metrics.get("head_center_ras_mm")
     r0, r1 = baseline_metrics.get("head_radius_mm"), followup_metrics.get("head_radius_mm")
     if c0 is None or c1 is None or r0 is None or r1 is None:
@@ -701,7 +708,7 @@ class Comparison:
 
 
 def compare_visits(baseline, followup, settings) -> Comparison:
-    """Register a follow-up to the baseline and measure what changed (METHOD.md section 5).
+    """Register a follow-up to the baseline and measure what changed (docs/method.md section 5).
 
     Parameters
     ----------
@@ -721,12 +728,17 @@ def compare_visits(baseline, followup, settings) -> Comparison:
     Raises
     ------
     InputError
-        Visits that cannot show the same hip (:func:`check_same_hip`), or a failed registration.
+        Visits that cannot show the same hip (:func:`check_same_hip`), DICOM visits whose Patient
+        IDs differ (compared as one-way keys in memory), or a failed registration.
     """
     ls = settings.longitudinal
     m0, m1 = baseline.metrics, followup.metrics
     if baseline.frame is None or followup.frame is None:
         raise InputError("a visit has no head frame: cannot compare")
+    k0, k1 = baseline.scan.meta.get("patient_key"), followup.scan.meta.get("patient_key")
+    if k0 and k1 and k0 != k1:
+        raise InputError("the baseline and follow-up DICOM series carry different Patient IDs: visits of two "
+                         "patients are not compared")
     warnings = check_same_hip(m0, m1, m0["side"], ls)
 
     reg = register_rigid(

@@ -1,5 +1,5 @@
 """Surfaces of masks: marching cubes in world space, mesh volume and area, STL, and shape-based
-interpolation to isotropic voxels (METHOD.md section 3).
+interpolation to isotropic voxels (docs/method.md section 3).
 
 Meshes are built in voxel-index space and mapped through the full affine, so oblique (and even
 sheared) grids give exact world-space surfaces. Measurement meshes are never smoothed.
@@ -70,7 +70,7 @@ def mesh_area_mm2(verts: np.ndarray, faces: np.ndarray) -> float:
 
 
 def mask_mesh_volume_ml(mask: np.ndarray, affine: np.ndarray) -> float:
-    """Surface volume of a mask (METHOD.md section 3), mL."""
+    """Surface volume of a mask (docs/method.md section 3), mL."""
     verts, faces = mask_mesh(mask, affine)
     return mesh_volume_mm3(verts, faces) / 1000.0
 

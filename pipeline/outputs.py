@@ -204,6 +204,20 @@ def atomic_output_dir(out_dir: str | Path, kind: str):
         shutil.rmtree(old, ignore_errors=True)
 
 
+def recorded_path(path: str | Path, base: str | Path | None = None, name_only: bool = False) -> str:
+    """An input path as outputs record it: the file name only, or as the user gave it, except
+    that a path inside ``base`` (a batch manifest's folder) is written relative to it. Never
+    resolved to an absolute path: folder names often carry patient names."""
+    path = Path(path)
+    if name_only:
+        return path.name
+    if base is not None and path.is_absolute():
+        base = Path(base).absolute()
+        if path.is_relative_to(base):
+            return path.relative_to(base).as_posix()
+    return str(path)
+
+
 def clean_json(value, ndigits: int | None = None):
     """numpy scalars/arrays to plain Python; NaN and Inf to None (JSON has neither).
 

@@ -11,7 +11,7 @@ Coordinates
 -----------
 * Body coordinates: RAS mm at the baseline visit. A visit's pose (rotation R, translation t)
   maps body to that visit's world (scanner) coordinates: ``q = R p + t``.
-* Hip-local coordinates: the head frame of METHOD.md section 1 in body coordinates,
+* Hip-local coordinates: the head frame of docs/method.md section 1 in body coordinates,
   ``u = (p - c).e_lat, v = (p - c).e_ant, w = (p - c).e_sup`` with e_lat = +x for a right hip and
   -x for a left hip. The hip is modelled once in (u, v, w), so left and right are exact mirrors.
 
@@ -522,7 +522,7 @@ class Hip:
         self.c = np.asarray(p.center, dtype=np.float64)
         self.r = float(p.radius)
         self.rho = float(p.waist_ratio * p.radius)
-        self.h = math.sqrt(self.r**2 - self.rho**2)  # neck-plane cut, METHOD.md section 2
+        self.h = math.sqrt(self.r**2 - self.rho**2)  # neck-plane cut, docs/method.md section 2
 
         # femur -----------------------------------------------------------------------------
         beta = math.radians(180.0 - p.neck_shaft_deg - p.shaft_tilt_deg)
@@ -1236,7 +1236,7 @@ def hip_truth(
     """Continuous-model truth of one hip at one visit, in that visit's scanner RAS frame.
 
     Volumes come from the analytic head (ball cut by the neck plane) and a midpoint-rule grid
-    of spacing ``h`` mm over the lesion; location follows METHOD.md section 4 with the recorded
+    of spacing ``h`` mm over the lesion; location follows docs/method.md section 4 with the recorded
     acetabular edge and roof points; regeneration (when ``baseline`` is given) follows section 5
     with the zones of the baseline frame.
     """

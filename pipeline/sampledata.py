@@ -440,9 +440,8 @@ def write_sample_cohort(out_dir: Path, progress: Callable[[str], None] | None = 
                     _write_nifti(
                         tmp_dir / files["femur_mask"], rendered.femur[side], rendered.affine, f"truth {side} femur"
                     )
-                    _write_nifti(
-                        tmp_dir / files["hipbone_mask"], rendered.hipbone[side], rendered.affine, f"truth {side} hip bone"
-                    )
+                    _write_nifti(tmp_dir / files["hipbone_mask"], rendered.hipbone[side], rendered.affine,
+                                 f"truth {side} hip bone")
                     outcome = sspec.outcome.get(side, "")
                     rec = _round(_scan_record(subject, spec, rendered, side, files, outcome, baseline))
                     (tmp_dir / files["truth"]).write_text(json.dumps(rec, indent=1) + "\n")
@@ -464,7 +463,8 @@ def write_sample_cohort(out_dir: Path, progress: Callable[[str], None] | None = 
 
         manifest = tmp_dir / "manifest.csv"
         with manifest.open("w", newline="") as fh:
-            cols = ["subject", "side", "timepoint_months", "image", "labels", "femur_mask", "acetabular_edge", "outcome"]
+            cols = ["subject", "side", "timepoint_months", "image", "labels", "femur_mask", "acetabular_edge",
+                    "outcome"]
             wr = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")
             wr.writeheader()
             wr.writerows(rows)
@@ -474,15 +474,15 @@ def write_sample_cohort(out_dir: Path, progress: Callable[[str], None] | None = 
             "seed": seed,
             "definitions": {
                 "frame": "scanner RAS mm; head frame u=(p-c).e_lat, v=(p-c).e_ant, w=(p-c).e_sup, "
-                "e_lat=+x right hip, -x left hip (METHOD.md section 1)",
+                "e_lat=+x right hip, -x left hip (docs/method.md section 1)",
                 "head": "neck-plane head: femur ∩ ball(c, r) ∩ {(p-c).n <= sqrt(r^2 - waist^2)} "
-                "(METHOD.md section 2); continuous volume analytic (minus the foveal pit)",
+                "(docs/method.md section 2); continuous volume analytic (minus the foveal pit)",
                 "lesion": "region enclosed by the outer margin of the low-signal band, band included, "
                 "restricted to the head, drill track excluded",
                 "continuous_volumes": "midpoint-rule integration of the continuous model on a 0.25 mm grid",
                 "labels": "voxel label = fraction of the voxel inside the set >= 0.5 (sub-sampled); "
                 "0 background, 1 head outside lesion, 2 lesion",
-                "location": "METHOD.md section 4 on the continuous model, using the recorded acetabular "
+                "location": "docs/method.md section 4 on the continuous model, using the recorded acetabular "
                 "edge and medial roof points in each scan's own frame",
                 "regeneration": "100 (V0 - Vt) / V0 of continuous volumes; zone maps in the baseline frame",
                 "motion": "q_followup = R @ q_baseline + t, scanner RAS mm",

@@ -1,4 +1,4 @@
-"""`Scan`: a voxel array that never travels without its geometry (METHOD.md section 1).
+"""`Scan`: a voxel array that never travels without its geometry (docs/method.md section 1).
 
 The in-memory orientation is canonical: the file's voxel axes are permuted and flipped (never
 resampled) so that array axes run as close as possible to R, A, S. The 4x4 ``affine`` maps those

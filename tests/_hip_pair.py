@@ -11,7 +11,7 @@ shell, a cup-like acetabulum with an ilium, soft tissue, Gaussian noise. Edges a
 by a ramp of one voxel across each surface (smooth enough for registration, cheap to compute).
 
 Labels are decided at voxel centres (1 head outside the lesion, 2 lesion), the head being the
-ball cut by the neck plane (METHOD.md section 2), so voxel counts are unbiased estimates of the
+ball cut by the neck plane (docs/method.md section 2), so voxel counts are unbiased estimates of the
 closed-form volumes.
 """
 

@@ -10,8 +10,8 @@ import pytest
 
 from pipeline.analyze import run_analyze
 from pipeline.config import Settings
-from pipeline.outputs import MARKER
 from pipeline.errors import InputError
+from pipeline.outputs import MARKER
 
 from conftest import all_axis_orders, ball_and_cap_labels, grid_affine, restore, rotation_matrix, save_nifti
 

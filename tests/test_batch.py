@@ -309,8 +309,18 @@ def test_an_interrupted_run_resumes_to_the_same_tables(cohort, reference, tmp_pa
     assert not [p for p in (out / "scans").iterdir() if p.name.startswith(".")]  # no temporary folder left
 
 
+def _distributed():
+    """The optional Dask extra, or a skip of the test that needs it when it is not importable
+    (absent, or installed against another dask: ImportError, which importorskip lets through)."""
+    try:
+        import distributed
+    except ImportError as exc:
+        pytest.skip(f"Dask distributed is not importable: {exc}")
+    return distributed
+
+
 def test_a_dask_local_cluster_gives_the_same_tables(cohort, reference, tmp_path):
-    distributed = pytest.importorskip("distributed")
+    distributed = _distributed()
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                                   dashboard_address=None) as cluster:
         rc, log = _run(cohort["manifest"], tmp_path / "out", cohort["config"], scheduler=cluster.scheduler_address)
@@ -328,6 +338,7 @@ def _free_port() -> int:
 @pytest.fixture
 def dask_cluster(tmp_path):
     """`dask scheduler` and one `dask worker` (1 process, 1 thread) on 127.0.0.1, always stopped."""
+    _distributed()  # `dask worker` needs it, and so does `onfh batch --scheduler`
     if not (BIN / "dask").exists():
         pytest.skip("the dask command is not installed")
     port = _free_port()
@@ -417,6 +428,7 @@ def test_report_gallery_keeps_a_trial_page_small(tmp_path):
 
 
 def test_an_unreachable_scheduler_exits_2_and_leaves_no_folder_behind(cohort, tmp_path, capsys):
+    _distributed()  # without it --scheduler is refused before any connection is tried
     out = tmp_path / "out"
     rc = main(["batch", str(cohort["manifest"]), "--out", str(out), "--scheduler", "bogus://nowhere"])
     err = capsys.readouterr().err
@@ -442,5 +454,5 @@ def test_review_column_and_report_name_the_automatic_segmentations_to_open():
                   "lesion_segmentation": {"confidence": {"status": "review", "flags": flags[:1]}}}
     assert review_flags(femur_only) == "review: lesion touches the ROI edge"
     row = {"status": "ok", "necrotic_fraction_pct": 20.0, "lesion_volume_ml": 9.0, "jic_type": "C1", "n_warnings": 1}
-    assert "automatic masks, review: lesion touches the ROI edge" in _scan_caption({**row, "review": flagged})
+    assert "review: lesion touches the ROI edge" in _scan_caption({**row, "review": flagged})
     assert "review" not in _scan_caption({**row, "review": "ok"}) and "review" not in _scan_caption(row)

@@ -186,7 +186,8 @@ def test_followup_of_the_other_hip_is_refused(tmp_path, capsys):
     rc, err = _run_err(["compare", str(base), str(follow), "--side", "right", "--out", str(out),
                         "--baseline-labels", str(base_labels), "--followup-labels", str(follow_labels),
                         "--config", str(_fast_config(tmp_path))], capsys)
-    assert rc == 2 and "side mismatch" in err and err.count("\n") == 1
+    # the follow-up's labels mark the left hip: its neck contradicts --side right
+    assert rc == 2 and "shows a left hip" in err and err.count("\n") == 1
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no temporary left
 
@@ -252,4 +253,4 @@ def test_cli_compare_takes_the_baseline_acetabular_edge(pair, tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     span = json.loads((out / "longitudinal.json").read_text())["baseline"]["weight_bearing"]
     assert span["source"] == "landmark"
-    assert span["u_lat_mm"] == pytest.approx(-4.0, abs=0.01)  # e_lat = +x for a right hip (METHOD.md 1)
+    assert span["u_lat_mm"] == pytest.approx(-4.0, abs=0.01)  # e_lat = +x for a right hip (docs/method.md 1)

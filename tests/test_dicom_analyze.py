@@ -38,3 +38,44 @@ def test_dicom_and_nifti_of_one_acquisition_agree_and_leak_nothing(tmp_path):
         blob = path.read_bytes()
         for secret in SECRETS:
             assert secret.encode() not in blob, f"{secret} leaked into {path.name}"
+
+
+def _dicom_visit(folder, patient_id, seed):
+    spacing = (1.0, 1.0, 3.0)
+    shape = (64, 64, 20)
+    aff = grid_affine(shape, spacing, center_mm=(0, 0, 0))
+    lab = ball_and_cap_labels(shape, aff, (0.2, -0.1, 0.3), 22.0, 7.0)
+    img = (np.random.default_rng(seed).normal(300, 20, shape) + 300 * (lab > 0)).astype(np.int16)
+    write_series(folder, img, aff, patient_name="DOE^JANE", patient_id=patient_id)
+    return folder, save_nifti(folder.parent / f"{folder.name}_labels.nii.gz", lab, aff)
+
+
+def test_compare_refuses_dicom_visits_of_two_patients(tmp_path, capsys):
+    from pipeline.cli import main
+
+    base, base_labels = _dicom_visit(tmp_path / "v0", "SECRET123", 1)
+    other, other_labels = _dicom_visit(tmp_path / "v1", "OTHER456", 2)
+    rc = main(["compare", str(base), str(other), "--side", "right", "--out", str(tmp_path / "cmp"),
+               "--baseline-labels", str(base_labels), "--followup-labels", str(other_labels)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "different Patient IDs" in err[0]
+    assert "SECRET123" not in err[0] and "OTHER456" not in err[0]
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_compare_of_one_patient_writes_no_patient_key(tmp_path, capsys):
+    from pipeline.cli import main
+    from pipeline.scan import load_scan
+
+    base, base_labels = _dicom_visit(tmp_path / "v0", "SECRET123", 1)
+    follow, follow_labels = _dicom_visit(tmp_path / "v1", "SECRET123", 2)
+    key = load_scan(base).meta["patient_key"]
+    assert key == load_scan(follow).meta["patient_key"] and "SECRET123" not in key
+    rc = main(["compare", str(base), str(follow), "--side", "right", "--out", str(tmp_path / "cmp"),
+               "--baseline-labels", str(base_labels), "--followup-labels", str(follow_labels)])
+    assert rc == 0, capsys.readouterr().err
+    for path in (tmp_path / "cmp").rglob("*"):
+        if path.is_file():
+            blob = path.read_bytes()
+            for secret in (*SECRETS, key):
+                assert secret.encode() not in blob, f"{secret} leaked into {path.name}"

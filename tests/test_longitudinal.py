@@ -1,4 +1,4 @@
-"""Longitudinal comparison (METHOD.md section 5) against exact truth.
+"""Longitudinal comparison (docs/method.md section 5) against exact truth.
 
 Each visit is rendered from one continuous MRI-like hip model (tests/_hip_pair.py) on its own
 grid, the body moved by a known rigid motion: the motion and the lesion volumes are exact, so

@@ -1,4 +1,4 @@
-"""Volumes against closed forms (METHOD.md section 3)."""
+"""Volumes against closed forms (docs/method.md section 3)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Meshes, STL and shape-based interpolation (METHOD.md section 3)."""
+"""Meshes, STL and shape-based interpolation (docs/method.md section 3)."""
 
 import numpy as np
 import pytest

@@ -336,3 +336,20 @@ def _fast_config(tmp_path):
     path = tmp_path / "fast.yaml"
     path.write_text("reconstruction:\n  isotropic: false\noutputs:\n  qc_png: false\n")
     return path
+
+
+def test_export_into_a_folder_holding_other_files_is_refused(make_napari_viewer, qtbot, hip_files, tmp_path):
+    """Export never replaces a folder holding files onfh did not write (e.g. the scan's own)."""
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, hip_files, edge=EDGE)
+    measure(qtbot, widget)
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "report_draft.docx").write_bytes(b"the reader's own file")
+    worker = widget.export(study)
+    assert worker is not None
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    assert widget.last_export is None
+    assert "report_draft.docx" in widget.error and "did not write" in widget.error
+    assert [p.name for p in study.iterdir()] == ["report_draft.docx"]
+    assert (study / "report_draft.docx").read_bytes() == b"the reader's own file"

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ball_and_cap_labels, grid_affine, save_nifti
 from pipeline.cli import main
 from pipeline.outputs import MARKER, atomic_output_dir, foreign_entries, output_kind
+
+from conftest import ball_and_cap_labels, grid_affine, save_nifti
 
 SHAPE = (64, 64, 24)
 SPACING = (1.0, 1.0, 3.0)

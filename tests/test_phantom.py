@@ -125,7 +125,7 @@ def test_continuous_head_volume_is_the_cut_ball(subject):
     t = u * hip.n[0] + v * hip.n[1] + w * hip.n[2]
     by_femur = (hip.femur_sdf(u, v, w) <= 0) & (rho <= hip.r) & (t <= hip.h)
     by_head = hip.head_sdf(u, v, w) <= 0
-    assert np.array_equal(by_femur, by_head)  # the analytic head set is the METHOD.md definition
+    assert np.array_equal(by_femur, by_head)  # the analytic head set is the docs/method.md definition
     mc = by_head.mean() * (2 * hip.r) ** 3 / 1000.0
     se = (2 * hip.r) ** 3 / 1000.0 * math.sqrt(by_head.mean() * (1 - by_head.mean()) / n)
     assert abs(mc - P.head_volume_ml(hip)) < 4 * se

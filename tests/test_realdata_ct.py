@@ -28,7 +28,7 @@ def ct_right(tmp_path_factory):
 
 def test_real_head_from_femur_mask_is_plausible(ct_right):
     m, out = ct_right
-    # Adult femoral heads are 40-50 mm across (METHOD.md section 7); this one is about 45 mm.
+    # Adult femoral heads are 40-50 mm across (docs/method.md section 7); this one is about 45 mm.
     assert 20.0 <= m["head_radius_mm"] <= 27.0
     assert 30.0 <= m["head_volume_ml"] <= 70.0
     assert m["sphere_fit_rms_mm"] < 1.5  # 3 mm voxels: half a voxel of surface roughness

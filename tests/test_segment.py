@@ -230,7 +230,7 @@ def test_band_lying_between_two_thick_slices_still_encloses_the_lesion(monkeypat
 
 
 def test_femur_mask_alone_isolates_the_head_and_segments_the_lesion_inside(tmp_path):
-    """DESIGN.md's `--femur-mask M` without a lesion mask: the head comes from the femur mask by
+    """docs/design.md's `--femur-mask M` without a lesion mask: the head comes from the femur mask by
     the neck-plane rule (as with a lesion mask), the lesion from the automatic segmentation."""
     image = SAMPLE / "ONFH01_m00_cor.nii.gz"
     femur = SAMPLE / "ONFH01_m00_cor_femur.nii.gz"

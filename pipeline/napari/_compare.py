@@ -356,7 +356,8 @@ class CompareVisitsWidget(WorkerWidget, QWidget):
         return self._start(_compare_job, request, partial(self._show, names), "onfh: comparing visits", total=4)
 
     def _export_clicked(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Export into a new or empty folder, or an earlier export (other files are never replaced)")
+        folder = QFileDialog.getExistingDirectory(
+            self, "Export into a new or empty folder, or an earlier export (other files are never replaced)")
         if folder:
             self.export(folder)
 

@@ -748,7 +748,8 @@ class AnalyzeHipWidget(WorkerWidget, QWidget):
 
     # export -----------------------------------------------------------------------------------
     def _export_clicked(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Export into a new or empty folder, or an earlier export (other files are never replaced)")
+        folder = QFileDialog.getExistingDirectory(
+            self, "Export into a new or empty folder, or an earlier export (other files are never replaced)")
         if folder:
             self.export(folder)
 

@@ -19,14 +19,14 @@ from scipy import ndimage
 
 from ..config import Settings
 from ..errors import InputError
-from ..frame import mm_to_index
+from ..frame import mm_to_index, neck_direction
 from ..scan import Scan
 from . import acetabulum as _acetabulum
 from . import femur as _femur
 from . import grid
 from . import lesion as _lesion
 
-__all__ = ["SegmentationResult", "segment_hip"]
+__all__ = ["SegmentationResult", "neck_axis_from_image", "segment_hip"]
 
 
 @dataclass
@@ -36,7 +36,7 @@ class SegmentationResult:
     Attributes
     ----------
     head, lesion, femur : ndarray of bool
-        Femoral head (lesion included, METHOD.md neck-plane rule), lesion, proximal femur in the
+        Femoral head (lesion included, docs/method.md neck-plane rule), lesion, proximal femur in the
         head crop.
     acetabulum : ndarray of bool or None
         Approximate acetabular bone over the head (for ``location.find_acetabular_roof``); None
@@ -123,17 +123,7 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
 
     # 4: fine crop, bias-normalised and scaled to the head's own marrow signal
     r_guess = float(chosen["marrow_radius_mm"])
-    crop = grid.make_crop(scan.shape, affine, chosen["centre"], r_guess + s.cortex_offset_mm + s.crop_margin_mm,
-                          s.working_voxel_mm)
-    native = data[crop.slices]
-    native_aff = affine.copy()
-    native_aff[:3, 3] = affine[:3, :3] @ crop.lo + affine[:3, 3]
-    b_idx = mm_to_index(a_c, grid.voxel_points(native.shape, native_aff).reshape(-1, 3))
-    b_native = ndimage.map_coordinates(bias, b_idx.T, order=1, mode="nearest").reshape(native.shape)
-    norm_w = crop.upsample(native / b_native)
-    norm_w = ndimage.gaussian_filter(norm_w, 0.5 / crop.spacing)
-    marrow_level = _marrow_level(norm_w, crop, chosen["centre"], r_guess)
-    norm_w /= marrow_level
+    crop, native_aff, norm_w, marrow_level = _head_crop(data, affine, bias, a_c, chosen["centre"], r_guess, s)
     fit, coverage, _ = _femur.fit_marrow_sphere(norm_w, crop.affine, chosen["centre"], r_guess, settings,
                                                 native_affine=affine)
     centre, r_m = fit.center, fit.radius
@@ -145,10 +135,7 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
     # which marrow is the femur's is decided at the strict level (a cortex blurred by thick
     # slices stays below it, so fat beside the neck does not join); its boundary is then the
     # marrow-like level within gap_mm of it
-    strict, _ = _femur.healthy_marrow(norm_w, crop.affine, centre, r_m, s.healthy_level, s.gap_mm)
-    bright = norm_w > s.bright_level
-    marrow = grid.dilate_mm(strict, crop.spacing, s.gap_mm) & bright
-    femur_w = _femur.femur_mask(marrow, crop, centre, radius, settings)
+    femur_w, bright = _femur_in_crop(norm_w, crop, centre, r_m, radius, settings)
     n, rho, waist, cut = _femur.neck_plane_head(femur_w, crop, centre, radius, warnings)
     lateral = 1.0 if side == "right" else -1.0
     if lateral * n[0] < 0.05:
@@ -262,6 +249,56 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
                   "working_voxel_mm_used": [float(x) for x in crop.spacing]}
     return SegmentationResult(head, lesion, femur, acet if acet.any() else None, None, confidence, parameters,
                               warnings)
+
+
+def _head_crop(data: np.ndarray, affine: np.ndarray, bias: np.ndarray, a_c: np.ndarray, centre, r_marrow: float, s):
+    """Step 4: the working-grid crop around a head, bias-normalised and scaled to the head's own
+    marrow signal. Returns ``(crop, native_affine, norm_w, marrow_level)``."""
+    crop = grid.make_crop(data.shape, affine, centre, r_marrow + s.cortex_offset_mm + s.crop_margin_mm,
+                          s.working_voxel_mm)
+    native = data[crop.slices]
+    native_aff = affine.copy()
+    native_aff[:3, 3] = affine[:3, :3] @ crop.lo + affine[:3, 3]
+    b_idx = mm_to_index(a_c, grid.voxel_points(native.shape, native_aff).reshape(-1, 3))
+    b_native = ndimage.map_coordinates(bias, b_idx.T, order=1, mode="nearest").reshape(native.shape)
+    norm_w = crop.upsample(native / b_native)
+    norm_w = ndimage.gaussian_filter(norm_w, 0.5 / crop.spacing)
+    marrow_level = _marrow_level(norm_w, crop, centre, r_marrow)
+    norm_w /= marrow_level
+    return crop, native_aff, norm_w, marrow_level
+
+
+def _femur_in_crop(norm_w: np.ndarray, crop, centre, r_marrow: float, radius: float, settings):
+    """Steps 5-6: the proximal femur on the working grid, and the marrow-like (bright) voxels.
+
+    Which marrow is the femur's is decided at the strict level (a cortex blurred by thick slices
+    stays below it, so fat beside the neck does not join); its boundary is then the marrow-like
+    level within gap_mm of it.
+    """
+    s = settings.segmentation
+    strict, _ = _femur.healthy_marrow(norm_w, crop.affine, centre, r_marrow, s.healthy_level, s.gap_mm)
+    bright = norm_w > s.bright_level
+    marrow = grid.dilate_mm(strict, crop.spacing, s.gap_mm) & bright
+    return _femur.femur_mask(marrow, crop, centre, radius, settings), bright
+
+
+def neck_axis_from_image(scan: Scan, centre, radius: float, settings: Settings) -> np.ndarray:
+    """Unit direction, from the head centre, of the femoral neck seen in a T1 image.
+
+    The femur is found from the marrow signal around a head already known (e.g. from imported
+    labels) by the automatic segmentation's own steps 4-6, so that a hip's side can be read from
+    its anatomy (the neck runs laterally). Raises InputError where no femur marrow is found (a
+    contrast without bright marrow, a head cut by the field of view).
+    """
+    s = settings.segmentation
+    data = np.asarray(scan.data, dtype=np.float32)
+    coarse, a_c = grid.coarse_grid(data, scan.affine, s.coarse_voxel_mm)
+    bias = grid.bias_field(coarse, a_c, s.bias_sigma_mm)
+    r_marrow = max(float(radius) - s.cortex_offset_mm, 1.0)
+    centre = np.asarray(centre, dtype=np.float64)
+    crop, _, norm_w, _ = _head_crop(data, scan.affine, bias, a_c, centre, r_marrow, s)
+    femur_w, _ = _femur_in_crop(norm_w, crop, centre, r_marrow, float(radius), settings)
+    return neck_direction(femur_w, crop.affine, centre, float(radius))
 
 
 def _marrow_level(norm_w: np.ndarray, crop: grid.Crop, centre, r_m: float) -> float:

@@ -15,7 +15,7 @@ Steps (docs/segmentation.md):
 5. Healthy marrow = bright voxels reached from the lower inner head after an erosion by
    ``gap_mm`` (so thin bright bridges, e.g. through gaps of a lesion's band, do not pass), grown
    back by the same radius. Femur = that marrow grown by the neck cortex, plus the head ball.
-6. Neck axis and waist (``frame.neck_axis``) and the neck-plane head of METHOD.md section 2.
+6. Neck axis and waist (``frame.neck_axis``) and the neck-plane head of docs/method.md section 2.
 """
 
 from __future__ import annotations
@@ -339,7 +339,7 @@ def femur_mask(healthy: np.ndarray, crop: grid.Crop, centre, radius: float, sett
 
 
 def neck_plane_head(femur: np.ndarray, crop: grid.Crop, centre, radius: float, warnings: list):
-    """Neck axis, waist and the cut distance sqrt(r^2 - rho^2) (METHOD.md section 2)."""
+    """Neck axis, waist and the cut distance sqrt(r^2 - rho^2) (docs/method.md section 2)."""
     n, rho, waist = neck_axis(femur, crop.affine, np.asarray(centre, float), radius, warnings=warnings)
     if rho >= radius:
         warnings.append(f"neck waist radius {rho:.1f} mm is not smaller than the head radius {radius:.1f} mm")
