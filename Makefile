@@ -31,7 +31,7 @@ run: setup
 	$(VENV)/bin/onfh batch sample_data/manifest.csv --out results
 
 test: setup system-deps
-	xvfb-run -a -s "-screen 0 1600x1200x24" $(PY) -m pytest -q
+	xvfb-run -a -s "-screen 0 1600x1200x24" $(PY) -m pytest -q -rs
 
 # Each script writes its JSON into benchmarks/results (analyze.json, segment.json, compare.json, batch.json,
 # batch_x4.json).

@@ -96,9 +96,9 @@ def schedule_bound(manifest: Path, run1: dict) -> dict:
     the tasks (start-up, imports, hashing, tables, report) is counted as serial.
     """
     sys.path.insert(0, str(ROOT))
-    from pipeline.batch import plan_tasks, record_name
+    from pipeline.app.batch import plan_tasks, record_name
     from pipeline.config import Settings
-    from pipeline.manifest import read_manifest
+    from pipeline.io.manifest import read_manifest
 
     order = [record_name(t) for t in plan_tasks(read_manifest(manifest), Path("/nonexistent"), Settings())]
     times = [run1["task_s"][name] for name in order]
@@ -127,9 +127,17 @@ def scale_probe(work: Path, n_hips: int = 4000) -> dict:
     import random
 
     sys.path.insert(0, str(ROOT))
-    from pipeline.batch import RECORDS, InputHashes, plan_tasks, read_record, record_name, write_record, write_tables
+    from pipeline.app.batch import (
+        RECORDS,
+        InputHashes,
+        plan_tasks,
+        read_record,
+        record_name,
+        write_record,
+        write_tables,
+    )
     from pipeline.config import Settings
-    from pipeline.manifest import read_manifest
+    from pipeline.io.manifest import read_manifest
 
     folder = work / "scale"
     inputs = folder / "inputs"

@@ -78,9 +78,9 @@ def one_core_prefix() -> list[str]:
 
 def time_phases(case: dict, out: Path) -> dict:
     """Where the time goes, in this process (pinned to one core when possible)."""
-    from pipeline.compare import _write_followup, load_visit
+    from pipeline.app.compare import _write_followup, load_visit
     from pipeline.config import Settings
-    from pipeline.longitudinal import compare_visits
+    from pipeline.longitudinal.change import compare_visits
 
     settings = Settings()
     phases = {}
@@ -98,7 +98,7 @@ def time_phases(case: dict, out: Path) -> dict:
     t = time.perf_counter()
     _write_followup(out, base, follow, comparison, no_qc, "", None)
     phases["write_maps_s"] = time.perf_counter() - t
-    from pipeline.compare import write_compare_qc_png
+    from pipeline.app.compare import write_compare_qc_png
 
     t = time.perf_counter()
     write_compare_qc_png(out / "qc.png", base, comparison)

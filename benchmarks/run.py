@@ -71,12 +71,14 @@ def make_case(folder: Path, shape, spacing) -> tuple[Path, Path]:
 
 
 def time_phases(img: Path, lab: Path, out: Path) -> dict:
-    from pipeline.analyze import import_masks, measure_hip, write_analysis
+    from pipeline.app.analyze import write_analysis
     from pipeline.config import Settings
-    from pipeline.frame import head_frame_from_mask
-    from pipeline.location import location_metrics, weight_bearing_span, zone_map
-    from pipeline.mesh import isotropic_reconstructions
-    from pipeline.scan import load_scan
+    from pipeline.geometry.frame import head_frame_from_mask
+    from pipeline.geometry.mesh import isotropic_reconstructions
+    from pipeline.io.scan import load_scan
+    from pipeline.masks.labels import import_masks
+    from pipeline.measures.hip import measure_hip
+    from pipeline.measures.location import location_metrics, weight_bearing_span, zone_map
 
     settings = Settings()
     phases = {}

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def make_scan(folder: Path) -> Path:
-    from pipeline import phantom as P
+    from pipeline.synthetic import phantom as P
 
     rng = np.random.default_rng(77)
     params = P.random_subject_params(rng, "BENCH", lesion_sides=("right",), nf_range=(20.0, 20.1))
@@ -67,7 +67,7 @@ def main() -> int:
                 raise SystemExit(proc.stderr)
         metrics = json.loads((tmp / "o0" / "metrics.json").read_text())
         from pipeline.config import Settings
-        from pipeline.scan import load_scan
+        from pipeline.io.scan import load_scan
         from pipeline.segment import segment_hip
 
         scan = load_scan(image)

@@ -14,7 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import InputError
+from pipeline.errors import InputError
 
 
 class _Section(BaseModel):
@@ -66,7 +66,7 @@ class HeadSettings(_Section):
 
 
 class ReconstructionSettings(_Section):
-    isotropic: bool = Field(True, description="shape-based interpolation to isotropic voxels (docs/method.md section 3)")
+    isotropic: bool = Field(True, description="shape-based interpolation to isotropic voxels (docs/method.md 3)")
     voxel_mm: float = Field(0.5, gt=0.05, le=5, description="isotropic voxel size of the reconstruction, mm")
     stl_from_isotropic: bool = Field(True, description="write head.stl/lesion.stl from the isotropic masks")
 

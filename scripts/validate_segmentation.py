@@ -1,6 +1,6 @@
 """Validation of the automatic segmentation on a phantom evaluation set (issue #4).
 
-Builds scans with the parametric hip-MRI generator (``pipeline.phantom``) from seeds other than
+Builds scans with the parametric hip-MRI generator (``pipeline.synthetic.phantom``) from seeds other than
 the sample cohort's: Mitchell A-D, lesions 2-45 % of the head, healthy heads, slices 1-5 mm,
 noise 3-8 %, bias up to 30 %, bilateral fields of view, patchy red marrow in the head, fovea,
 coronal, axial, sagittal and oblique acquisitions, a follow-up with the drill track, and a
@@ -26,12 +26,12 @@ from nibabel import orientations as ornt
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import phantom as P  # noqa: E402
-from pipeline.analyze import measure_hip  # noqa: E402
 from pipeline.config import Settings  # noqa: E402
 from pipeline.errors import InputError  # noqa: E402
-from pipeline.scan import Scan  # noqa: E402
+from pipeline.io.scan import Scan  # noqa: E402
+from pipeline.measures.hip import measure_hip  # noqa: E402
 from pipeline.segment import segment_hip  # noqa: E402
+from pipeline.synthetic import phantom as P  # noqa: E402
 
 SEED = 4404
 

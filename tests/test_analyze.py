@@ -8,10 +8,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pipeline.analyze import run_analyze
+from pipeline.app.analyze import run_analyze
 from pipeline.config import Settings
 from pipeline.errors import InputError
-from pipeline.outputs import MARKER
+from pipeline.io.outputs import MARKER
 
 from conftest import all_axis_orders, ball_and_cap_labels, grid_affine, restore, rotation_matrix, save_nifti
 
@@ -144,7 +144,7 @@ def test_mask_on_another_grid_is_refused_naming_the_difference(tmp_path):
 
 
 def _onfh(*args):
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "pipeline.app.cli", *map(str, args)], capture_output=True, text=True)
 
 
 def test_cli_bad_input_exit_2_one_line_no_output(tmp_path):
@@ -201,7 +201,7 @@ def test_landmarks_with_negative_coordinates_in_both_forms(tmp_path):
 
 
 def test_qc_title_names_the_masks_and_an_automatic_segmentation_to_review():
-    from pipeline.qc import _summary
+    from pipeline.report.qc import _summary
 
     metrics = {"side": "right", "warnings": ["w"], "head_volume_ml": 50.0}
     imported = _summary({**metrics, "segmentation": {"method": "imported label map"}}, "")

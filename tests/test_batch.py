@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from _hip_pair import HipModel, grid, render, rotation, rotation_error_deg
 
-from pipeline.batch import CHANGE_COLUMNS, SCAN_COLUMNS, TIMING_COLUMNS, Progress, run_batch
-from pipeline.cli import main
+from pipeline.app.batch import CHANGE_COLUMNS, SCAN_COLUMNS, TIMING_COLUMNS, Progress, run_batch
+from pipeline.app.cli import main
 from pipeline.config import load_settings
 
 from conftest import save_nifti
@@ -412,7 +412,7 @@ def test_progress_plain_lines_and_terminal_bar():
 
 
 def test_report_gallery_keeps_a_trial_page_small(tmp_path):
-    from pipeline.report import _gallery, _scan_caption
+    from pipeline.report.html import _gallery, _scan_caption
 
     records = [{"key": f"S{i:02d}_left_m00", "folder": f"scans/S{i:02d}_left_m00", "status": "ok",
                 "necrotic_fraction_pct": 10.0} for i in range(5)]
@@ -442,8 +442,8 @@ def test_an_unreachable_scheduler_exits_2_and_leaves_no_folder_behind(cohort, tm
 
 
 def test_review_column_and_report_name_the_automatic_segmentations_to_open():
-    from pipeline.batch import review_flags
-    from pipeline.report import _scan_caption
+    from pipeline.app.batch import review_flags
+    from pipeline.report.html import _scan_caption
 
     assert review_flags({"method": "imported label map"}) is None
     assert review_flags({"method": "automatic", "confidence": {"status": "ok", "flags": []}}) == "ok"

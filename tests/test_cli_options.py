@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.cli import main
+from pipeline.app.cli import main
 
 
 @pytest.mark.parametrize("option, value, expected", [

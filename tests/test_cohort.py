@@ -1,4 +1,4 @@
-"""Cohort statistics (pipeline.cohort) against hand computations on small designed record lists."""
+"""Cohort statistics (pipeline.report.cohort) against hand computations on small designed record lists."""
 
 import json
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pipeline.cohort import cohort_markdown, cohort_summary, describe, paired_tests
+from pipeline.report.cohort import cohort_markdown, cohort_summary, describe, paired_tests
 
 # hip -> outcome, and NF (%) per timepoint (months); H5 has no outcome; H7's baseline failed.
 HIPS = {

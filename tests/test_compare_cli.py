@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from _hip_pair import HipModel, grid, render, rotation, rotation_error_deg
 
-from pipeline.cli import main
-from pipeline.compare import load_visit, run_compare
+from pipeline.app.cli import main
+from pipeline.app.compare import load_visit, run_compare
 from pipeline.config import Settings
-from pipeline.outputs import MARKER
+from pipeline.io.outputs import MARKER
 
 from conftest import restore, save_nifti
 

@@ -21,9 +21,9 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from pipeline.errors import InputError
-from pipeline.info import format_info, scan_info
-from pipeline.readers import LPS_TO_RAS, read_image
-from pipeline.scan import load_scan
+from pipeline.io.info import format_info, scan_info
+from pipeline.io.readers import LPS_TO_RAS
+from pipeline.io.scan import load_scan, read_image
 
 from conftest import grid_affine, realdata, rotation_matrix
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from _dicom_fixtures import write_series
 
-from pipeline.analyze import run_analyze
+from pipeline.app.analyze import run_analyze
 from pipeline.config import Settings
 
 from conftest import ball_and_cap_labels, grid_affine, rotation_matrix, save_nifti
@@ -51,7 +51,7 @@ def _dicom_visit(folder, patient_id, seed):
 
 
 def test_compare_refuses_dicom_visits_of_two_patients(tmp_path, capsys):
-    from pipeline.cli import main
+    from pipeline.app.cli import main
 
     base, base_labels = _dicom_visit(tmp_path / "v0", "SECRET123", 1)
     other, other_labels = _dicom_visit(tmp_path / "v1", "OTHER456", 2)
@@ -64,8 +64,8 @@ def test_compare_refuses_dicom_visits_of_two_patients(tmp_path, capsys):
 
 
 def test_compare_of_one_patient_writes_no_patient_key(tmp_path, capsys):
-    from pipeline.cli import main
-    from pipeline.scan import load_scan
+    from pipeline.app.cli import main
+    from pipeline.io.scan import load_scan
 
     base, base_labels = _dicom_visit(tmp_path / "v0", "SECRET123", 1)
     follow, follow_labels = _dicom_visit(tmp_path / "v1", "SECRET123", 2)

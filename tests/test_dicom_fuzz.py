@@ -1,7 +1,7 @@
 """Corrupted DICOM headers never crash: every malformed input ends with exit status 2 and one line.
 
 A small valid series (tests/_dicom_fixtures.py) is written, then each tag the loader reads
-(pipeline/dicom.py: identity, pixel description, geometry, rescale, frame count, functional
+(pipeline/io/dicom.py: identity, pixel description, geometry, rescale, frame count, functional
 groups, pixel data) is damaged in each relevant way: deleted, a string where numbers are
 expected, the wrong multiplicity, non-finite, zero or negative, undecodable bytes, inconsistent
 with the pixel data. ``onfh info`` (folder and file) and ``onfh analyze`` must then exit 2 with
@@ -24,8 +24,8 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.sequence import Sequence
 
-from pipeline.cli import main
-from pipeline.readers import read_image
+from pipeline.app.cli import main
+from pipeline.io.scan import read_image
 
 from conftest import grid_affine
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import frame as F
 from pipeline.errors import InputError
+from pipeline.geometry import frame as F
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 
@@ -282,7 +282,7 @@ def test_select_side_on_a_bilateral_mask():
 def real_ct():
     if not REALDATA.is_dir():
         pytest.skip(f"real data folder absent: {REALDATA}")
-    from pipeline.scan import load_labels, load_scan
+    from pipeline.io.scan import load_labels, load_scan
 
     scan = load_scan(REALDATA / "example_ct.nii.gz")
     labels = REALDATA / "ct_pelvis_labels"

@@ -7,8 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
-from pipeline.batch import run_batch
-from pipeline.cli import main
+from pipeline.app.batch import run_batch
+from pipeline.app.cli import main
 from pipeline.config import Settings
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from _hip_pair import HipModel, grid, render
 
-from pipeline import measure
-from pipeline.analyze import masks_from_label_map
-from pipeline.batch import run_batch, summarize_scan
-from pipeline.cli import main
+from pipeline.app.batch import run_batch, summarize_scan
+from pipeline.app.cli import main
 from pipeline.config import Settings, load_settings
 from pipeline.errors import InputError
-from pipeline.scan import load_scan
+from pipeline.io.scan import load_scan
+from pipeline.masks import labels as labels_mod
+from pipeline.masks.labels import masks_from_label_map
 
 from conftest import ball_and_cap_labels, grid_affine, realdata, save_nifti, voxel_centres
 
@@ -131,14 +131,14 @@ def test_real_totalsegmentator_maps_binary_accepted_multiclass_named():
     for name in ("femur_right", "hip_right"):
         data = np.asanyarray(nib.load(str(folder / f"{name}.nii.gz")).dataobj)
         assert data.dtype == np.float64
-        head, lesion, _ = measure.masks_from_labels(data, max_distinct_values=limit)
+        head, lesion, _ = labels_mod.masks_from_labels(data, max_distinct_values=limit)
         assert np.array_equal(head, data == 1) and not lesion.any()
     # A real multi-class map (TotalSegmentator MR, 23 classes): refused by default, saying how many
     # values it has and which were expected; a raised limit reads it.
     multi = np.asanyarray(nib.load(str(realdata("example_seg_mr.nii.gz"))).dataobj)
     with pytest.raises(InputError, match=r"has 23 distinct non-zero values .*expected head label 1 and lesion label 2"):
-        measure.masks_from_labels(multi, max_distinct_values=limit, name="label map example_seg_mr.nii.gz")
-    head, lesion, warnings = measure.masks_from_labels(multi, max_distinct_values=30)
+        labels_mod.masks_from_labels(multi, max_distinct_values=limit, name="label map example_seg_mr.nii.gz")
+    head, lesion, warnings = labels_mod.masks_from_labels(multi, max_distinct_values=30)
     assert np.array_equal(head, np.isin(multi, (1, 2))) and np.array_equal(lesion, multi == 2)
     assert len(warnings) == 1 and warnings[0].startswith("ignored 21 other label values ("), warnings
 

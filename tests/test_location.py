@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from skimage import measure
 
-from pipeline import frame as F
-from pipeline import location as L
 from pipeline.errors import InputError
+from pipeline.geometry import frame as F
+from pipeline.measures import location as L
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 
@@ -366,7 +366,7 @@ def test_span_without_bone_above_the_head_falls_back_to_default():
 def test_real_ct_lateral_centre_edge_angle(record_property):
     if not REALDATA.is_dir():
         pytest.skip(f"real data folder absent: {REALDATA}")
-    from pipeline.scan import load_labels, load_scan
+    from pipeline.io.scan import load_labels, load_scan
 
     scan = load_scan(REALDATA / "example_ct.nii.gz")
     labels = REALDATA / "ct_pelvis_labels"

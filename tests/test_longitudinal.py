@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from _hip_pair import HipModel, grid, render, rotation, rotation_error_deg
 
-from pipeline.analyze import measure_hip
 from pipeline.config import Settings
 from pipeline.errors import InputError
-from pipeline.location import AP_REGIONS, JIC_ZONES, ZONE_LABELS, zone_indices
-from pipeline.longitudinal import (
+from pipeline.io.scan import Scan
+from pipeline.longitudinal.change import (
     LPS,
     RigidTransform,
     change_map,
@@ -24,7 +23,8 @@ from pipeline.longitudinal import (
     resample_to_baseline,
     to_sitk,
 )
-from pipeline.scan import Scan
+from pipeline.measures.hip import measure_hip
+from pipeline.measures.location import AP_REGIONS, JIC_ZONES, ZONE_LABELS, zone_indices
 
 MODEL = HipModel()
 CAP0 = 12.0  # baseline lesion cap height, mm

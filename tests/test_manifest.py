@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
+from pipeline.app.cli import main
 from pipeline.errors import InputError
-from pipeline.manifest import read_manifest
+from pipeline.io.manifest import read_manifest
 
 HEADER = ("subject", "side", "timepoint_months", "image", "labels", "acetabular_edge", "outcome")
 

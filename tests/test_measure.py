@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from pipeline import measure
 from pipeline.errors import InputError
-from pipeline.mesh import mask_mesh_volume_ml
+from pipeline.geometry.mesh import mask_mesh_volume_ml
+from pipeline.masks import labels as labels_mod
+from pipeline.measures import volumes as measure
 
 from conftest import ball_and_cap_labels, ball_volume_ml, cap_volume_ml, grid_affine, rotation_matrix
 
@@ -24,7 +25,7 @@ def test_ball_and_cap_voxel_volumes_match_closed_form(spacing):
         shape = tuple(int(np.ceil(60 / s)) for s in spacing)
         aff = grid_affine(shape, spacing, center_mm=rng.uniform(-2, 2, 3))
         lab = ball_and_cap_labels(shape, aff, (0.0, 0.0, 0.0), r, h)
-        head, lesion, _ = measure.masks_from_labels(lab)
+        head, lesion, _ = labels_mod.masks_from_labels(lab)
         head_err.append(measure.voxel_volume_ml(head, aff) / ball_volume_ml(r) - 1)
         cap_err.append(measure.voxel_volume_ml(lesion, aff) - cap_volume_ml(r, h))
     assert np.max(np.abs(head_err)) < 0.01
@@ -84,13 +85,13 @@ def test_label_rules():
     lab = np.zeros((5, 5, 5), np.int16)
     lab[1:4, 1:4, 1:4] = 1
     lab[2, 2, 2] = 2
-    head, lesion, warnings = measure.masks_from_labels(lab)
+    head, lesion, warnings = labels_mod.masks_from_labels(lab)
     assert head.sum() == 27 and lesion.sum() == 1 and not warnings
     with pytest.raises(InputError, match="head label 3 is absent"):
-        measure.masks_from_labels(lab, head_label=3)
+        labels_mod.masks_from_labels(lab, head_label=3)
     with pytest.raises(InputError, match="lesion label 4 is absent"):
-        measure.masks_from_labels(lab, lesion_label=4, lesion_required=True)
-    _, lesion, warnings = measure.masks_from_labels(lab, lesion_label=4)
+        labels_mod.masks_from_labels(lab, lesion_label=4, lesion_required=True)
+    _, lesion, warnings = labels_mod.masks_from_labels(lab, lesion_label=4)
     assert not lesion.any() and "absent" in warnings[0]
 
 

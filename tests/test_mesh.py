@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline import measure
-from pipeline.mesh import (
+from pipeline.geometry.mesh import (
     isotropic_reconstruction,
     mask_mesh,
     mesh_area_mm2,
@@ -13,6 +12,7 @@ from pipeline.mesh import (
     signed_distance,
     write_stl,
 )
+from pipeline.measures import volumes as measure
 
 from conftest import ball_and_cap_labels, ball_volume_ml, grid_affine, rotation_matrix
 

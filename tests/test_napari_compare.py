@@ -25,15 +25,15 @@ import numpy as np  # noqa: E402
 from _hip_pair import HipModel, grid, render, rotation, rotation_error_deg  # noqa: E402
 from qtpy.QtCore import QTimer  # noqa: E402
 
-from pipeline.cli import main  # noqa: E402
-from pipeline.compare import CHANGE_COLOURS  # noqa: E402
+from pipeline.app.cli import main  # noqa: E402
+from pipeline.app.compare import CHANGE_COLOURS  # noqa: E402
 from pipeline.config import Settings  # noqa: E402
-from pipeline.longitudinal import CHANGE_LABELS  # noqa: E402
+from pipeline.io.scan import load_labels, load_scan  # noqa: E402
+from pipeline.longitudinal.change import CHANGE_LABELS  # noqa: E402
 from pipeline.napari._compare import ALIGNED_NAME, CHANGE_NAME, CompareVisitsWidget  # noqa: E402
 from pipeline.napari._layers import layer_scan  # noqa: E402
 from pipeline.napari._measure import AUTO_KEY, AutoSegmentation  # noqa: E402
 from pipeline.napari._widget import _camera, labels_request  # noqa: E402
-from pipeline.scan import load_labels, load_scan  # noqa: E402
 
 from conftest import restore, save_nifti  # noqa: E402
 
@@ -225,7 +225,7 @@ def test_review_command_compares_two_visits(pair, tmp_path, capsys):
     assert main(["review", pair["baseline"], "--side", "right", "--compare"]) == 2
     assert "--compare needs two images" in capsys.readouterr().err
     png = tmp_path / "compare.png"
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "review", pair["baseline"], pair["followup"],
+    proc = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "review", pair["baseline"], pair["followup"],
                            "--side", "right", "--compare", "--screenshot", str(png)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

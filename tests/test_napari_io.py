@@ -21,11 +21,11 @@ import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 from _dicom_fixtures import write_series  # noqa: E402
 
+from pipeline.io.scan import load_labels, load_scan  # noqa: E402
 from pipeline.napari import _sample_data  # noqa: E402
 from pipeline.napari._layers import SCAN_KEY, data_to_world_matrix, looks_like_labels  # noqa: E402
 from pipeline.napari._reader import napari_get_reader  # noqa: E402
 from pipeline.napari._widget import set_view  # noqa: E402
-from pipeline.scan import load_labels, load_scan  # noqa: E402
 
 from conftest import ROOT, rotation_matrix, save_nifti  # noqa: E402
 
@@ -234,7 +234,7 @@ def test_sample_data_is_generated_when_no_cohort_is_found(monkeypatch, tmp_path)
         return out_dir / "manifest.csv"
 
     monkeypatch.setenv("ONFH_SAMPLE_DATA", str(tmp_path / "cohort"))
-    monkeypatch.setattr("pipeline.sampledata.write_sample_cohort", fake_write_sample_cohort)
+    monkeypatch.setattr("pipeline.synthetic.sampledata.write_sample_cohort", fake_write_sample_cohort)
     layers = _sample_data.sample_ONFH01_m00_cor()
     assert calls == [tmp_path / "cohort"]
     assert [kind for _, _, kind in layers] == ["image", "labels", "points"]

@@ -23,15 +23,15 @@ if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.env
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.analyze import run_analyze  # noqa: E402
-from pipeline.cli import main  # noqa: E402
+from pipeline.app.analyze import run_analyze  # noqa: E402
+from pipeline.app.cli import main  # noqa: E402
 from pipeline.config import Settings, load_settings  # noqa: E402
+from pipeline.io.outputs import clean_json  # noqa: E402
+from pipeline.io.scan import load_labels, load_scan  # noqa: E402
 from pipeline.napari._compare import CompareVisitsWidget  # noqa: E402
 from pipeline.napari._review import COMPARE_NAME, open_review, review_layers  # noqa: E402
 from pipeline.napari._sample_data import sample_manifest  # noqa: E402
 from pipeline.napari._widget import AnalyzeHipWidget  # noqa: E402
-from pipeline.outputs import clean_json  # noqa: E402
-from pipeline.scan import load_labels, load_scan  # noqa: E402
 
 from conftest import ball_and_cap_labels, grid_affine, restore, rotation_matrix, save_nifti  # noqa: E402
 
@@ -303,7 +303,7 @@ def test_review_command_renders_a_window(hip_files, tmp_path):
     """`onfh review IMAGE --measure --screenshot PNG`: the real program, end to end."""
     image, _ = hip_files
     png = tmp_path / "review.png"
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "review", image, "--side", "right", "--measure",
+    proc = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "review", image, "--side", "right", "--measure",
                            "--screenshot", str(png)], capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
     shot = np.asarray(imageio_read(png))[..., :3].astype(float)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.cli import main
-from pipeline.outputs import MARKER, atomic_output_dir, foreign_entries, output_kind
+from pipeline.app.cli import main
+from pipeline.io.outputs import MARKER, atomic_output_dir, foreign_entries, output_kind
 
 from conftest import ball_and_cap_labels, grid_affine, save_nifti
 

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import phantom as P
-from pipeline.scan import Scan
+from pipeline.io.scan import Scan
+from pipeline.synthetic import phantom as P
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data"
@@ -321,7 +321,7 @@ def test_same_seed_gives_identical_arrays(subject):
 
 
 def test_nifti_writer_is_byte_deterministic(tmp_path, thick):
-    from pipeline.sampledata import _write_nifti
+    from pipeline.synthetic.sampledata import _write_nifti
 
     _write_nifti(tmp_path / "a.nii.gz", thick.image, thick.affine, "x")
     _write_nifti(tmp_path / "b.nii.gz", thick.image, thick.affine, "x")

@@ -19,12 +19,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.collections import PathCollection, PolyCollection  # noqa: E402
 
-from pipeline import location as L  # noqa: E402
-from pipeline import qc  # noqa: E402
-from pipeline.analyze import measure_hip  # noqa: E402
 from pipeline.config import Settings  # noqa: E402
-from pipeline.frame import HeadFrame, plane_points  # noqa: E402
-from pipeline.scan import Scan  # noqa: E402
+from pipeline.geometry.frame import HeadFrame, plane_points  # noqa: E402
+from pipeline.io.scan import Scan  # noqa: E402
+from pipeline.measures import location as L  # noqa: E402
+from pipeline.measures.hip import measure_hip
+from pipeline.report import qc  # noqa: E402
 
 from conftest import grid_affine, voxel_centres  # noqa: E402
 

@@ -20,9 +20,9 @@ import SimpleITK as sitk
 from nibabel.testing import data_path as NIBABEL_DATA
 
 from pipeline.errors import InputError
-from pipeline.info import format_info, scan_info
-from pipeline.readers import LPS_TO_RAS, read_image
-from pipeline.scan import load_scan
+from pipeline.io.info import format_info, scan_info
+from pipeline.io.readers import LPS_TO_RAS
+from pipeline.io.scan import load_scan, read_image
 
 from conftest import ROOT, grid_affine, realdata, rotation_matrix
 
@@ -245,7 +245,7 @@ def test_cli_error_is_exactly_one_stderr_line(tmp_path):
     """ITK's MetaIO prints its own diagnostics to stderr; the CLI must still print one line."""
     path, _ = _make_bad(tmp_path, "truncated mha")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "info", str(path)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "info", str(path)], capture_output=True,
                           text=True, env=env, cwd=tmp_path, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("onfh: error: cannot read MetaImage")

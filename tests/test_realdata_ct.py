@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pipeline.analyze import run_analyze
+from pipeline.app.analyze import run_analyze
 from pipeline.config import Settings
 
 from conftest import realdata, save_nifti

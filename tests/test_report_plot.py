@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from pipeline.report import _nf_plot  # noqa: E402
+from pipeline.report.html import _nf_plot  # noqa: E402
 
 
 def _healing_cohort(n_hips):

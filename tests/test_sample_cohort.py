@@ -1,5 +1,5 @@
 """The committed sample cohort, measured with its truth labels and landmarks, against its truth JSON
-(continuous-model figures of pipeline/phantom.py)."""
+(continuous-model figures of pipeline/synthetic/phantom.py)."""
 
 import csv
 import json
@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.analyze import import_masks, measure_hip
 from pipeline.config import Settings
-from pipeline.scan import load_scan
+from pipeline.io.scan import load_scan
+from pipeline.masks.labels import import_masks
+from pipeline.measures.hip import measure_hip
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 ROWS = list(csv.DictReader(open(SAMPLE / "manifest.csv")))

@@ -1,6 +1,6 @@
 """Automatic segmentation (issue #4) against the phantom truth of the committed sample data.
 
-The sample scans are rendered by ``pipeline.phantom`` with exact truth; the tests check head and
+The sample scans are rendered by ``pipeline.synthetic.phantom`` with exact truth; the tests check head and
 lesion Dice for a dark (Mitchell C) and a bright (Mitchell A) core, a healthy head, the drill
 track, side selection in a bilateral field of view, invariance to the storage order, and the
 refusal of an image with no femoral head. The wider validation set is scripts/validate_segmentation.py.
@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from nibabel import orientations as ornt
 
-from pipeline.cli import main
+from pipeline.app.cli import main
 from pipeline.config import Settings
 from pipeline.errors import InputError
-from pipeline.frame import select_side
-from pipeline.scan import load_labels, load_scan
+from pipeline.geometry.frame import select_side
+from pipeline.io.scan import load_labels, load_scan
 from pipeline.segment import segment_hip
 
 from conftest import realdata
@@ -172,8 +172,8 @@ def test_necrotic_fraction_within_one_point_and_head_radius_of_the_truth(stem):
 
 
 def test_acetabular_edge_matches_the_truth_or_is_flagged():
-    from pipeline.frame import HeadFrame
-    from pipeline.location import find_acetabular_roof
+    from pipeline.geometry.frame import HeadFrame
+    from pipeline.measures.location import find_acetabular_roof
 
     for stem, side in (("ONFH01_m00_cor", "right"), ("ONFH03_m00_obl", "right"), ("ONFH04_m00_bilat", "right"),
                        ("ONFH04_m00_bilat", "left")):

@@ -9,11 +9,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pipeline.analyze import run_analyze
-from pipeline.cli import main
+from pipeline.app.analyze import run_analyze
+from pipeline.app.cli import main
 from pipeline.config import Settings
 from pipeline.errors import InputError
-from pipeline.side import confirm_side
+from pipeline.geometry.side import confirm_side
 
 from conftest import realdata, save_nifti
 

@@ -4,14 +4,14 @@ Pick the baseline image and its labels layer, the follow-up image and its labels
 side; "Register and compare" runs in a napari worker thread:
 
 1. each visit is measured in its own space from its labels layer
-   (:func:`._measure.measure_label_map`: the masks of :func:`pipeline.analyze.masks_from_label_map`,
+   (:func:`._measure.measure_label_map`: the masks of :func:`pipeline.masks.labels.masks_from_label_map`,
    what ``onfh compare --baseline-labels/--followup-labels`` imports; an unedited automatic
    segmentation from "Analyze hip" is measured as ``onfh compare`` without label maps measures it);
-2. :func:`pipeline.longitudinal.compare_visits` registers the follow-up to the baseline (rigid,
+2. :func:`pipeline.longitudinal.change.compare_visits` registers the follow-up to the baseline (rigid,
    mutual information) and maps it onto the baseline grid: the very function ``run_compare``
    calls, so the figures are the CLI's;
 3. the figures are assembled as in ``longitudinal.json``
-   (:func:`pipeline.compare.longitudinal_payload`).
+   (:func:`pipeline.app.compare.longitudinal_payload`).
 
 Shown: ``onfh follow-up aligned`` (the follow-up image on the baseline grid), ``onfh change map``
 (a Labels layer on the baseline grid: 1 persistent, 2 regenerated, 3 new, in the colours of the
@@ -41,14 +41,14 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..compare import CHANGE_COLOURS, longitudinal_payload, write_comparison
-from ..config import load_settings
-from ..errors import InputError
-from ..longitudinal import CHANGE_LABELS, compare_visits
-from ..outputs import clean_json
-from ._layers import display_range, labels_layer_data, layer_scan
-from ._measure import measure_label_map
-from ._widget import (
+from pipeline.app.compare import CHANGE_COLOURS, longitudinal_payload, write_comparison
+from pipeline.config import load_settings
+from pipeline.errors import InputError
+from pipeline.io.outputs import clean_json
+from pipeline.longitudinal.change import CHANGE_LABELS, compare_visits
+from pipeline.napari._layers import display_range, labels_layer_data, layer_scan
+from pipeline.napari._measure import measure_label_map
+from pipeline.napari._widget import (
     EDITED_KEY,
     NONE,
     RESULT_PREFIX,

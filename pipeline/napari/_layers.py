@@ -1,6 +1,6 @@
 """Scans as napari layers, and back (no Qt here; numpy, nibabel and the pipeline only).
 
-Geometry rule: a layer's data is the :class:`~pipeline.scan.Scan`'s canonical (closest-RAS) array
+Geometry rule: a layer's data is the :class:`~pipeline.io.scan.Scan`'s canonical (closest-RAS) array
 and its napari ``affine`` is ``scan.affine`` (canonical voxel index -> RAS mm, oblique kept
 exact). napari's world coordinates are therefore RAS millimetres, in the order (x, y, z) =
 (right, anterior, superior): a point picked in the viewer is a landmark the CLI accepts as is.
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..scan import Scan, check_same_grid, load_labels, load_scan
+from pipeline.errors import InputError
+from pipeline.io.scan import Scan, check_same_grid, load_labels, load_scan
 
 META_KEY = "onfh"
 SCAN_KEY = "onfh_scan"

@@ -1,11 +1,11 @@
 """What the napari widgets compute, without Qt: masks from a label map, the measurement, the
 automatic segmentation, and the layers that show the results (zones, mid-planes).
 
-The measurement is :func:`pipeline.analyze.measure_hip`, called with masks obtained from the
-label map by :func:`pipeline.analyze.masks_from_label_map` (what ``onfh analyze --labels`` does
+The measurement is :func:`pipeline.measures.hip.measure_hip`, called with masks obtained from the
+label map by :func:`pipeline.masks.labels.masks_from_label_map` (what ``onfh analyze --labels`` does
 after reading the file), so the widget and the CLI give the same numbers for the same labels;
 ``tests/test_napari_widget.py`` checks it against ``run_analyze``. The automatic segmentation is
-:func:`pipeline.analyze.segment_masks` (what ``onfh analyze`` without masks runs); its label map
+:func:`pipeline.app.analyze.segment_masks` (what ``onfh analyze`` without masks runs); its label map
 carries the segmentation record, warnings and acetabulum (:class:`AutoSegmentation`) so that
 measuring it unedited gives the figures of ``onfh analyze IMAGE --side S``.
 """
@@ -18,13 +18,15 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ..analyze import Analysis, masks_from_label_map, measure_hip, segment_masks
-from ..config import Settings
-from ..frame import HeadFrame
-from ..location import ZONE_LABELS, thirds
-from ..outputs import sha256_of
-from ..scan import Scan
-from ._layers import display_range
+from pipeline.app.analyze import segment_masks
+from pipeline.config import Settings
+from pipeline.geometry.frame import HeadFrame
+from pipeline.io.outputs import sha256_of
+from pipeline.io.scan import Scan
+from pipeline.masks.labels import masks_from_label_map
+from pipeline.measures.hip import Analysis, measure_hip
+from pipeline.measures.location import ZONE_LABELS, thirds
+from pipeline.napari._layers import display_range
 
 #: Colours of the zone map (JIC zone = hue, antero-posterior region = lightness).
 ZONE_COLOURS = {
@@ -79,7 +81,7 @@ class AutoSegmentation:
 def segment_label_map(scan: Scan, side: str, settings: Settings, seeds=None) -> tuple[np.ndarray, AutoSegmentation]:
     """Automatic segmentation of one hip as a label map on ``scan``'s canonical grid.
 
-    Runs :func:`pipeline.analyze.segment_masks` (``onfh analyze`` without masks). The map holds
+    Runs :func:`pipeline.app.analyze.segment_masks` (``onfh analyze`` without masks). The map holds
     ``settings.labels.head`` for the head outside the lesion and ``settings.labels.lesion`` for
     the lesion (1 and 2 by default).
 

@@ -1,6 +1,6 @@
 """napari reader: NIfTI, NRRD, MetaImage and DICOM (a series folder or one file of it).
 
-Every file goes through :func:`pipeline.scan.load_scan`, as in the CLI, and becomes a layer whose
+Every file goes through :func:`pipeline.io.scan.load_scan`, as in the CLI, and becomes a layer whose
 data is the canonical array and whose ``affine`` maps it to RAS mm (see :mod:`._layers`). Files
 whose name says "label map" (``*labels*``, ``*_seg*``, ``*mask*``...) and whose voxels are integers
 open as Labels layers on the same geometry.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._layers import IMAGE_SUFFIXES, read_layer_data
+from pipeline.napari._layers import IMAGE_SUFFIXES, read_layer_data
 
 DICOM_SUFFIXES = (".dcm", ".ima")
 

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import InputError
-from ._layers import points_layer_data, scan_with_labels
+from pipeline.errors import InputError
+from pipeline.napari._layers import points_layer_data, scan_with_labels
 
 WIDGET_NAME = "Analyze hip"
 COMPARE_NAME = "Compare visits"
@@ -54,8 +54,8 @@ def open_review(viewer, layers: list[tuple] = (), side: str | None = None, confi
     from napari.layers import Layer
     from qtpy.QtCore import Qt
 
-    from ._compare import CompareVisitsWidget
-    from ._widget import AnalyzeHipWidget, set_view
+    from pipeline.napari._compare import CompareVisitsWidget
+    from pipeline.napari._widget import AnalyzeHipWidget, set_view
 
     first_image = None
     for data, kwargs, kind in layers:

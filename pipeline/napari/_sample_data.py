@@ -5,7 +5,7 @@ The cohort is read lazily from a ``manifest.csv``, the first found of:
 1. the folder named by the environment variable ``ONFH_SAMPLE_DATA`` (if set, the only one);
 2. the repository's committed ``sample_data/`` (beside the ``pipeline`` package);
 3. a cache folder (``$XDG_CACHE_HOME/onfh`` or ``~/.cache/onfh``), generated there on first use by
-   :func:`pipeline.sampledata.write_sample_cohort` (about 40 s, once).
+   :func:`pipeline.synthetic.sampledata.write_sample_cohort` (about 40 s, once).
 
 Each sample opens the image, its label map (read as ``onfh analyze --labels`` reads it, so on
 the image's exact grid) and, when the manifest gives one, the acetabular edge as a Points layer in
@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .. import __version__
-from ..manifest import read_manifest
-from ._layers import points_layer_data, scan_with_labels, stem
+from pipeline import __version__
+from pipeline.io.manifest import read_manifest
+from pipeline.napari._layers import points_layer_data, scan_with_labels, stem
 
 REPO_SAMPLE_DATA = Path(__file__).resolve().parents[2] / "sample_data"
 
@@ -47,7 +47,7 @@ def sample_manifest(generate: bool = True) -> Path:
             return folder / "manifest.csv"
     if not generate:
         raise FileNotFoundError(f"no sample cohort manifest in {', '.join(str(c) for c in candidates)}")
-    from ..sampledata import write_sample_cohort
+    from pipeline.synthetic.sampledata import write_sample_cohort
 
     return Path(write_sample_cohort(candidates[-1]))
 

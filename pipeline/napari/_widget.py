@@ -4,7 +4,7 @@ Pick the scan, its label map (1 head, 2 lesion by default), the side and optiona
 landmarks (Points layers, world = RAS mm); "Measure" runs :func:`._measure.measure_label_map`
 (the CLI's own measurement) in a napari worker thread and shows the figures, a zone map and the
 mid-coronal / mid-sagittal planes. After painting, "Re-measure" updates everything; "Export..."
-writes exactly what ``onfh analyze`` writes (:func:`pipeline.analyze.write_analysis`).
+writes exactly what ``onfh analyze`` writes (:func:`pipeline.app.analyze.write_analysis`).
 
 "Segment automatically" runs the automatic segmentation of ``onfh analyze`` without masks
 (:func:`._measure.segment_label_map`, in a worker thread; points of a "lesion seed" Points layer
@@ -42,11 +42,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..config import load_settings
-from ..errors import InputError
-from ..info import obliquity_deg
-from ..scan import load_labels
-from ._layers import (
+from pipeline.config import load_settings
+from pipeline.errors import InputError
+from pipeline.io.info import obliquity_deg
+from pipeline.io.scan import load_labels
+from pipeline.napari._layers import (
     META_KEY,
     SCAN_KEY,
     data_to_world_matrix,
@@ -56,7 +56,7 @@ from ._layers import (
     points_layer_data,
     stem,
 )
-from ._measure import (
+from pipeline.napari._measure import (
     AUTO_KEY,
     AutoSegmentation,
     measure_label_map,
@@ -239,7 +239,7 @@ def _segment_job(scan, side, settings, seeds):
 
 def _export_job(analysis, out_dir, settings):
     """Worker generator: writes the CLI's outputs for a measured hip."""
-    from ..analyze import write_analysis
+    from pipeline.app.analyze import write_analysis
 
     started = time.perf_counter()
     yield f"writing {out_dir}"
@@ -526,7 +526,7 @@ class AnalyzeHipWidget(WorkerWidget, QWidget):
     def open_label_map(self, path):
         """Add a label map file as a Labels layer on the chosen image's grid, whatever its name.
 
-        The file is read with :func:`pipeline.scan.load_labels` against the image (same voxels in
+        The file is read with :func:`pipeline.io.scan.load_labels` against the image (same voxels in
         space, voxel order free), exactly as ``onfh analyze --labels`` reads it.
         """
         try:

@@ -1,6 +1,6 @@
 """napari writer: a Labels layer as NIfTI on the original image's own voxel grid.
 
-The file is what :func:`pipeline.scan.save_like` writes for the CLI's ``labels.nii.gz``: the
+The file is what :func:`pipeline.io.scan.save_like` writes for the CLI's ``labels.nii.gz``: the
 voxels in the image file's own order with its affine (sform and qform), so ``onfh analyze IMAGE
 --labels FILE`` reads back exactly the layer's values, and ITK-SNAP or 3D Slicer overlay it voxel
 for voxel on the image.
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..scan import Scan, save_like
-from ._layers import META_KEY, label_dtype, scan_from_geometry
+from pipeline.errors import InputError
+from pipeline.io.scan import Scan, save_like
+from pipeline.napari._layers import META_KEY, label_dtype, scan_from_geometry
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 

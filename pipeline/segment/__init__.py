@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from ..config import Settings
-from ..errors import InputError
-from ..frame import mm_to_index, neck_direction
-from ..scan import Scan
-from . import acetabulum as _acetabulum
-from . import femur as _femur
-from . import grid
-from . import lesion as _lesion
+from pipeline.config import Settings
+from pipeline.errors import InputError
+from pipeline.geometry.frame import mm_to_index, neck_direction
+from pipeline.io.scan import Scan
+from pipeline.segment import acetabulum as _acetabulum
+from pipeline.segment import femur as _femur
+from pipeline.segment import grid
+from pipeline.segment import lesion as _lesion
 
 __all__ = ["SegmentationResult", "neck_axis_from_image", "segment_hip"]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from . import grid
+from pipeline.segment import grid
 
 
 def acetabulum_mask(bright: np.ndarray, femur: np.ndarray, crop: grid.Crop, centre, radius: float,
@@ -42,8 +42,8 @@ def acetabulum_mask(bright: np.ndarray, femur: np.ndarray, crop: grid.Crop, cent
     info : dict with edge_u_joined_mm, edge_u_bulk_mm, chosen ("joined", "bulk" or None) and
         ambiguous (bool).
     """
-    from ..frame import HeadFrame
-    from ..location import find_acetabular_roof
+    from pipeline.geometry.frame import HeadFrame
+    from pipeline.measures.location import find_acetabular_roof
 
     s = settings.segmentation
     sp = crop.spacing

@@ -23,9 +23,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..errors import InputError
-from ..frame import SphereFit, fit_sphere, index_to_mm, mm_to_index, neck_axis, voxel_spacing
-from . import grid
+from pipeline.errors import InputError
+from pipeline.geometry.frame import SphereFit, fit_sphere, index_to_mm, mm_to_index, neck_axis, voxel_spacing
+from pipeline.segment import grid
 
 
 def fibonacci_directions(n: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..frame import index_to_mm, mm_to_index, voxel_spacing
+from pipeline.geometry.frame import index_to_mm, mm_to_index, voxel_spacing
 
 
 def block_factors(spacing: np.ndarray, target_mm: float) -> np.ndarray:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from . import grid
+from pipeline.segment import grid
 
 
 def lesion_mask(head_w: np.ndarray, healthy: np.ndarray, crop: grid.Crop, centre, radius: float, settings,

@@ -1,6 +1,6 @@
 """Format readers: each returns (array in the file's own voxel order, 4x4 affine to RAS mm, meta).
 
-Contract of every reader (and of :func:`read_image`)::
+Contract of every reader (and of :func:`pipeline.io.scan.read_image`, which dispatches to them)::
 
     read_image(path, series_uid=None, spacing=None) -> (data, affine, meta)
 
@@ -10,7 +10,7 @@ Contract of every reader (and of :func:`read_image`)::
   Never patient identifiers.
 
 DICOM and ITK (NRRD, MetaImage) work in LPS; the conversion to RAS happens here, once, as a
-left-multiplication by diag(-1, -1, 1, 1). DICOM lives in :mod:`pipeline.dicom`.
+left-multiplication by diag(-1, -1, 1, 1). DICOM lives in :mod:`pipeline.io.dicom`.
 
 Every refusal is an :class:`~pipeline.errors.InputError` with a one-line message.
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .errors import InputError
+from pipeline.errors import InputError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
@@ -42,65 +42,6 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 # stored affines and direction cosines, and refuses any real shear: downstream steps (marching
 # cubes with per-axis spacing, voxel-count volumes) assume orthogonal voxel axes.
 SHEAR_COS_TOLERANCE = 1e-3
-
-
-# dispatch ---------------------------------------------------------------------------------
-def image_format(path: Path) -> str:
-    """Format name from the path: "nifti", "nrrd", "mha" or "dicom" (folders and the rest)."""
-    path = Path(path)
-    name = path.name.lower()
-    if path.is_dir():
-        return "dicom"
-    if name.endswith(NIFTI_SUFFIXES):
-        return "nifti"
-    if name.endswith(NRRD_SUFFIXES):
-        return "nrrd"
-    if name.endswith(METAIMAGE_SUFFIXES):
-        return "mha"
-    return "dicom"
-
-
-def read_image(path: Path, series_uid: str | None = None, spacing=None):
-    """Read any supported image; see :func:`pipeline.scan.load_scan`.
-
-    Parameters
-    ----------
-    path : Path
-        NIfTI, NRRD, MetaImage file, DICOM folder or one DICOM file of a series.
-    series_uid : str, optional
-        SeriesInstanceUID to pick in a DICOM folder holding several series.
-    spacing : sequence of 3 floats, optional
-        Voxel size (mm) stated by the user, used only for DICOM whose header has no geometry;
-        ignored (with a warning) when the header has geometry.
-
-    Returns
-    -------
-    data : ndarray
-        Voxels in the file's own index order.
-    affine : ndarray, shape (4, 4)
-        Voxel index -> RAS mm.
-    meta : dict
-        ``format``, ``path``, ``warnings`` and series facts; no patient identifiers.
-
-    Raises
-    ------
-    InputError
-        Missing, empty, unreadable, truncated, sheared or geometry-less input (one-line message).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"no such file or folder: {path}")
-    spacing = check_spacing(spacing)
-    if path.is_file() and path.stat().st_size == 0:
-        raise InputError(f"{path.name} is empty (0 bytes): not an image")
-    fmt = image_format(path)
-    if fmt == "nifti":
-        return read_nifti(path, spacing=spacing)
-    if fmt in ("nrrd", "mha"):
-        return read_itk(path, fmt, spacing=spacing)
-    from .dicom import read_dicom
-
-    return read_dicom(path, series_uid=series_uid, spacing=spacing)
 
 
 def check_spacing(spacing) -> tuple[float, float, float] | None:
@@ -210,7 +151,7 @@ def read_itk(path: Path, fmt: str, spacing=None):
     return data, affine, meta
 
 
-# helpers shared with pipeline.dicom --------------------------------------------------------
+# helpers shared with pipeline.io.dicom --------------------------------------------------------
 def check_axes_orthogonal(affine: np.ndarray, what: str) -> None:
     """Refuse a degenerate or sheared voxel grid (axes not at 90 degrees), naming the angle."""
     m = np.asarray(affine, dtype=np.float64)[:3, :3]

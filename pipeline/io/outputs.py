@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .errors import InputError
+from pipeline import __version__
+from pipeline.errors import InputError
 
 PACKAGES = ("numpy", "scipy", "nibabel", "SimpleITK", "scikit-image", "pydicom", "pydantic", "PyYAML")
 

@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 
-from .errors import InputError
+from pipeline.errors import InputError
 
 #: Plausible femoral-head radii, mm. Adult heads are 40-50 mm across (docs/method.md section 7); the
 #: range is wide so that small or large heads are fitted, yet excludes the shaft and the pelvis.

@@ -1,8 +1,8 @@
 """`onfh compare`: follow-up scans against the baseline (docs/method.md section 5), the I/O edge.
 
-Each visit is measured in its own space (:func:`pipeline.analyze.measure_hip`), then every
+Each visit is measured in its own space (:func:`pipeline.measures.hip.measure_hip`), then every
 follow-up is registered to the baseline and mapped onto the baseline grid
-(:func:`pipeline.longitudinal.compare_visits`).
+(:func:`pipeline.longitudinal.change.compare_visits`).
 
 Output folder (written atomically: on any error nothing is left half-written)
 -------------------------------------------------------------------------------
@@ -52,12 +52,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .analyze import SCHEMA_VERSION, SIDES, Analysis, import_masks, measure_hip, record_input_paths, segment_masks
-from .config import Settings
-from .errors import InputError
-from .longitudinal import CHANGE_LABELS, Comparison, compare_visits
-from .outputs import atomic_output_dir, check_output_dir, clean_json, provenance, sha256_of, write_json
-from .scan import load_scan, save_like
+from pipeline.app.analyze import record_input_paths, segment_masks
+from pipeline.config import Settings
+from pipeline.errors import InputError
+from pipeline.io.outputs import atomic_output_dir, check_output_dir, clean_json, provenance, sha256_of, write_json
+from pipeline.io.scan import load_scan, save_like
+from pipeline.longitudinal.change import CHANGE_LABELS, Comparison, compare_visits
+from pipeline.masks.labels import import_masks
+from pipeline.measures.hip import SCHEMA_VERSION, SIDES, Analysis, measure_hip
 
 #: Figures of a follow-up entry repeated at the top level for the latest follow-up.
 HEADLINE_KEYS = (
@@ -79,7 +81,7 @@ def load_visit(image, labels, side: str, settings: Settings, what: str, edge=Non
     """Load one visit and measure it in its own space.
 
     With a label map the masks are imported as ``onfh analyze --labels`` imports them; without
-    one the visit is segmented automatically (:func:`pipeline.analyze.segment_masks`), its
+    one the visit is segmented automatically (:func:`pipeline.app.analyze.segment_masks`), its
     acetabulum found too, and ``segmentation.method`` says "automatic".
 
     Raises
@@ -291,8 +293,8 @@ def write_compare_qc_png(path: str | Path, base: Analysis, comparison: Compariso
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    from .frame import sample_plane
-    from .qc import sample_image_plane
+    from pipeline.geometry.frame import sample_plane
+    from pipeline.report.qc import sample_image_plane
 
     frame = base.frame
     scan = base.scan

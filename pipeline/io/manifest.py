@@ -20,8 +20,8 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .errors import InputError
-from .parsing import parse_point
+from pipeline.errors import InputError
+from pipeline.io.parsing import parse_point
 
 REQUIRED = ("subject", "side", "timepoint_months", "image")
 OPTIONAL_PATHS = ("labels", "head_mask", "lesion_mask", "femur_mask")

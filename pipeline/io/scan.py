@@ -19,7 +19,8 @@ import nibabel as nib
 import numpy as np
 from nibabel import orientations as ornt
 
-from .errors import InputError
+from pipeline.errors import InputError
+from pipeline.io.readers import METAIMAGE_SUFFIXES, NIFTI_SUFFIXES, NRRD_SUFFIXES, check_spacing, read_itk, read_nifti
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,6 +138,66 @@ def _invert_ornt(transform: np.ndarray) -> np.ndarray:
 
 
 # loading ----------------------------------------------------------------------------------
+# dispatch ---------------------------------------------------------------------------------
+def image_format(path: Path) -> str:
+    """Format name from the path: "nifti", "nrrd", "mha" or "dicom" (folders and the rest)."""
+    path = Path(path)
+    name = path.name.lower()
+    if path.is_dir():
+        return "dicom"
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if name.endswith(NRRD_SUFFIXES):
+        return "nrrd"
+    if name.endswith(METAIMAGE_SUFFIXES):
+        return "mha"
+    return "dicom"
+
+
+def read_image(path: Path, series_uid: str | None = None, spacing=None):
+    """Read any supported image; see :func:`pipeline.io.scan.load_scan`.
+
+    Parameters
+    ----------
+    path : Path
+        NIfTI, NRRD, MetaImage file, DICOM folder or one DICOM file of a series.
+    series_uid : str, optional
+        SeriesInstanceUID to pick in a DICOM folder holding several series.
+    spacing : sequence of 3 floats, optional
+        Voxel size (mm) stated by the user, used only for DICOM whose header has no geometry;
+        ignored (with a warning) when the header has geometry.
+
+    Returns
+    -------
+    data : ndarray
+        Voxels in the file's own index order.
+    affine : ndarray, shape (4, 4)
+        Voxel index -> RAS mm.
+    meta : dict
+        ``format``, ``path``, ``warnings`` and series facts; no patient identifiers.
+
+    Raises
+    ------
+    InputError
+        Missing, empty, unreadable, truncated, sheared or geometry-less input (one-line message).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"no such file or folder: {path}")
+    spacing = check_spacing(spacing)
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(f"{path.name} is empty (0 bytes): not an image")
+    fmt = image_format(path)
+    if fmt == "nifti":
+        return read_nifti(path, spacing=spacing)
+    if fmt in ("nrrd", "mha"):
+        return read_itk(path, fmt, spacing=spacing)
+    from pipeline.io.dicom import read_dicom
+
+    return read_dicom(path, series_uid=series_uid, spacing=spacing)
+
+
+
 def load_scan(path: str | Path, series_uid: str | None = None, spacing: tuple | None = None) -> Scan:
     """Read a NIfTI, NRRD, MHA/MHD file or a DICOM series (folder or one file of it).
 
@@ -154,8 +215,6 @@ def load_scan(path: str | Path, series_uid: str | None = None, spacing: tuple | 
     InputError
         For anything that is not a readable, finite, 3D image with exact geometry.
     """
-    from .readers import read_image
-
     data, affine, meta = read_image(Path(path), series_uid=series_uid, spacing=spacing)
     check_image_array(data)
     return Scan.from_source(data, affine, meta)
@@ -187,8 +246,6 @@ def load_labels(path: str | Path, scan: Scan, tolerance_mm: float = 0.01) -> np.
         If the map is unreadable, not integer-valued, or its grid differs (the message names
         the difference).
     """
-    from .readers import read_image
-
     data, affine, _ = read_image(Path(path))
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]

@@ -29,8 +29,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from . import phantom as P
-from .outputs import atomic_output_dir
+from pipeline.io.outputs import atomic_output_dir
+from pipeline.synthetic import phantom as P
 
 SEED = 20240611
 SCHEMA = "onfh-phantom-truth/1"
@@ -470,7 +470,7 @@ def write_sample_cohort(out_dir: Path, progress: Callable[[str], None] | None = 
             wr.writerows(rows)
         cohort = {
             "schema": SCHEMA,
-            "generator": "pipeline.sampledata.write_sample_cohort",
+            "generator": "pipeline.synthetic.sampledata.write_sample_cohort",
             "seed": seed,
             "definitions": {
                 "frame": "scanner RAS mm; head frame u=(p-c).e_lat, v=(p-c).e_ant, w=(p-c).e_sup, "

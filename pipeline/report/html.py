@@ -31,7 +31,7 @@ def write_report(out_dir: Path, scans: list[dict], changes: list[dict], summary:
     import matplotlib
 
     matplotlib.use("Agg")
-    from .cohort import REGIONS, ZONES, cohort_markdown
+    from pipeline.report.cohort import REGIONS, ZONES, cohort_markdown
 
     parts = [_HEAD, "<h1>onfh cohort report</h1>",
              f"<p class='lead'>{summary['n_scans_ok']} of {summary['n_scans']} scans measured, "

@@ -3,12 +3,12 @@
 Pure functions of arrays + geometry: rigid registration of a follow-up scan to the baseline,
 resampling of the follow-up image and labels onto the baseline grid, the change map
 (persistent / regenerated / new lesion) and the regeneration figures per JIC zone and
-antero-posterior region. Loading and writing live in :mod:`pipeline.compare`.
+antero-posterior region. Loading and writing live in :mod:`pipeline.app.compare`.
 
 Conventions
 -----------
 * Every coordinate is RAS mm. SimpleITK works in LPS: images are built from the canonical
-  :class:`pipeline.scan.Scan` arrays with ``direction = LPS @ R`` and ``origin = LPS @ o`` where
+  :class:`pipeline.io.scan.Scan` arrays with ``direction = LPS @ R`` and ``origin = LPS @ o`` where
   ``LPS = diag(-1, -1, 1)``, and the registration result is converted back at once, so nothing
   outside this module sees LPS.
 * The transform is reported as the map from baseline RAS to follow-up RAS,
@@ -55,10 +55,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from .errors import InputError
-from .frame import HeadFrame, voxel_spacing, voxel_volume_mm3
-from .itk_threads import one_itk_thread
-from .location import AP_REGIONS, JIC_ZONES, ZONE_LABELS, zone_indices
+from pipeline.errors import InputError
+from pipeline.geometry.frame import HeadFrame, voxel_spacing, voxel_volume_mm3
+from pipeline.itk_threads import one_itk_thread
+from pipeline.measures.location import AP_REGIONS, JIC_ZONES, ZONE_LABELS, zone_indices
 
 #: RAS <-> LPS (its own inverse).
 LPS = np.diag([-1.0, -1.0, 1.0])
@@ -629,7 +629,7 @@ def head_shape_change(baseline_metrics: dict, followup_metrics: dict) -> dict:
 def check_same_hip(baseline_metrics: dict, followup_metrics: dict, side: str, settings) -> list[str]:
     """Refuse visits that cannot be the same hip; return warnings for doubtful ones.
 
-    * The visits' anatomy (``side_check``, :mod:`pipeline.side`) shows hips of different sides.
+    * The visits' anatomy (``side_check``, :mod:`pipeline.geometry.side`) shows hips of different sides.
     * Head centres beyond ±``side_offset_mm`` of x = 0 on opposite sides: the scanner's x = 0 lies
       near the patient's midline (the table centres the patient), and a hip lies 80-100 mm from
       it, so the two scans (or their labels) show different hips. Refused: a rigid registration
@@ -712,8 +712,8 @@ def compare_visits(baseline, followup, settings) -> Comparison:
 
     Parameters
     ----------
-    baseline, followup : pipeline.analyze.Analysis
-        Each visit measured in its own space (:func:`pipeline.analyze.measure_hip`), with its head
+    baseline, followup : pipeline.measures.hip.Analysis
+        Each visit measured in its own space (:func:`pipeline.measures.hip.measure_hip`), with its head
         frame; the baseline's weight-bearing span defines the zones.
     settings : pipeline.config.Settings
 

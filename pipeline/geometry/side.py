@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import Settings
-from .errors import InputError
-from .frame import mask_points_mm
+from pipeline.config import Settings
+from pipeline.errors import InputError
+from pipeline.geometry.frame import mask_points_mm
 
 SIDES = ("left", "right")
 
@@ -81,7 +81,7 @@ def read_side(scan, center, radius: float, settings: Settings, neck_axis=None, n
     """
     cues = []
     if neck_axis is None and settings.side.read_neck_from_image:
-        from .segment import neck_axis_from_image
+        from pipeline.segment import neck_axis_from_image
 
         try:
             neck_axis = neck_axis_from_image(scan, center, radius, settings)

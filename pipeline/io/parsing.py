@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .errors import InputError
+from pipeline.errors import InputError
 
 
 def parse_point(text: str) -> tuple[float, float, float]:

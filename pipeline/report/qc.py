@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .frame import HeadFrame, plane_points, sample_plane
-from .location import surface_contact
-from .mesh import mask_mesh
+from pipeline.geometry.frame import HeadFrame, plane_points, sample_plane
+from pipeline.geometry.mesh import mask_mesh
+from pipeline.measures.location import surface_contact
 
 MAX_FACES = 6000
 
@@ -60,7 +60,7 @@ def panel_axes(frame: HeadFrame, plane: str) -> tuple[np.ndarray, np.ndarray, bo
     """World directions of a 2D panel's increasing screen x and screen y, and whether the sampled
     horizontal coordinate (u or v) is drawn reversed.
 
-    Derived from the sampling itself (:func:`pipeline.frame.plane_points`), so the letters and the
+    Derived from the sampling itself (:func:`pipeline.geometry.frame.plane_points`), so the letters and the
     display follow whatever direction the plane is sampled in (e_lat flips with the side).
     """
     grid = plane_points(frame, plane, np.array([0.0, 1.0]), np.array([0.0, 1.0]))
@@ -109,7 +109,7 @@ def project_anterior_view(points_mm, center, elevation_deg: float = VIEW_ELEVATI
 # picture
 # --------------------------------------------------------------------------------------------
 def write_qc_png(path: str | Path, analysis, title: str = "", settings=None) -> None:
-    """Draw the QC picture of an :class:`pipeline.analyze.Analysis` that has a head frame.
+    """Draw the QC picture of an :class:`pipeline.measures.hip.Analysis` that has a head frame.
 
     ``settings`` (:class:`pipeline.config.Settings`) must be those the analysis was measured with,
     so that the drawn surface contact is the one its arcs came from; None means the defaults.
@@ -128,7 +128,7 @@ def qc_figure(analysis, title: str = "", settings=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .config import Settings
+    from pipeline.config import Settings
 
     location = (settings or Settings()).location
     frame: HeadFrame = analysis.frame
@@ -196,7 +196,7 @@ def _outline(ax, sample, color, label):
 
 
 def _contact(ax, analysis, frame, plane, location):
-    """The lesion's surface contact from :func:`pipeline.location.surface_contact` with the
+    """The lesion's surface contact from :func:`pipeline.measures.location.surface_contact` with the
     measurement's own step and shell: the pixels the arc was measured from."""
     sc = surface_contact(analysis.head, analysis.lesion, analysis.scan.affine, frame, plane,
                          step_mm=location.plane_step_mm, contact_shell_mm=location.contact_shell_mm)
@@ -297,7 +297,7 @@ def _summary(m, title):
 def _masks_line(seg: dict) -> str:
     """Where the masks came from, and an automatic segmentation's review flags (a reviewer decides
     from the picture which scans to open)."""
-    from .analyze import segmentation_confidence
+    from pipeline.measures.hip import segmentation_confidence
 
     line = f"\nmasks: {seg.get('method', '-')}"
     confidence = segmentation_confidence(seg)

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .readers import LPS_TO_RAS, SHEAR_COS_TOLERANCE, capture_native_stderr, itk_reason, one_line
+from pipeline.errors import InputError
+from pipeline.io.readers import LPS_TO_RAS, SHEAR_COS_TOLERANCE, capture_native_stderr, itk_reason, one_line
 
 # Direction cosines closer than this (per component) are one orientation: rounding in the
 # header is ~1e-6; two deliberate stacks differ by far more.
@@ -943,7 +943,7 @@ def _pixels(frames: list[_Frame], order: list[int], name: str, notes: list[str])
     """Stack the frames in ``order`` as (columns, rows, slices) with the rescale applied.
 
     Built as (slices, rows, columns), where filling and rescaling run over contiguous planes,
-    and returned as its transposed view; :class:`pipeline.scan.Scan` makes it contiguous.
+    and returned as its transposed view; :class:`pipeline.io.scan.Scan` makes it contiguous.
     """
     planes: list[np.ndarray | None] = [None] * len(order)
     slopes = np.array([frames[i].slope for i in order], dtype=np.float64)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .scan import load_scan
+from pipeline.io.scan import load_scan
 
 # The only meta keys copied into the report: a whitelist, so nothing identifying can leak in
 # even if a reader one day stores more.
@@ -52,7 +52,7 @@ def scan_info(path: str | Path, series_uid: str | None = None, spacing: tuple | 
     Raises
     ------
     InputError
-        Whatever :func:`pipeline.scan.load_scan` refuses.
+        Whatever :func:`pipeline.io.scan.load_scan` refuses.
     """
     scan = load_scan(path, series_uid=series_uid, spacing=spacing)
     affine = np.asarray(scan.source_affine, dtype=np.float64)

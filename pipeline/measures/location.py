@@ -6,7 +6,7 @@ the mid-coronal and mid-sagittal planes, combined necrotic angle, modified Kerbo
 Koo-Kim index and the lesion centroid's latitude and longitude.
 
 All functions take masks on one grid, the 4x4 affine (voxel index -> RAS mm) and a
-:class:`pipeline.frame.HeadFrame`, and work in the head frame's world millimetres.
+:class:`pipeline.geometry.frame.HeadFrame`, and work in the head frame's world millimetres.
 
 Choices where docs/method.md leaves room (each one stated in the function that makes it):
 
@@ -35,8 +35,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 
-from .errors import InputError
-from .frame import HeadFrame, PlaneSample, sample_mask, sample_plane, voxel_spacing, voxel_volume_mm3
+from pipeline.errors import InputError
+from pipeline.geometry.frame import HeadFrame, PlaneSample, sample_mask, sample_plane, voxel_spacing, voxel_volume_mm3
 
 JIC_ZONES = ("A", "B", "C1", "C2")
 AP_REGIONS = ("anterior", "central", "posterior")

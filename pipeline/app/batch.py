@@ -39,11 +39,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from . import __version__
-from .errors import InputError
-from .itk_threads import one_itk_thread
-from .manifest import ScanRow, read_manifest
-from .outputs import (
+from pipeline import __version__
+from pipeline.errors import InputError
+from pipeline.io.manifest import ScanRow, read_manifest
+from pipeline.io.outputs import (
     check_output_dir,
     clean_json,
     is_onfh_temporary,
@@ -52,6 +51,7 @@ from .outputs import (
     write_json,
     write_marker,
 )
+from pipeline.itk_threads import one_itk_thread
 
 RECORDS = ".records"
 
@@ -178,7 +178,7 @@ def fingerprint(task: dict, hashes: InputHashes | None = None) -> str:
 # running one task (in a worker) ---------------------------------------------------------------
 def execute_task(task: dict) -> dict:
     """Run one task, write and return its record; bad input is recorded, never raised."""
-    from .config import Settings
+    from pipeline.config import Settings
 
     started = time.perf_counter()
     record = {"kind": task["kind"], "key": task["key"], "fingerprint": task.get("fingerprint")}
@@ -224,7 +224,7 @@ def _missing(inputs: dict[str, str]) -> None:
 
 
 def _run_scan(task: dict, settings) -> dict:
-    from .analyze import run_analyze
+    from pipeline.app.analyze import run_analyze
 
     row = task["row"]
     inputs = scan_inputs(row)
@@ -243,7 +243,7 @@ def review_flags(segmentation: dict, measurement_flags: list[str] | None = None)
     """An automatic segmentation's QC: "ok", or its flags after "review: "; None for masks a person
     gave (nothing to review). ``measurement_flags`` (metrics.json ``review_flags``, e.g. an
     implausible necrotic fraction) are added whoever gave the masks."""
-    from .analyze import segmentation_confidence
+    from pipeline.measures.hip import segmentation_confidence
 
     confidence = segmentation_confidence(segmentation) or {}
     flags = list(confidence.get("flags") or []) if confidence.get("status") == "review" else []
@@ -271,7 +271,7 @@ def summarize_scan(m: dict) -> dict:
 
 
 def _run_change(task: dict, settings) -> dict:
-    from .compare import run_compare
+    from pipeline.app.compare import run_compare
 
     row, base = task["row"], task["baseline"]
     for visit, what in ((base, "baseline"), (row, "follow-up")):
@@ -649,8 +649,8 @@ def table_rows(tasks: list[dict], records: dict[str, dict], kind: str, root: Pat
 
 def write_tables(out_dir: Path, tasks: list[dict], records: dict[str, dict]) -> None:
     """scans.csv, changes.csv, cohort.json, cohort.md and report.html from the records."""
-    from .cohort import cohort_markdown, cohort_summary
-    from .report import write_report
+    from pipeline.report.cohort import cohort_markdown, cohort_summary
+    from pipeline.report.html import write_report
 
     scans = table_rows(tasks, records, "scan", out_dir)
     changes = table_rows(tasks, records, "change", out_dir)

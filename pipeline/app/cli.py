@@ -14,9 +14,9 @@ import re
 import sys
 from pathlib import Path
 
-from . import __version__
-from .errors import InputError
-from .parsing import parse_point
+from pipeline import __version__
+from pipeline.errors import InputError
+from pipeline.io.parsing import parse_point
 
 LANDMARK_OPTIONS = ("--acetabular-edge", "--acetabular-roof-medial", "--lesion-seed", "--roi")
 _TRIPLE = re.compile(r"^-?\d*\.?\d+(e-?\d+)?,")
@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cmd_analyze(args) -> int:
-    from .analyze import run_analyze
-    from .config import load_settings
+    from pipeline.app.analyze import run_analyze
+    from pipeline.config import load_settings
 
     settings = load_settings(args.config, labels__head=args.head_label, labels__lesion=args.lesion_label,
                              side__on_contradiction=_trust(args))
@@ -170,8 +170,8 @@ def _cmd_analyze(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from .compare import run_compare
-    from .config import load_settings
+    from pipeline.app.compare import run_compare
+    from pipeline.config import load_settings
 
     settings = load_settings(args.config, side__on_contradiction=_trust(args))
     result = run_compare(
@@ -204,7 +204,7 @@ def _trust(args) -> str | None:
 
 
 def _cmd_info(args) -> int:
-    from .info import format_info, scan_info
+    from pipeline.io.info import format_info, scan_info
 
     info = scan_info(args.image, series_uid=args.series, spacing=_spacing(args.spacing))
     print(json.dumps(info, indent=2) if args.json else format_info(info))
@@ -238,7 +238,7 @@ def _spacing(text: str | None):
 
 
 def _cmd_sample_data(args) -> int:
-    from .sampledata import write_sample_cohort
+    from pipeline.synthetic.sampledata import write_sample_cohort
 
     manifest = write_sample_cohort(Path(args.dir), progress=lambda msg: print(msg, file=sys.stderr))
     print(manifest)
@@ -246,8 +246,8 @@ def _cmd_sample_data(args) -> int:
 
 
 def _cmd_batch(args) -> int:
-    from .batch import run_batch
-    from .config import load_settings
+    from pipeline.app.batch import run_batch
+    from pipeline.config import load_settings
 
     if args.workers is not None and args.workers < 1:
         raise InputError("--workers must be at least 1")
@@ -260,7 +260,7 @@ def _cmd_batch(args) -> int:
 
 
 def _cmd_review(args) -> int:
-    from .napari._review import run_review
+    from pipeline.napari._review import run_review
 
     return run_review(args.images, labels=args.labels, side=args.side, config=args.config,
                       screenshot=args.screenshot, measure=args.measure, compare=args.compare,

@@ -1,0 +1,248 @@
+"""Masks of one hip from what the user gave: label maps, head/lesion masks, a femur mask.
+
+The label vocabulary (which value is the head, which the lesion) is ``settings.labels``; every
+label map is read through :func:`masks_from_labels`, the one place that checks it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import Settings
+from pipeline.errors import InputError
+from pipeline.geometry.frame import isolate_head, select_side
+from pipeline.io.scan import Scan, load_labels
+
+
+# I/O edge ---------------------------------------------------------------------------------
+def import_masks(
+    scan: Scan,
+    settings: Settings,
+    side: str,
+    labels: str | Path | None = None,
+    head_mask: str | Path | None = None,
+    lesion_mask: str | Path | None = None,
+    femur_mask: str | Path | None = None,
+    lesion_label_explicit: bool = False,
+) -> tuple[np.ndarray, np.ndarray, dict, list[str]]:
+    """Head and lesion masks of one hip on ``scan``'s grid, from what the user gave.
+
+    Sources: a label map (``labels``); a head and a lesion mask; or a proximal-femur mask from
+    which the head is isolated (docs/method.md section 2) with a lesion mask. A mask covering both
+    hips is cut to the requested ``side`` (the patient's right hip has the greater RAS x).
+    """
+    tol = settings.labels.grid_tolerance_mm
+    warnings: list[str] = []
+    if labels is not None:
+        label_map = load_labels(labels, scan, tol)
+        head, lesion, warnings = masks_from_label_map(label_map, scan, side, settings, lesion_label_explicit,
+                                                      name=f"label map {Path(labels).name}")
+        seg = {"method": "imported label map",
+               "parameters": {"labels": str(labels), "head_label": settings.labels.head,
+                              "lesion_label": settings.labels.lesion}}
+        return head, lesion, seg, warnings
+    if femur_mask is not None:
+        femur = select_side(read_mask(femur_mask, scan, tol), scan.affine, side)
+        head, info = isolate_head(femur, scan.affine, method=settings.head.method)
+        warnings += info.pop("warnings", [])
+        # without a lesion mask the caller segments the lesion automatically inside this head
+        lesion = (read_mask(lesion_mask, scan, tol, allow_empty=True) if lesion_mask is not None
+                  else np.zeros_like(head))
+        seg = {"method": f"head isolated from a femur mask ({settings.head.method})",
+               "parameters": {"femur_mask": str(femur_mask),
+                              "lesion_mask": str(lesion_mask) if lesion_mask is not None else None},
+               "head_isolation": info}
+    elif head_mask is not None and lesion_mask is not None:
+        head = read_mask(head_mask, scan, tol)
+        lesion = read_mask(lesion_mask, scan, tol, allow_empty=True)
+        seg = {"method": "imported masks",
+               "parameters": {"head_mask": str(head_mask), "lesion_mask": str(lesion_mask)}}
+    else:
+        raise InputError("give --labels, --head-mask with --lesion-mask, or --femur-mask (with or without "
+                         "--lesion-mask), or no mask at all for automatic segmentation")
+    head, lesion = _one_hip(head, lesion, scan, side, warnings)
+    return head, lesion, seg, warnings
+
+
+def masks_from_label_map(
+    label_map: np.ndarray, scan: Scan, side: str, settings: Settings, lesion_required: bool = False,
+    name: str = "the label map",
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Head and lesion masks of one hip from a label map already on ``scan``'s canonical grid.
+
+    What ``onfh analyze --labels`` does after reading the file, and what the napari widgets do
+    with a Labels layer: head = ``settings.labels.head`` or lesion (the lesion counts as part of
+    the head), lesion = ``settings.labels.lesion``, other labels ignored with a warning, and a map
+    covering both hips cut to ``side`` (the patient's right hip has the greater RAS x).
+
+    Parameters
+    ----------
+    label_map : ndarray of int on ``scan``'s grid
+    scan : Scan
+    side : {"left", "right"}
+    settings : Settings
+    lesion_required : bool
+        The lesion label was named explicitly: its absence is an error (else a lesion-free head).
+    name : str
+        How messages name the map.
+
+    Returns
+    -------
+    head, lesion : ndarray of bool
+    warnings : list of str
+
+    Raises
+    ------
+    InputError
+        A map that looks like an image (``settings.labels.max_distinct_values``), an absent head
+        label (or required lesion label), an empty head.
+    """
+    head, lesion, warnings = masks_from_labels(
+        label_map, settings.labels.head, settings.labels.lesion, lesion_required=lesion_required,
+        max_distinct_values=settings.labels.max_distinct_values, name=name,
+    )
+    head, lesion = _one_hip(head, lesion, scan, side, warnings)
+    return head, lesion, warnings
+
+
+def _one_hip(head: np.ndarray, lesion: np.ndarray, scan: Scan, side: str, warnings: list[str]):
+    """Refuse an empty head; cut masks covering both hips to ``side`` (noted in ``warnings``)."""
+    if not head.any():
+        raise InputError("the femoral-head mask is empty")
+    hip = select_side(head | lesion, scan.affine, side)
+    if not hip.all() and (hip != (head | lesion)).any():
+        warnings.append(f"masks cover both hips: the {side} hip (by RAS x) was kept")
+    return head & hip, lesion & hip
+
+
+def read_mask(path, scan: Scan, tol: float, allow_empty: bool = False) -> np.ndarray:
+    """A mask file as bool on ``scan``'s grid; empty is an error unless allowed (a healthy head's
+    lesion mask is legitimately empty)."""
+    mask = load_labels(path, scan, tol) != 0
+    if not allow_empty and not mask.any():
+        raise InputError(f"mask {Path(path).name} is empty")
+    return mask
+
+
+#: Label values listed by name in a message; more are counted instead (a warning stays one line).
+MAX_LISTED_LABELS = 8
+
+
+def masks_from_labels(
+    labels: np.ndarray,
+    head_label: int = 1,
+    lesion_label: int = 2,
+    lesion_required: bool = False,
+    max_distinct_values: int | None = None,
+    name: str = "the label map",
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Head and lesion masks from a label map; the lesion counts as part of the head.
+
+    Every label-map path (``onfh analyze --labels``, batch, compare, the napari widgets) comes
+    through here, via :func:`pipeline.masks.labels.masks_from_label_map`, so a map that is an image
+    is refused here once for all (see :func:`label_values`).
+
+    Parameters
+    ----------
+    labels : ndarray of int (or of whole-valued floats, e.g. a float64 0/1 mask)
+    head_label, lesion_label : int
+    lesion_required : bool
+        True when the user named the lesion label explicitly: its absence is then an error.
+        Otherwise an absent lesion label means a lesion-free head (warned).
+    max_distinct_values : int, optional
+        More distinct non-zero values than this: refused as an image (``labels.max_distinct_values``).
+    name : str
+        How messages name the map (e.g. "label map hip_labels.nii.gz").
+
+    Raises
+    ------
+    InputError
+        When the map looks like an image, or the head label (or a required lesion label) is
+        absent; the message names the labels that are present (a few of them).
+    """
+    labels, present_list = label_values(labels, head_label, lesion_label, max_distinct_values, name)
+    present = set(present_list)
+    warnings: list[str] = []
+    lesion = labels == lesion_label
+    head = (labels == head_label) | lesion
+    if head_label not in present:
+        raise InputError(f"head label {head_label} is absent from {name} (labels present: {_listing(present_list)})")
+    if lesion_label not in present:
+        if lesion_required:
+            raise InputError(
+                f"lesion label {lesion_label} is absent from {name} (labels present: {_listing(present_list)})"
+            )
+        warnings.append(f"lesion label {lesion_label} absent from the label map: measured as a lesion-free head")
+    others = sorted(present - {head_label, lesion_label})
+    if len(others) > MAX_LISTED_LABELS:
+        share = 100.0 * (np.count_nonzero(labels) - np.count_nonzero(head)) / labels.size
+        warnings.append(f"ignored {len(others):,} other label values ({_share(share)} % of voxels): "
+                        f"neither head label {head_label} nor lesion label {lesion_label}")
+    elif others:
+        warnings.append(f"label map values {others} are neither head nor lesion and were ignored")
+    return head, lesion, warnings
+
+
+def label_values(
+    labels: np.ndarray, head_label: int = 1, lesion_label: int = 2, max_distinct_values: int | None = None,
+    name: str = "the label map",
+) -> tuple[np.ndarray, list[int]]:
+    """A label map as integers and its non-zero values, refusing what looks like an image.
+
+    A segmentation holds a handful of classes; an image holds hundreds of grey values. Refused:
+    float values that are not whole numbers, and more than ``max_distinct_values`` distinct
+    non-zero values. Whole-valued floats (TotalSegmentator writes binary masks as float64 0/1)
+    and booleans are label maps.
+
+    Returns
+    -------
+    labels : ndarray of int
+    present : list of int
+        The non-zero values, ascending.
+
+    Raises
+    ------
+    InputError
+        One line naming how many distinct values the map has and which labels were expected.
+    """
+    labels = np.asarray(labels)
+    expected = f"expected head label {head_label} and lesion label {lesion_label}"
+    if labels.dtype == bool:
+        labels = labels.view(np.uint8)
+    elif not np.issubdtype(labels.dtype, np.integer):
+        finite = np.isfinite(labels)
+        if not finite.all() or not np.array_equal(labels, np.round(labels)):
+            n = int(np.count_nonzero(np.unique(labels[finite])))
+            raise InputError(f"{name} has {n:,} distinct non-zero values (non-integer): an image, not a label "
+                             f"map? {expected}")
+        labels = labels.astype(np.int64)
+    present = present_labels(labels)
+    if max_distinct_values is not None and len(present) > max_distinct_values:
+        raise InputError(f"{name} has {len(present):,} distinct non-zero values (labels.max_distinct_values: "
+                         f"{max_distinct_values}): an image, or a multi-class map? {expected}")
+    return labels, present
+
+
+def _listing(values: list[int]) -> str:
+    """A few values in full, many counted: a message stays one short line."""
+    if len(values) <= MAX_LISTED_LABELS:
+        return str(values)
+    return ", ".join(str(v) for v in values[:MAX_LISTED_LABELS - 2]) + f", ... ({len(values):,} values)"
+
+
+def _share(pct: float) -> str:
+    return "< 0.1" if 0 < pct < 0.1 else f"{pct:.1f}"
+
+
+def present_labels(labels: np.ndarray) -> list[int]:
+    """Non-zero values of an integer label map, ascending (bincount: far faster than np.unique)."""
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        return []
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo >= 0 and hi < 1 << 16:
+        counts = np.bincount(labels.ravel(), minlength=hi + 1)
+        return [int(v) for v in np.flatnonzero(counts) if v != 0]
+    return [int(v) for v in np.unique(labels) if v != 0]
