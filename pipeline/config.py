@@ -79,6 +79,32 @@ class LocationSettings(_Section):
     contact_shell_mm: float = Field(
         1.0, gt=0, le=5, description="depth under the head outline counted as lesion contact for the arcs, mm"
     )
+    # acetabular roof read from an acetabulum mask (measures/location.py: find_acetabular_roof)
+    roof_reach_mm: float = Field(
+        10.0, gt=0, le=40, description="acetabular roof: bone farther than r + this from the head centre is not the "
+        "roof, mm (the joint space and subchondral plate lie within a few mm of the head)"
+    )
+    roof_inner_mm: float = Field(
+        5.0, ge=0, le=20, description="acetabular roof: rays are searched from this far inside the head surface, mm "
+        "(a mask overlapping the head by a voxel or two is still read)"
+    )
+    roof_fossa_step_mm: float = Field(
+        3.0, gt=0, description="acetabular roof: bone receding more than this beyond the lateral roof's median "
+        "distance marks the fossa, the medial end of the sourcil, mm"
+    )
+    roof_step_deg: float = Field(
+        0.5, gt=0, le=5, description="acetabular roof: angular step of the rays in the mid-coronal plane, degrees"
+    )
+    roof_gap_deg: float = Field(
+        2.0, ge=0, le=20, description="acetabular roof: gaps in the bone up to this wide are bridged (a mask with "
+        "pinholes is one roof), degrees"
+    )
+    roof_radial_step_mm: float = Field(
+        0.25, gt=0, le=2, description="acetabular roof: radial sampling step along each ray at most this, mm"
+    )
+    roof_steps_per_voxel: int = Field(
+        4, ge=1, le=16, description="acetabular roof: and at least this many radial samples per finest voxel"
+    )
 
 
 class GateSettings(_Section):
@@ -224,6 +250,50 @@ class SegmentationSettings(_Section):
     )
     max_validated_slice_mm: float = Field(
         4.0, gt=0, description="QC flag for thicker slices (the lesion's band may blur away; validated up to this), mm"
+    )
+    min_head_coverage: float = Field(
+        0.5, ge=0, le=1, description="QC flag when the head surface is seen over a smaller share of directions"
+    )
+    small_lesion_ml: float = Field(
+        1.0, ge=0, description="QC flag for a lesion smaller than this (a mimic such as a vessel or cyst?), mL"
+    )
+    rival_votes_share: float = Field(
+        0.25, ge=0, le=1,
+        description="a verified head-like candidate with at least this share of the chosen head's Hough votes is a "
+        "rival head",
+    )
+    max_head_candidates: int = Field(
+        2, ge=1, description="QC flag when more rival head-like candidates are found (two hips are expected)"
+    )
+    thick_slice_ratio: float = Field(
+        1.5, ge=1,
+        description="acetabular-edge QC flag: slices are thick when the coarsest voxel spacing is at least this times "
+        "the finest",
+    )
+    coronal_tolerance_deg: float = Field(
+        30.0, ge=0, le=90,
+        description="acetabular-edge QC flag: thick slices whose normal lies more than this from anterior-posterior "
+        "(not coronal) lose the roof's thin lateral lip, degrees",
+    )
+    head_box_margin_mm: float = Field(
+        3.0, ge=0, le=20,
+        description="lesion test: healthy marrow is traced in the head's bounding box grown by this, mm",
+    )
+    other_hip_neck_lateral: float = Field(
+        0.05, gt=-1, lt=1,
+        description="a head whose neck axis points less than this (x-component) toward the given side is refused as "
+        "the other hip",
+    )
+    marrow_inner_fraction: float = Field(
+        0.6, gt=0, le=1,
+        description="head marrow signal read in the lower inner ball of this fraction of the marrow radius (never "
+        "lesion)",
+    )
+    marrow_percentile: float = Field(
+        80.0, gt=0, le=100, description="head marrow signal: this percentile of the inner ball (yellow marrow)"
+    )
+    crop_smoothing_mm: float = Field(
+        0.5, ge=0, le=3, description="Gaussian smoothing of the head crop on the working grid, mm (noise)"
     )
 
 

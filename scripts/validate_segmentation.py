@@ -137,7 +137,7 @@ def build_case(spec, index: int):
 
 def _store(mask, rendered, acq):
     aff, shape = P.acquisition_grid(acq)
-    tr = P.storage_transform(aff, shape, acq.storage)
+    tr = P.storage_transform(aff, acq.storage)
     return np.ascontiguousarray(ornt.apply_orientation(mask, tr))
 
 

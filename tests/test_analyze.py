@@ -80,7 +80,7 @@ def test_same_scan_in_all_48_axis_orders_gives_identical_figures(tmp_path):
         written = nib.load(str(out / "labels.nii.gz"))
         np.testing.assert_array_equal(np.asarray(written.dataobj), lab_s)
         np.testing.assert_allclose(written.affine, aff_s, atol=1e-4)
-        assert analysis.metrics["input"]["axcodes"] == "".join(nib.aff2axcodes(aff_s))
+        assert analysis.result.input["axcodes"] == "".join(nib.aff2axcodes(aff_s))
     assert reference["head_volume_ml"] > 40
 
 
@@ -201,17 +201,19 @@ def test_landmarks_with_negative_coordinates_in_both_forms(tmp_path):
 
 
 def test_qc_title_names_the_masks_and_an_automatic_segmentation_to_review():
-    from pipeline.report.qc import _summary
+    from pipeline.measures.results import HipMetrics
 
-    metrics = {"side": "right", "warnings": ["w"], "head_volume_ml": 50.0}
-    imported = _summary({**metrics, "segmentation": {"method": "imported label map"}}, "")
+    def title(segmentation):
+        return HipMetrics(side="right", warnings=["w"], head_volume_ml=50.0, segmentation=segmentation).qc_title()
+
+    imported = title({"method": "imported label map"})
     assert imported.splitlines()[1] == "masks: imported label map"
     flags = ["slices of 5.0 mm exceed the 4 mm validated for the lesion: check its margin"]
     review = {"method": "automatic", "confidence": {"status": "review", "flags": flags}}
-    assert _summary({**metrics, "segmentation": review}, "").splitlines()[1] == f"masks: automatic | REVIEW: {flags[0]}"
+    assert title(review).splitlines()[1] == f"masks: automatic | REVIEW: {flags[0]}"
     ok = {"method": "automatic", "confidence": {"status": "ok", "flags": []}}
-    assert _summary({**metrics, "segmentation": ok}, "").endswith("masks: automatic | automatic QC ok")
+    assert title(ok).endswith("masks: automatic | automatic QC ok")
     # --femur-mask alone: the lesion's automatic record carries the confidence
     femur = {"method": "head isolated from a femur mask (neck-plane); lesion segmented automatically inside it",
              "lesion_segmentation": review}
-    assert "| REVIEW: slices of 5.0 mm" in _summary({**metrics, "segmentation": femur}, "")
+    assert "| REVIEW: slices of 5.0 mm" in title(femur)

@@ -442,8 +442,11 @@ def test_an_unreachable_scheduler_exits_2_and_leaves_no_folder_behind(cohort, tm
 
 
 def test_review_column_and_report_name_the_automatic_segmentations_to_open():
-    from pipeline.app.batch import review_flags
+    from pipeline.measures.results import HipMetrics
     from pipeline.report.html import _scan_caption
+
+    def review_flags(segmentation, measurement_flags=()):
+        return HipMetrics(side="right", segmentation=segmentation, review_flags=list(measurement_flags)).review()
 
     assert review_flags({"method": "imported label map"}) is None
     assert review_flags({"method": "automatic", "confidence": {"status": "ok", "flags": []}}) == "ok"

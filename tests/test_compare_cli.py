@@ -244,8 +244,8 @@ def test_sample_cohort_pair_without_labels_is_segmented_automatically(tmp_path):
 def test_cli_compare_takes_the_baseline_acetabular_edge(pair, tmp_path, capsys):
     """The edge landmark sets the baseline's weight-bearing span (hence the zones of regeneration)."""
     out = tmp_path / "out"
-    base = load_visit(pair["baseline"], pair["baseline_labels"], "right", _settings(), "baseline")
-    centre = np.array(base.metrics["head_center_ras_mm"])
+    base = load_visit(pair["baseline"], pair["baseline_labels"], "right", _settings())
+    centre = np.array(base.result.head_center_ras_mm)
     edge = centre + np.array([-4.0, 0.0, 18.0])  # medial of the default lateral end
     rc = main(["compare", str(pair["baseline"]), str(pair["followup"]), "--side", "right", "--out", str(out),
                "--baseline-labels", str(pair["baseline_labels"]), "--followup-labels", str(pair["followup_labels"]),

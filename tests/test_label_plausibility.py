@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 from _hip_pair import HipModel, grid, render
 
-from pipeline.app.batch import run_batch, summarize_scan
+from pipeline.app.batch import run_batch
 from pipeline.app.cli import main
 from pipeline.config import Settings, load_settings
 from pipeline.errors import InputError
 from pipeline.io.scan import load_scan
 from pipeline.masks import labels as labels_mod
 from pipeline.masks.labels import masks_from_label_map
+from pipeline.measures.results import HipMetrics
 
 from conftest import ball_and_cap_labels, grid_affine, realdata, save_nifti, voxel_centres
 
@@ -240,7 +241,7 @@ def test_implausible_necrotic_fraction_is_warned_and_flagged_for_review(tmp_path
     assert f"warning: {flagged[0]}" in err
     assert metrics["review_flags"] == flagged
     # a label map a person gave now reaches the scans.csv review column when it is implausible
-    assert summarize_scan(metrics)["review"] == "review: " + flagged[0]
+    assert HipMetrics.from_json(metrics).review() == "review: " + flagged[0]
     _assert_short_warnings(metrics)
 
 
@@ -252,7 +253,7 @@ def test_plausible_necrotic_fraction_is_not_flagged(tmp_path, capsys):
     assert 20 < metrics["necrotic_fraction_pct"] == pytest.approx(_voxel_nf(labels))
     assert metrics["review_flags"] == []
     assert not any(w.startswith("necrotic fraction") for w in metrics["warnings"])
-    assert summarize_scan(metrics)["review"] is None
+    assert HipMetrics.from_json(metrics).review() is None
     _assert_short_warnings(metrics)
 
 

@@ -16,6 +16,7 @@ from skimage import measure
 
 from pipeline.errors import InputError
 from pipeline.geometry import frame as F
+from pipeline.geometry.affine import index_to_mm, voxel_volume_mm3
 from pipeline.measures import location as L
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
@@ -104,7 +105,7 @@ def metrics(head, lesion, affine, frame=None, side="right", span=None):
 
 def surface_area_mm2(mask, affine):
     verts, faces, *_ = measure.marching_cubes(np.pad(mask, 1).astype(np.float32), 0.5)
-    return measure.mesh_surface_area(F.index_to_mm(affine, verts - 1), faces)
+    return measure.mesh_surface_area(index_to_mm(affine, verts - 1), faces)
 
 
 # ---------------------------------------------------------------------------------- rules
@@ -144,7 +145,7 @@ def test_lateral_lesion_is_c2_arco3_all_in_zone_c2(spacing, tilt):
     m = metrics(head, lesion, affine)
     assert set(m) == set(L.LOCATION_KEYS)
     assert (m["jic_type"], m["jic_type_3d"], m["arco2021_type"]) == ("C2", "C2", 3)
-    total = lesion.sum() * F.voxel_volume_mm3(affine) / 1000
+    total = lesion.sum() * voxel_volume_mm3(affine) / 1000
     assert m["zones_ml"]["C2"] == pytest.approx(total)
     assert m["zones_ml"]["A"] == m["zones_ml"]["B"] == m["zones_ml"]["C1"] == 0.0
     assert sum(m["zones_ml"][r] for r in L.AP_REGIONS) == pytest.approx(total)
@@ -204,7 +205,7 @@ def test_left_mirror_gives_the_same_types_and_zones(spacing, tilt, lesion):
         assert right[key] == left[key]
     for key in ("arc_coronal_deg", "arc_sagittal_deg", "centroid_latitude_deg", "centroid_longitude_deg"):
         assert right[key] == pytest.approx(left[key], abs=1e-6)
-    voxel_ml = F.voxel_volume_mm3(affine) / 1000
+    voxel_ml = voxel_volume_mm3(affine) / 1000
     for zone, volume in right["zones_ml"].items():
         assert left["zones_ml"][zone] == pytest.approx(volume, abs=0.5 * voxel_ml)
     # and with the sphere fitted on each side (the whole chain), the types still agree

@@ -25,6 +25,7 @@ from pipeline.longitudinal.change import (
 )
 from pipeline.measures.hip import measure_hip
 from pipeline.measures.location import AP_REGIONS, JIC_ZONES, ZONE_LABELS, zone_indices
+from pipeline.measures.results import HipMetrics
 
 MODEL = HipModel()
 CAP0 = 12.0  # baseline lesion cap height, mm
@@ -205,7 +206,7 @@ def test_zone_figures_add_up_and_match_the_truth_per_zone(compared, baseline):
     l0 = MODEL.lesion_sdf(p, CAP0) <= 0
     lt = MODEL.lesion_sdf(p, cap) <= 0
     regenerated = l0 & ~lt
-    jic, ap = zone_indices(baseline.frame.uvw(p[regenerated]), baseline.frame, baseline.metrics["weight_bearing"])
+    jic, ap = zone_indices(baseline.frame.uvw(p[regenerated]), baseline.frame, baseline.result.weight_bearing)
     ml = scan.voxel_volume_mm3 / 1000.0
     truth = list(np.bincount(jic, minlength=4) * ml) + list(np.bincount(ap, minlength=3) * ml)
     measured = [zones[z]["regenerated_ml"] for z in JIC_ZONES + AP_REGIONS]
@@ -282,7 +283,7 @@ def test_empty_baseline_lesion_makes_regeneration_null_with_a_reason():
 # visits that cannot be the same hip
 # --------------------------------------------------------------------------------------------
 def _metrics(x, r=22.0):
-    return {"head_center_ras_mm": [x, 0.0, 0.0], "head_radius_mm": r}
+    return HipMetrics(side="right", head_center_ras_mm=[x, 0.0, 0.0], head_radius_mm=r)
 
 
 def test_head_centres_on_opposite_sides_are_refused():

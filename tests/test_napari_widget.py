@@ -26,7 +26,6 @@ import numpy as np  # noqa: E402
 from pipeline.app.analyze import run_analyze  # noqa: E402
 from pipeline.app.cli import main  # noqa: E402
 from pipeline.config import Settings, load_settings  # noqa: E402
-from pipeline.io.outputs import clean_json  # noqa: E402
 from pipeline.io.scan import load_labels, load_scan  # noqa: E402
 from pipeline.napari._compare import CompareVisitsWidget  # noqa: E402
 from pipeline.napari._review import COMPARE_NAME, open_review, review_layers  # noqa: E402
@@ -97,7 +96,7 @@ def test_widget_equals_cli_and_exports_the_same_files(make_napari_viewer, qtbot,
     assert widget.segment_button.isEnabled() and widget.segment_button.text() == "Segment automatically"
     analysis = measure(qtbot, widget)
 
-    gui = clean_json(analysis.metrics, 6)
+    gui = analysis.result.to_json()
     for key, value in cli.items():
         if key != "provenance":
             assert gui[key] == value, key
@@ -153,11 +152,11 @@ def test_painting_lesion_voxels_and_remeasuring(make_napari_viewer, qtbot, hip_f
 
     after = measure(qtbot, widget)
     voxel_ml = abs(np.linalg.det(layer.affine.affine_matrix[:3, :3])) / 1000.0
-    delta = after.metrics["lesion_volume_ml"] - before.metrics["lesion_volume_ml"]
+    delta = after.result.lesion_volume_ml - before.result.lesion_volume_ml
     assert delta == pytest.approx(n * voxel_ml, rel=0, abs=1e-12)
-    assert after.metrics["head_volume_ml"] == before.metrics["head_volume_ml"]
-    assert after.metrics["segmentation"]["method"] == "label map edited in napari"
-    assert table(widget)["Lesion volume"] == f"{after.metrics['lesion_volume_ml']:.2f} mL"
+    assert after.result.head_volume_ml == before.result.head_volume_ml
+    assert after.result.segmentation["method"] == "label map edited in napari"
+    assert table(widget)["Lesion volume"] == f"{after.result.lesion_volume_ml:.2f} mL"
     assert not widget.stale
 
     # the edited map saved by the plugin's writer gives the CLI the same figures
@@ -166,13 +165,13 @@ def test_painting_lesion_voxels_and_remeasuring(make_napari_viewer, qtbot, hip_f
     image, _ = hip_files
     cli = run_analyze(image, "right", tmp_path / "cli", load_settings(_fast_config(tmp_path)), labels=edited)
     skip = {"segmentation", "provenance"}
-    assert {k: v for k, v in clean_json(cli.metrics, 6).items() if k not in skip} == {
-        k: v for k, v in clean_json(after.metrics, 6).items() if k not in skip}
+    assert {k: v for k, v in cli.result.to_json().items() if k not in skip} == {
+        k: v for k, v in after.result.to_json().items() if k not in skip}
 
     # erase: back to head, back to the first figure
     paint(layer, chosen, 1)
     again = measure(qtbot, widget)
-    assert again.metrics["lesion_volume_ml"] == pytest.approx(before.metrics["lesion_volume_ml"], abs=1e-12)
+    assert again.result.lesion_volume_ml == pytest.approx(before.result.lesion_volume_ml, abs=1e-12)
 
 
 def test_segment_button_gives_what_analyze_without_masks_gives(make_napari_viewer, qtbot, tmp_path):
@@ -210,7 +209,7 @@ def test_segment_button_gives_what_analyze_without_masks_gives(make_napari_viewe
     assert widget.auto_note.isVisibleTo(widget)
 
     analysis = measure(qtbot, widget)  # unedited: every figure of `onfh analyze` without masks
-    gui = clean_json(analysis.metrics, 6)
+    gui = analysis.result.to_json()
     for key, value in cli.items():
         if key == "segmentation":  # the same record but for the run time in confidence.seconds
             for record in (value, gui[key]):
@@ -225,11 +224,11 @@ def test_segment_button_gives_what_analyze_without_masks_gives(make_napari_viewe
     n = 25
     paint(layer, head_only[np.random.default_rng(1).choice(len(head_only), n, replace=False)], 2)
     edited = measure(qtbot, widget)
-    assert edited.metrics["lesion_volume_ml"] - analysis.metrics["lesion_volume_ml"] == pytest.approx(
+    assert edited.result.lesion_volume_ml - analysis.result.lesion_volume_ml == pytest.approx(
         n * voxel_ml, abs=1e-12)
-    assert edited.metrics["segmentation"]["method"] == "automatic, edited in napari"
-    assert edited.metrics["segmentation"]["parameters"]["edited"] is True
-    assert edited.metrics["weight_bearing"] == analysis.metrics["weight_bearing"]  # the same acetabulum
+    assert edited.result.segmentation["method"] == "automatic, edited in napari"
+    assert edited.result.segmentation["parameters"]["edited"] is True
+    assert edited.result.weight_bearing == analysis.result.weight_bearing  # the same acetabulum
 
     # lesion seeds: the points of a "lesion seed" layer reach the segmentation (RAS mm)
     lesion_vox = np.argwhere(np.asarray(layer.data) == 2)

@@ -188,7 +188,7 @@ def test_title_is_the_given_title_or_else_the_input_file_name(right, left):
 
 def test_default_span_is_drawn_as_a_default_never_as_an_acetabular_edge(right):
     analysis, fig = right
-    span = analysis.metrics["weight_bearing"]
+    span = analysis.result.weight_bearing
     assert span["source"] == "default"
     ax = _panel(fig, "mid-coronal")
     text = _all_text(fig)
@@ -201,7 +201,7 @@ def test_default_span_is_drawn_as_a_default_never_as_an_acetabular_edge(right):
 
 def test_measured_edge_is_drawn_as_the_acetabular_edge(left):
     analysis, fig = left
-    span = analysis.metrics["weight_bearing"]
+    span = analysis.result.weight_bearing
     assert span["source"] == "landmark"
     ax = _panel(fig, "mid-coronal")
     (line,) = [ln for ln in ax.get_lines() if ln.get_label() == "acetabular edge (landmark)"]
@@ -219,7 +219,7 @@ def test_drawn_contact_is_the_contact_the_arcs_were_measured_from(side, request)
         drawn = np.asarray(dots.get_offsets())
         # the measured arc, recomputed from the drawn pixels alone
         arc = L.circular_span_deg(np.degrees(np.arctan2(drawn[:, 1], drawn[:, 0])))
-        assert arc == pytest.approx(analysis.metrics[f"arc_{plane}_deg"], abs=1e-9), plane
+        assert arc == pytest.approx(analysis.result.arc_deg(plane), abs=1e-9), plane
         assert 30.0 < arc < 180.0
         # and pixel for pixel the contact of the measurement's own sampling and shell
         sc = L.surface_contact(analysis.head, analysis.lesion, analysis.scan.affine, analysis.frame, plane,

@@ -40,36 +40,36 @@ def measured():
 
 def test_volumes_match_truth(measured):
     for key, (a, t) in measured.items():
-        m = a.metrics
+        m = a.result
         # The truth labels are what we count: voxel volumes are identical.
-        assert m["head_volume_ml"] == pytest.approx(t["voxel_volumes"]["head_volume_ml"], abs=1e-5), key
-        assert m["lesion_volume_ml"] == pytest.approx(t["voxel_volumes"]["lesion_volume_ml"], abs=1e-5), key
+        assert m.head_volume_ml == pytest.approx(t["voxel_volumes"]["head_volume_ml"], abs=1e-5), key
+        assert m.lesion_volume_ml == pytest.approx(t["voxel_volumes"]["lesion_volume_ml"], abs=1e-5), key
         # Against the continuous model: the discretisation bound of docs/phantom.md stays under 1 %
         # of the head and 0.1 mL of lesion on this cohort (largest: 0.35 mL head, 0.05 mL lesion).
-        assert m["head_volume_ml"] == pytest.approx(t["head_volume_ml"], rel=0.01), key
-        assert m["lesion_volume_ml"] == pytest.approx(t["lesion_volume_ml"], abs=0.1), key
+        assert m.head_volume_ml == pytest.approx(t["head_volume_ml"], rel=0.01), key
+        assert m.lesion_volume_ml == pytest.approx(t["lesion_volume_ml"], abs=0.1), key
 
 
 def test_head_frame_matches_truth(measured):
     for key, (a, t) in measured.items():
         # Sphere fit on a voxelised surface: well within one in-plane voxel (0.7-1 mm).
-        assert np.linalg.norm(np.subtract(a.metrics["head_center_ras_mm"], t["head_center_ras_mm"])) < 0.5, key
-        assert a.metrics["head_radius_mm"] == pytest.approx(t["head_radius_mm"], abs=0.3), key
+        assert np.linalg.norm(np.subtract(a.result.head_center_ras_mm, t["head_center_ras_mm"])) < 0.5, key
+        assert a.result.head_radius_mm == pytest.approx(t["head_radius_mm"], abs=0.3), key
 
 
 def test_types_match_truth_away_from_zone_boundaries(measured):
     for key, (a, t) in measured.items():
-        m = a.metrics
+        m = a.result
         if t["lesion_volume_ml"] == 0:
-            assert m["jic_type"] is None and m["arco2021_type"] is None and m["cna_deg"] is None
+            assert m.jic_type is None and m.arco2021_type is None and m.cna_deg is None
             continue
         wb = t["weight_bearing"]
         u_med, u_lat = wb["u_med_mm"], wb["u_lat_mm"]
         bounds = (u_med + (u_lat - u_med) / 3, u_med + 2 * (u_lat - u_med) / 3, u_lat, 0.0)
         if min(abs(t["mid_coronal_u_max_mm"] - b) for b in bounds) > 2.0:
-            assert m["jic_type"] == t["jic_type"], key
-            assert m["arco2021_type"] == t["arco2021_type"], key
-        assert m["jic_type_3d"] == t["jic_type_3d"], key
+            assert m.jic_type == t["jic_type"], key
+            assert m.arco2021_type == t["arco2021_type"], key
+        assert m.jic_type_3d == t["jic_type_3d"], key
 
 
 def _boundary_slab_ml(a, normal_axis, boundaries):
@@ -87,31 +87,31 @@ def _boundary_slab_ml(a, normal_axis, boundaries):
 
 def test_zone_volumes_match_truth(measured):
     for key, (a, t) in measured.items():
-        m = a.metrics
+        m = a.result
         if t["lesion_volume_ml"] == 0:
-            assert all(v == 0 for v in m["zones_ml"].values())
+            assert all(v == 0 for v in m.zones_ml.values())
             continue
-        wb = m["weight_bearing"]
+        wb = m.weight_bearing
         u_med, u_lat = wb["u_med_mm"], wb["u_lat_mm"]
         t1, t2 = u_med + (u_lat - u_med) / 3, u_med + 2 * (u_lat - u_med) / 3
-        r3 = m["head_radius_mm"] / 3
+        r3 = m.head_radius_mm / 3
         boundaries = {"A": (0, [t1]), "B": (0, [t1, t2]), "C1": (0, [t2, u_lat]), "C2": (0, [u_lat]),
                       "anterior": (1, [r3]), "central": (1, [-r3, r3]), "posterior": (1, [-r3])}
         for zone, (axis, planes) in boundaries.items():
             # Truth integrates the continuous lesion; voxel centres near a slab boundary may fall on
             # either side; 0.05 mL is the label maps' own discretisation of the lesion (docs/phantom.md).
             bound = _boundary_slab_ml(a, axis, planes) + 0.05
-            assert m["zones_ml"][zone] == pytest.approx(t["zones_ml"][zone], abs=bound), (key, zone, bound)
+            assert m.zones_ml[zone] == pytest.approx(t["zones_ml"][zone], abs=bound), (key, zone, bound)
 
 
 def test_arcs_match_truth(measured):
     for key, (a, t) in measured.items():
-        m = a.metrics
+        m = a.result
         if t["arc_coronal_deg"] is None:
             continue
         # One slice step at the head surface subtends slice/r radians: with 3.5 mm coronal slices the
         # mid-planes cut between slices and both arcs carry that uncertainty (12.6 degrees at r = 24 mm,
         # 1.5 steps); at 1 mm isotropic the bound is 5.7 degrees.
         tol = np.degrees(1.5 * max(a.scan.spacing) / t["head_radius_mm"]) + 2.0
-        assert m["arc_coronal_deg"] == pytest.approx(t["arc_coronal_deg"], abs=tol), key
-        assert m["arc_sagittal_deg"] == pytest.approx(t["arc_sagittal_deg"], abs=tol), key
+        assert m.arc_coronal_deg == pytest.approx(t["arc_coronal_deg"], abs=tol), key
+        assert m.arc_sagittal_deg == pytest.approx(t["arc_sagittal_deg"], abs=tol), key

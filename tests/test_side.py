@@ -81,7 +81,7 @@ def test_real_ct_femur_mask_gives_the_side(tmp_path):
     with pytest.raises(InputError, match="shows a right hip"):
         run_analyze(ct, "left", tmp_path / "wrong", Settings(), **kwargs)
     analysis = run_analyze(ct, "right", tmp_path / "right", Settings(), **kwargs)
-    check = analysis.metrics["side_check"]
+    check = analysis.result.side_check
     assert check["status"] == "confirmed"
     assert {c["cue"]: c["side"] for c in check["cues"]} == {"femoral neck (femur mask)": "right",
                                                             "acetabulum": "right", "position (scanner x)": "right"}

@@ -8,6 +8,7 @@ loading, mask import, and the atomic output folder.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,11 @@ from pipeline.config import Settings
 from pipeline.errors import InputError
 from pipeline.geometry.frame import select_side
 from pipeline.geometry.mesh import write_stl
+from pipeline.geometry.side import check_side
 from pipeline.io.outputs import atomic_output_dir, check_output_dir, provenance, recorded_path, sha256_of, write_json
 from pipeline.io.scan import Scan, load_scan, save_like
-from pipeline.masks.labels import import_masks, read_mask
-from pipeline.measures.hip import SIDES, Analysis, measure_hip
+from pipeline.masks.labels import import_masks, mask_source, read_mask
+from pipeline.measures.hip import Analysis, measure_hip
 
 #: segmentation-record parameters that hold input paths
 PATH_PARAMETERS = ("labels", "head_mask", "lesion_mask", "femur_mask")
@@ -55,9 +57,8 @@ def write_analysis(analysis: Analysis, out_dir: str | Path, settings: Settings, 
                 write_stl(tmp / f"{name}.stl", verts, faces, name=name)
         if settings.outputs.qc_png and analysis.frame is not None:
             write_qc_png(tmp / "qc.png", analysis, title, settings)
-        metrics = dict(analysis.metrics)
-        metrics["provenance"] = provenance(settings, time.perf_counter() - started)
-        write_json(tmp / "metrics.json", metrics)
+        written = replace(analysis.result, provenance=provenance(settings, time.perf_counter() - started))
+        write_json(tmp / "metrics.json", written.to_json())
     return out_dir
 
 
@@ -133,18 +134,16 @@ def run_analyze(
     Raises InputError for bad input (nothing is written).
     """
     started = time.perf_counter()
-    if side not in SIDES:
-        raise InputError(f"side must be left or right, not {side!r}")
+    check_side(side)
+    source = mask_source(labels, head_mask, lesion_mask, femur_mask)
+    if source not in ("automatic", "femur+auto") and (lesion_seeds or roi is not None):
+        raise InputError("--lesion-seed and --roi steer the automatic segmentation: give them without masks "
+                         "(or with --femur-mask alone)")
     check_output_dir(out_dir, "analyze")  # before the work: a refused --out costs nothing
     scan = load_scan(image, series_uid=series_uid, spacing=spacing)
     scan.meta["sha256"] = sha256_of(image, scan.meta.get("files"))
-    automatic = labels is None and head_mask is None and lesion_mask is None and femur_mask is None
-    femur_only = femur_mask is not None and labels is None and head_mask is None and lesion_mask is None
-    if not (automatic or femur_only) and (lesion_seeds or roi is not None):
-        raise InputError("--lesion-seed and --roi steer the automatic segmentation: give them without masks "
-                         "(or with --femur-mask alone)")
     acetabulum = None
-    if automatic:
+    if source == "automatic":
         head, lesion, seg, warnings, found_acetabulum = segment_masks(scan, side, settings, lesion_seeds, roi)
         if acetabulum_mask is None:
             acetabulum = found_acetabulum
@@ -152,7 +151,7 @@ def run_analyze(
         head, lesion, seg, warnings = import_masks(
             scan, settings, side, labels, head_mask, lesion_mask, femur_mask, lesion_label_explicit
         )
-        if femur_only:
+        if source == "femur+auto":
             lesion, seg, found_acetabulum = _automatic_lesion_in(head, scan, side, settings, seg, warnings,
                                                                  lesion_seeds, roi)
             if acetabulum_mask is None:

@@ -30,7 +30,6 @@ import csv
 import hashlib
 import io
 import json
-import math
 import os
 import shutil
 import socket
@@ -52,20 +51,19 @@ from pipeline.io.outputs import (
     write_marker,
 )
 from pipeline.itk_threads import one_itk_thread
+from pipeline.measures.results import FollowupMetrics, HipMetrics, Longitudinal
 
 RECORDS = ".records"
 
+#: scans.csv: the task's facts, the figures of :meth:`HipMetrics.csv_row`, folder and wall time.
 SCAN_COLUMNS = (
     "key", "subject", "side", "timepoint_months", "outcome", "status", "error",
-    "head_volume_ml", "lesion_volume_ml", "necrotic_fraction_pct", "size_class", "jic_type", "jic_type_3d",
-    "arco2021_type", "cna_deg", "kerboul_grade", "arc_coronal_deg", "arc_sagittal_deg", "head_radius_mm",
-    "sphere_fit_rms_mm", "weight_bearing_source", "segmentation", "review", "n_warnings", "image_sha256", "folder",
-    "elapsed_s",
+    *HipMetrics.CSV_COLUMNS, "folder", "elapsed_s",
 )
+#: changes.csv: the task's facts, the figures of :meth:`FollowupMetrics.csv_row`, folder and wall time.
 CHANGE_COLUMNS = (
     "key", "subject", "side", "timepoint_months", "baseline_key", "outcome", "status", "error",
-    "baseline_lesion_ml", "followup_lesion_ml", "regeneration_pct", "regenerated_ml", "new_ml", "persistent_ml",
-    "head_dice", "rotation_deg", "translation_norm_mm", "n_warnings", "folder", "elapsed_s",
+    *FollowupMetrics.CSV_COLUMNS, "folder", "elapsed_s",
 )
 #: Columns that may differ between two runs on identical inputs.
 TIMING_COLUMNS = ("elapsed_s",)
@@ -106,14 +104,15 @@ def _row_dict(row: ScanRow) -> dict:
 def scan_inputs(row: dict) -> dict[str, str]:
     """The files a scan task reads, by the batch's precedence: a label map; else a head and a
     lesion mask; else a femur mask (with a lesion mask, or an automatic lesion inside its head);
-    else none (automatic segmentation)."""
+    else none (automatic segmentation). A lesion mask alone is kept, to be refused by
+    :func:`pipeline.masks.labels.mask_source` (never silently ignored)."""
     used = {"image": row["image"]}
     if row.get("labels"):
         used["labels"] = row["labels"]
     elif row.get("head_mask"):
         used.update(head_mask=row["head_mask"], lesion_mask=row.get("lesion_mask"))
-    elif row.get("femur_mask"):
-        used.update(femur_mask=row["femur_mask"], lesion_mask=row.get("lesion_mask"))
+    else:
+        used.update(femur_mask=row.get("femur_mask"), lesion_mask=row.get("lesion_mask"))
     return {k: v for k, v in used.items() if v}
 
 
@@ -235,47 +234,22 @@ def _run_scan(task: dict, settings) -> dict:
         femur_mask=inputs.get("femur_mask"), edge=row.get("acetabular_edge"),
         title=f"{row['subject']} {row['side']} {row['timepoint_months']:g} months", path_base=task.get("path_base"),
     )
-    m = analysis.metrics
-    return summarize_scan(m)
+    return scan_record(analysis.result)
 
 
-def review_flags(segmentation: dict, measurement_flags: list[str] | None = None) -> str | None:
-    """An automatic segmentation's QC: "ok", or its flags after "review: "; None for masks a person
-    gave (nothing to review). ``measurement_flags`` (metrics.json ``review_flags``, e.g. an
-    implausible necrotic fraction) are added whoever gave the masks."""
-    from pipeline.measures.hip import segmentation_confidence
-
-    confidence = segmentation_confidence(segmentation) or {}
-    flags = list(confidence.get("flags") or []) if confidence.get("status") == "review" else []
-    flags += measurement_flags or []
-    if flags:
-        return "review: " + "; ".join(flags)
-    return "ok" if confidence else None
-
-
-def summarize_scan(m: dict) -> dict:
-    """The scans.csv figures (and the zones, for the report) of one metrics.json content."""
-    return {
-        "head_volume_ml": m["head_volume_ml"], "lesion_volume_ml": m["lesion_volume_ml"],
-        "necrotic_fraction_pct": m["necrotic_fraction_pct"], "size_class": m["size_class"],
-        "jic_type": m["jic_type"], "jic_type_3d": m["jic_type_3d"], "arco2021_type": m["arco2021_type"],
-        "cna_deg": m["cna_deg"], "kerboul_grade": m["kerboul_grade"], "arc_coronal_deg": m.get("arc_coronal_deg"),
-        "arc_sagittal_deg": m.get("arc_sagittal_deg"), "head_radius_mm": m["head_radius_mm"],
-        "sphere_fit_rms_mm": m["sphere_fit_rms_mm"],
-        "weight_bearing_source": (m.get("weight_bearing") or {}).get("source"),
-        "segmentation": (m.get("segmentation") or {}).get("method"),
-        "review": review_flags(m.get("segmentation") or {}, m.get("review_flags")),
-        "n_warnings": len(m.get("warnings") or []), "image_sha256": (m.get("input") or {}).get("sha256"),
-        "zones_ml": m.get("zones_ml"),
-    }
+def scan_record(result: HipMetrics) -> dict:
+    """The scans.csv figures (and the zones, for the report) of one hip's metrics."""
+    return {**result.csv_row(), "zones_ml": result.zones_ml}
 
 
 def _run_change(task: dict, settings) -> dict:
     from pipeline.app.compare import run_compare
+    from pipeline.masks.labels import mask_source
 
     row, base = task["row"], task["baseline"]
     for visit, what in ((base, "baseline"), (row, "follow-up")):
-        if not visit.get("labels") and any(visit.get(k) for k in ("head_mask", "lesion_mask", "femur_mask")):
+        masks = {k: v for k, v in scan_inputs(visit).items() if k != "image"}
+        if mask_source(**masks) not in ("labels", "automatic"):
             raise InputError(f"the {what} row of {row['subject']} {row['side']} gives masks but no label map: "
                              "a comparison reads label maps (labels column)")
     _missing({**{f"baseline {k}": v for k, v in change_inputs(base).items()}, **change_inputs(row)})
@@ -286,33 +260,14 @@ def _run_change(task: dict, settings) -> dict:
         title=f"{row['subject']} {row['side']} {row['timepoint_months']:g} vs 0 months",
         path_base=task.get("path_base"),
     )
-    return summarize_change(result)
+    return change_record(Longitudinal.from_json(result))
 
 
-def summarize_change(result: dict) -> dict:
-    """The changes.csv figures (and the zones, for the statistics) of a one-follow-up
-    longitudinal.json content."""
-    follow = result["followups"][0]
-    reg = follow.get("registration") or {}
-    zones = follow.get("zones") or {}
-    return {
-        "baseline_lesion_ml": follow.get("baseline_lesion_ml", result["baseline"]["lesion_volume_ml"]),
-        "followup_lesion_ml": follow.get("followup_lesion_ml", follow["followup"]["lesion_volume_ml"]),
-        "regeneration_pct": follow.get("regeneration_pct"), "regenerated_ml": follow.get("regenerated_ml"),
-        "new_ml": follow.get("new_ml"), "persistent_ml": follow.get("persistent_ml"),
-        "head_dice": reg.get("head_dice"), "rotation_deg": reg.get("rotation_deg"),
-        "translation_norm_mm": _norm(reg.get("translation_norm_mm"), reg.get("translation_mm")),
-        "n_warnings": len(result.get("warnings") or []),
-        "zones": {z: (v or {}).get("regenerated_ml") for z, v in zones.items()},
-    }
-
-
-def _norm(norm, vector):
-    if norm is not None:
-        return float(norm)
-    if vector is None:
-        return None
-    return math.sqrt(sum(float(v) ** 2 for v in vector))
+def change_record(result: Longitudinal) -> dict:
+    """The changes.csv figures (and the regenerated mL per zone, for the statistics) of a
+    one-follow-up comparison."""
+    follow = result.latest
+    return {**follow.csv_row(result.baseline), "zones": follow.regenerated_by_zone()}
 
 
 # the run ------------------------------------------------------------------------------------

@@ -141,12 +141,7 @@ def _cmd_analyze(args) -> int:
 
     settings = load_settings(args.config, labels__head=args.head_label, labels__lesion=args.lesion_label,
                              side__on_contradiction=_trust(args))
-    if args.femur_mask and (args.labels or args.head_mask):
-        raise InputError("--femur-mask replaces --labels/--head-mask: give one source of the head")
-    if args.labels and (args.head_mask or args.lesion_mask):
-        raise InputError("give either --labels or --head-mask/--lesion-mask, not both")
-    if args.head_mask is not None and args.lesion_mask is None:
-        raise InputError("--head-mask needs --lesion-mask")
+    # which masks may go together: pipeline.masks.labels.mask_source, first thing in run_analyze
     analysis = run_analyze(
         args.image, args.side, args.out, settings,
         labels=args.labels, head_mask=args.head_mask, lesion_mask=args.lesion_mask, femur_mask=args.femur_mask,
@@ -158,13 +153,9 @@ def _cmd_analyze(args) -> int:
         lesion_seeds=[parse_point(p) for p in args.lesion_seed] if args.lesion_seed else None,
         roi=_roi(args.roi),
     )
-    m = analysis.metrics
-    nf = m["necrotic_fraction_pct"]
-    print(
-        f"{args.side} hip: head {m['head_volume_ml']:.2f} mL, lesion {m['lesion_volume_ml']:.2f} mL, "
-        f"NF {nf:.1f} %, size class {m['size_class'] or '-'}; {len(m['warnings'])} warning(s); -> {args.out}"
-    )
-    for w in m["warnings"]:
+    result = analysis.result
+    print(f"{result.summary_line()}; -> {args.out}")
+    for w in result.warnings:
         print(f"  warning: {w}", file=sys.stderr)
     return 0
 
@@ -172,9 +163,10 @@ def _cmd_analyze(args) -> int:
 def _cmd_compare(args) -> int:
     from pipeline.app.compare import run_compare
     from pipeline.config import load_settings
+    from pipeline.measures.results import Longitudinal
 
     settings = load_settings(args.config, side__on_contradiction=_trust(args))
-    result = run_compare(
+    content = run_compare(
         args.baseline, args.followups, args.side, args.out, settings,
         baseline_labels=args.baseline_labels, followup_labels=args.followup_labels,
         acetabular_edge=parse_point(args.acetabular_edge) if args.acetabular_edge else None,
@@ -183,17 +175,14 @@ def _cmd_compare(args) -> int:
         progress=(lambda text: print(f"onfh compare: {text}...", file=sys.stderr, flush=True))
         if sys.stderr.isatty() else None,
     )
-    several = len(result["followups"]) > 1
-    for f in result["followups"]:
-        reg = f["registration"]
-        regen = f["regeneration_pct"]
-        who = f"follow-up {f['index']}" if several else "follow-up"
-        print(f"{args.side} hip, {who}: regeneration {'-' if regen is None else format(regen, '.1f')} %, "
-              f"regenerated {f['regenerated_ml']:.2f} mL, new {f['new_ml']:.2f} mL, "
-              f"persistent {f['persistent_ml']:.2f} mL; rotation {reg['rotation_deg']:.1f} deg, "
-              f"head Dice {reg['head_dice']:.3f}")
-    print(f"{len(result['warnings'])} warning(s); -> {args.out}")
-    for w in result["warnings"]:
+    result = Longitudinal.from_json(content)
+    several = len(result.followups) > 1
+    for f in result.followups:
+        who = f"follow-up {f.index}" if several else "follow-up"
+        print(f"{result.side} hip, {who}: {f.headline()}")
+    warnings = result.warnings
+    print(f"{len(warnings)} warning(s); -> {args.out}")
+    for w in warnings:
         print(f"  warning: {w}", file=sys.stderr)
     return 0
 

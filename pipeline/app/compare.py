@@ -48,6 +48,7 @@ top level (``regeneration_pct``, ``regenerated_ml``, ``new_ml``, ``persistent_ml
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,18 +56,13 @@ import numpy as np
 from pipeline.app.analyze import record_input_paths, segment_masks
 from pipeline.config import Settings
 from pipeline.errors import InputError
-from pipeline.io.outputs import atomic_output_dir, check_output_dir, clean_json, provenance, sha256_of, write_json
+from pipeline.geometry.side import check_side
+from pipeline.io.outputs import atomic_output_dir, check_output_dir, provenance, sha256_of, write_json
 from pipeline.io.scan import load_scan, save_like
 from pipeline.longitudinal.change import CHANGE_LABELS, Comparison, compare_visits
 from pipeline.masks.labels import import_masks
-from pipeline.measures.hip import SCHEMA_VERSION, SIDES, Analysis, measure_hip
-
-#: Figures of a follow-up entry repeated at the top level for the latest follow-up.
-HEADLINE_KEYS = (
-    "regeneration_pct", "regeneration_pct_isotropic", "baseline_lesion_ml", "followup_lesion_ml",
-    "regenerated_ml", "new_ml", "persistent_ml", "followup_lesion_in_baseline_ml", "zones", "head_change",
-    "registration",
-)
+from pipeline.measures.hip import Analysis, measure_hip
+from pipeline.measures.results import FollowupMetrics, Longitudinal
 
 FILES = {
     "change_map": "change_map.nii.gz",
@@ -76,7 +72,7 @@ FILES = {
 }
 
 
-def load_visit(image, labels, side: str, settings: Settings, what: str, edge=None, roof_medial=None,
+def load_visit(image, labels, side: str, settings: Settings, edge=None, roof_medial=None,
                path_base=None) -> Analysis:
     """Load one visit and measure it in its own space.
 
@@ -155,8 +151,7 @@ def run_compare(
         (side or head-radius mismatch), a failed registration. Nothing is written then.
     """
     started = time.perf_counter()
-    if side not in SIDES:
-        raise InputError(f"side must be left or right, not {side!r}")
+    check_side(side)
     followups = [followups] if isinstance(followups, (str, Path)) else list(followups or [])
     if not followups:
         raise InputError("give at least one follow-up scan")
@@ -179,17 +174,16 @@ def run_compare(
     say = progress or (lambda text: None)
     how = "measuring" if baseline_labels is not None else "segmenting and measuring"
     say(f"{how} the baseline")
-    base = load_visit(baseline, baseline_labels, side, settings, "baseline",
+    base = load_visit(baseline, baseline_labels, side, settings,
                       edge=acetabular_edge, roof_medial=acetabular_roof_medial, path_base=path_base)
     several = len(followups) > 1
-    entries: list[dict] = []
+    entries: list[FollowupMetrics] = []
     out_dir = Path(out_dir)
     with atomic_output_dir(out_dir, "compare") as tmp:
         for k, (image, labels) in enumerate(zip(followups, followup_labels), start=1):
             who = f"follow-up {k} of {len(followups)}" if several else "the follow-up"
             say(f"{how} {who}")
-            follow = load_visit(image, labels, side, settings, f"follow-up {k}" if several else "follow-up",
-                                path_base=path_base)
+            follow = load_visit(image, labels, side, settings, path_base=path_base)
             say(f"registering {who} to the baseline and mapping the change")
             comparison = compare_visits(base, follow, settings)
             folder = tmp / f"followup_{k}" if several else tmp
@@ -208,46 +202,32 @@ def write_comparison(out_dir: str | Path, base: Analysis, follow: Analysis, comp
     started = time.perf_counter()
     with atomic_output_dir(Path(out_dir), "compare") as tmp:
         entry = _followup_entry(tmp, base, follow, comparison, settings, title, 1, False)
-        return _write_longitudinal(tmp, base, [entry], base.metrics["side"], settings, started)
+        return _write_longitudinal(tmp, base, [entry], base.result.side, settings, started)
 
 
-def _write_longitudinal(folder: Path, base: Analysis, entries: list[dict], side: str, settings: Settings,
-                        started: float) -> dict:
+def _write_longitudinal(folder: Path, base: Analysis, entries: list[FollowupMetrics], side: str,
+                        settings: Settings, started: float) -> dict:
     """longitudinal.json with its provenance into ``folder``; returns the content as written."""
-    payload = longitudinal_payload(base, entries, side)
-    payload["provenance"] = provenance(settings, time.perf_counter() - started)
-    write_json(folder / "longitudinal.json", payload)
-    return clean_json(payload, 6)
+    result = longitudinal_result(base, entries, side)
+    result.provenance = provenance(settings, time.perf_counter() - started)
+    content = result.to_json()
+    write_json(folder / "longitudinal.json", content)
+    return content
 
 
 def _followup_entry(folder: Path, base: Analysis, follow: Analysis, comparison: Comparison, settings: Settings,
-                    title: str, index: int, several: bool) -> dict:
+                    title: str, index: int, several: bool) -> FollowupMetrics:
     files = _write_followup(folder, base, follow, comparison, settings, title, index if several else None)
-    return {"index": index, "folder": folder.name if several else ".", "files": files, **comparison.figures}
+    return replace(comparison.result, index=index, folder=folder.name if several else ".", files=files)
 
 
-def longitudinal_payload(base: Analysis, entries: list[dict], side: str) -> dict:
-    """The ``longitudinal.json`` contents: baseline figures, then one block per follow-up.
+def longitudinal_result(base: Analysis, entries: list[FollowupMetrics], side: str) -> Longitudinal:
+    """The ``longitudinal.json`` model: baseline figures, then one entry per follow-up.
 
     Shared by ``onfh compare`` and napari's Compare visits widget so both report the same keys.
     """
-    several = len(entries) > 1
-    warnings = [f"baseline: {w}" for w in base.metrics["warnings"]]
-    for e in entries:
-        who = f"follow-up {e['index']}" if several else "follow-up"
-        warnings += [f"{who}: {w}" for w in e["followup"]["warnings"]]
-        warnings += [f"{who} vs baseline: {w}" for w in e["warnings"]]
-    latest = entries[-1]
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "side": side,
-        "baseline": base.metrics,
-        "followups": entries,
-        "latest_followup": latest["index"],
-        **{key: latest[key] for key in HEADLINE_KEYS},
-        "change_map_labels": {"0": "background", **{str(k): v for k, v in CHANGE_LABELS.items()}},
-        "warnings": warnings,
-    }
+    return Longitudinal(side=side, baseline=base.result, followups=list(entries),
+                        change_map_labels={"0": "background", **{str(k): v for k, v in CHANGE_LABELS.items()}})
 
 
 def _write_followup(folder: Path, base: Analysis, follow: Analysis, comparison: Comparison, settings: Settings,
@@ -345,21 +325,7 @@ def write_compare_qc_png(path: str | Path, base: Analysis, comparison: Compariso
             name = ("baseline", "follow-up aligned to baseline", "change map")[col]
             ax.set_title(f"{name}: mid-{plane}", fontsize=9)
             ax.tick_params(labelsize=7)
-    fig.suptitle(_summary(comparison.figures, title), fontsize=9)
+    fig.suptitle(comparison.result.qc_title(title), fontsize=9)
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.06, top=0.9, wspace=0.25, hspace=0.3)
     fig.savefig(path)
     plt.close(fig)
-
-
-def _summary(f: dict, title: str) -> str:
-    def fmt(v, spec):
-        return "-" if v is None else format(v, spec)
-
-    reg = f["registration"]
-    head = f"{title}: " if title else ""
-    return (f"{head}regeneration {fmt(f['regeneration_pct'], '.1f')} % (lesion {fmt(f['baseline_lesion_ml'], '.2f')}"
-            f" -> {fmt(f['followup_lesion_ml'], '.2f')} mL); regenerated {fmt(f['regenerated_ml'], '.2f')} mL, "
-            f"new {fmt(f['new_ml'], '.2f')} mL, persistent {fmt(f['persistent_ml'], '.2f')} mL\n"
-            f"registration: rotation {fmt(reg['rotation_deg'], '.1f')}°, head moved "
-            f"{fmt(float(np.linalg.norm(reg['head_centre_displacement_mm'])), '.1f')} mm, head Dice "
-            f"{fmt(reg['head_dice'], '.3f')}; warnings: {len(f['warnings'])}")

@@ -32,6 +32,8 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.errors import InputError
+from pipeline.geometry.affine import bounding_box, box_start, index_to_mm, mask_points_mm, mm_to_index, voxel_spacing
+from pipeline.geometry.side import check_side, side_of_x
 
 #: Plausible femoral-head radii, mm. Adult heads are 40-50 mm across (docs/method.md section 7); the
 #: range is wide so that small or large heads are fitted, yet excludes the shaft and the pelvis.
@@ -44,39 +46,10 @@ HEAD_NEIGHBOURHOOD_MM = 50.0
 #: How far beyond the head sphere the neck is looked for, mm.
 NECK_SHELL_MM = 30.0
 
-SIDES = ("right", "left")
-
 
 # --------------------------------------------------------------------------------------------
 # geometry helpers
 # --------------------------------------------------------------------------------------------
-def voxel_spacing(affine: np.ndarray) -> np.ndarray:
-    """Voxel size along each array axis, mm (column norms of the affine's 3x3 part)."""
-    return np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
-
-
-def voxel_volume_mm3(affine: np.ndarray) -> float:
-    """Volume of one voxel, mm^3 (absolute determinant: mirrored grids are fine)."""
-    return float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3])))
-
-
-def index_to_mm(affine: np.ndarray, ijk: np.ndarray) -> np.ndarray:
-    """Voxel indices (..., 3) to RAS mm (..., 3)."""
-    affine = np.asarray(affine, dtype=np.float64)
-    return np.asarray(ijk, dtype=np.float64) @ affine[:3, :3].T + affine[:3, 3]
-
-
-def mm_to_index(affine: np.ndarray, xyz: np.ndarray) -> np.ndarray:
-    """RAS mm (..., 3) to continuous voxel indices (..., 3)."""
-    inv = np.linalg.inv(np.asarray(affine, dtype=np.float64))
-    return np.asarray(xyz, dtype=np.float64) @ inv[:3, :3].T + inv[:3, 3]
-
-
-def mask_points_mm(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """RAS mm of the centres of the mask's voxels, shape (N, 3)."""
-    return index_to_mm(affine, np.argwhere(np.asarray(mask, dtype=bool)))
-
-
 def sample_mask(mask: np.ndarray, affine: np.ndarray, points_mm: np.ndarray, order: int = 0):
     """Value of a mask at world points.
 
@@ -126,12 +99,6 @@ def _unit(vector: np.ndarray) -> np.ndarray:
     if norm == 0:
         raise ValueError("zero vector has no direction")
     return vector / norm
-
-
-def _check_side(side: str) -> str:
-    if side not in SIDES:
-        raise InputError(f"side must be 'right' or 'left', got {side!r}")
-    return side
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,10 +359,9 @@ def head_surface_points(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         raise InputError("mask is empty: no surface to fit")
-    nz = np.argwhere(mask)
-    lo = np.maximum(nz.min(axis=0) - 1, 0)
-    hi = np.minimum(nz.max(axis=0) + 2, mask.shape)
-    crop = mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    box = bounding_box(mask, margin=1)
+    lo = box_start(box)
+    crop = mask[box]
     padded = np.pad(crop, 1).astype(np.float32)
     from skimage.measure import marching_cubes  # lazy: skimage is slow to import
 
@@ -447,7 +413,7 @@ class HeadFrame:
     side: str
 
     def __post_init__(self):
-        _check_side(self.side)
+        check_side(self.side)
         object.__setattr__(self, "center", np.asarray(self.center, dtype=np.float64).reshape(3))
         object.__setattr__(self, "radius", float(self.radius))
 
@@ -671,7 +637,7 @@ def isolate_head(
     info = {"method": method, **fit.as_dict(), "warnings": []}
     info.update(neck_axis=None, waist_radius_mm=None, waist_point_ras_mm=None, cut_distance_mm=None)
 
-    rel = index_to_mm(affine, np.argwhere(femur)) - c
+    rel = mask_points_mm(femur, affine) - c
     dist = np.linalg.norm(rel, axis=1)
     if method == "sphere":
         keep = dist <= r
@@ -790,9 +756,10 @@ def select_side(
     """Keep the connected components of one hip from a mask that may cover both.
 
     Components (26-connected) are split into two groups along RAS x by a volume-weighted 1D
-    two-means; the patient's right hip is the group with the greater x. A mask whose groups lie
-    less than ``min_separation_mm`` apart, or whose smaller group holds under 5% of the volume
-    (stray specks), covers one hip only and is returned whole.
+    two-means; the group on ``side`` of the midline half-way between them is kept
+    (:func:`pipeline.geometry.side.side_of_x`: the patient's right hip has the greater x). A mask
+    whose groups lie less than ``min_separation_mm`` apart, or whose smaller group holds under 5%
+    of the volume (stray specks), covers one hip only and is returned whole.
 
     Parameters
     ----------
@@ -806,7 +773,7 @@ def select_side(
     -------
     ndarray of bool
     """
-    _check_side(side)
+    check_side(side)
     mask = np.asarray(mask, dtype=bool)
     labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3)))
     if count <= 1:
@@ -824,10 +791,10 @@ def select_side(
         m_hi = np.average(xs[hi], weights=sizes[hi])
         sse = (sizes[lo] * (xs[lo] - m_lo) ** 2).sum() + (sizes[hi] * (xs[hi] - m_hi) ** 2).sum()
         if best is None or sse < best[0]:
-            best = (sse, k, m_hi - m_lo)
-    _, k, separation = best
+            best = (sse, k, m_lo, m_hi)
+    _, k, m_lo, m_hi = best
     share = min(sizes[:k].sum(), sizes[k:].sum()) / sizes.sum()
-    if separation < min_separation_mm or share < 0.05:
+    if m_hi - m_lo < min_separation_mm or share < 0.05:
         return mask.copy()
-    keep = ids[k:] if side == "right" else ids[:k]
+    keep = ids[k:] if side_of_x(m_hi, midline_x=0.5 * (m_lo + m_hi)) == side else ids[:k]
     return np.isin(labels, keep)

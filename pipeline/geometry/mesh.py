@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from pipeline.geometry.affine import bounding_box, box_start, index_to_mm, voxel_spacing
+
 
 def mask_mesh(mask: np.ndarray, affine: np.ndarray, step: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Marching cubes at level 0.5 on an unsmoothed binary mask.
@@ -36,12 +38,11 @@ def mask_mesh(mask: np.ndarray, affine: np.ndarray, step: int = 1) -> tuple[np.n
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
-    lo, hi = _bbox(mask, margin=1)
+    box = bounding_box(mask, margin=1)
     # Pad so that a mask touching the array edge still gives a closed surface.
-    crop = np.pad(mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], 1).astype(np.float32)
+    crop = np.pad(mask[box], 1).astype(np.float32)
     verts, faces, _, _ = marching_cubes(crop, level=0.5, step_size=step, allow_degenerate=False)
-    verts = verts + (np.asarray(lo) - 1)
-    world = verts @ affine[:3, :3].T + affine[:3, 3]
+    world = index_to_mm(affine, verts + (box_start(box) - 1))
     faces = faces.astype(np.int64)
     if _signed_volume(world, faces) < 0:
         # skimage orients faces for its own index space; a left-handed affine flips them.
@@ -138,13 +139,13 @@ def isotropic_reconstructions(
     """
     masks = [np.asarray(m, dtype=bool) for m in masks]
     union = np.logical_or.reduce(masks)
-    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    spacing = voxel_spacing(affine)
     if not union.any():
         return [np.zeros((1, 1, 1), dtype=bool) for _ in masks], affine.copy()
     margin_vox = np.ceil(margin_mm / spacing).astype(int) + 1
-    lo, hi = _bbox(union, margin=0)
-    lo = lo - margin_vox
-    hi = hi + margin_vox
+    box = bounding_box(union)
+    lo = box_start(box) - margin_vox
+    hi = np.array([s.stop for s in box]) + margin_vox
     # Isotropic grid tiling the crop's voxel boxes (same directions, finer steps). Its centres sit
     # half a fine voxel inside the box edges, never on the half-way points where the distance map
     # is exactly zero, so a mask that is already on the fine grid is reproduced voxel for voxel.
@@ -187,10 +188,3 @@ def signed_distance(mask: np.ndarray, spacing) -> np.ndarray:
     inside = ndimage.distance_transform_edt(mask, sampling=spacing)
     outside = ndimage.distance_transform_edt(~mask, sampling=spacing)
     return (inside - outside).astype(np.float32)
-
-
-def _bbox(mask: np.ndarray, margin: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
-    lo = np.array([max(i[0] - margin, 0) for i in idx])
-    hi = np.array([min(i[-1] + 1 + margin, s) for i, s in zip(idx, mask.shape)])
-    return lo, hi

@@ -15,20 +15,51 @@ import numpy as np
 
 from pipeline.config import Settings
 from pipeline.errors import InputError
-from pipeline.geometry.frame import mask_points_mm
+from pipeline.geometry.affine import mask_points_mm
 
 SIDES = ("left", "right")
 
 
-def _side_of_x(x: float) -> str:
-    return "right" if x > 0 else "left"
+def check_side(side: str) -> str:
+    """``side`` itself when it is "left" or "right", else InputError."""
+    if side not in SIDES:
+        raise InputError(f"side must be left or right, not {side!r}")
+    return side
+
+
+def side_of_x(x: float, midline_x: float = 0.0, margin_mm: float = 0.0) -> str | None:
+    """The one "which side" rule: the side of the body that RAS ``x`` lies on, seen from ``midline_x``.
+
+    "right" when x > midline_x + margin_mm, "left" when x < midline_x - margin_mm, None in between
+    (too near the midline to tell). RAS x grows toward the patient's *Right* (the R of RAS; the
+    readers turn LPS files, whose +x is the patient's left, into RAS), so the patient's right hip
+    lies at greater x than the left one, whatever the scanner's origin, and a direction with a
+    positive x-component points to the patient's right.
+
+    Every "which hip" question asks this function:
+
+    * which of two hips in one image is the requested one (``midline_x`` half-way between them):
+      :func:`pipeline.geometry.frame.select_side`, :func:`pipeline.segment.femur.choose_head`;
+    * which side a head centre lies on in scanner coordinates (``midline_x`` = 0: the table
+      centres the patient, so x = 0 lies near the midline and the hips 80-100 mm from it;
+      ``margin_mm`` = ``longitudinal.side_offset_mm``): :func:`position_cue`,
+      :func:`pipeline.longitudinal.change.check_same_hip`;
+    * which side a direction points to (the neck axis runs laterally, the acetabulum lies medial
+      of the head): :func:`neck_cue`, :func:`acetabulum_cue`.
+    """
+    d = float(x) - float(midline_x)
+    if d > margin_mm:
+        return "right"
+    if d < -margin_mm:
+        return "left"
+    return None
 
 
 def neck_cue(neck_axis, source: str, settings: Settings) -> dict:
     """The side the neck runs to: its axis' x-component beyond ``side.min_neck_lateral``."""
     n = np.asarray(neck_axis, dtype=np.float64)
     lateral = float(n[0])
-    found = _side_of_x(lateral) if abs(lateral) >= settings.side.min_neck_lateral else None
+    found = side_of_x(lateral) if abs(lateral) >= settings.side.min_neck_lateral else None
     return {"cue": f"femoral neck ({source})", "side": found, "neck_axis_ras": [round(float(v), 3) for v in n],
             "why": f"the neck runs toward {'+' if lateral > 0 else '-'}x (x-component {lateral:+.2f})"}
 
@@ -44,7 +75,7 @@ def acetabulum_cue(acetabulum: np.ndarray, affine: np.ndarray, center, radius: f
     if len(near) < 20:
         return None
     dx = float(near[:, 0].mean())
-    found = _side_of_x(-dx) if abs(dx) >= settings.side.min_acetabulum_offset * radius else None
+    found = side_of_x(-dx) if abs(dx) >= settings.side.min_acetabulum_offset * radius else None
     return {"cue": "acetabulum", "side": found, "offset_x_mm": round(dx, 2),
             "why": f"the acetabulum lies at {'+' if dx > 0 else '-'}x of the head centre ({dx:+.1f} mm), medial"}
 
@@ -52,11 +83,11 @@ def acetabulum_cue(acetabulum: np.ndarray, affine: np.ndarray, center, radius: f
 def position_cue(center, settings: Settings) -> dict | None:
     """The side of the body the head centre lies on in scanner coordinates (weak: warns only)."""
     x = float(center[0])
-    offset = settings.longitudinal.side_offset_mm
-    if abs(x) <= offset:
+    found = side_of_x(x, margin_mm=settings.longitudinal.side_offset_mm)
+    if found is None:
         return None
-    return {"cue": "position (scanner x)", "side": _side_of_x(x),
-            "why": f"the head centre lies at x = {x:.1f} mm, on the patient's {_side_of_x(x)}"}
+    return {"cue": "position (scanner x)", "side": found,
+            "why": f"the head centre lies at x = {x:.1f} mm, on the patient's {found}"}
 
 
 def read_side(scan, center, radius: float, settings: Settings, neck_axis=None, neck_source: str = "femur mask",
@@ -112,8 +143,7 @@ def confirm_side(side: str, cues: list[dict], settings: Settings) -> tuple[dict,
     InputError
         The anatomy shows the other hip.
     """
-    if side not in SIDES:
-        raise InputError(f"side must be left or right, not {side!r}")
+    check_side(side)
     anatomical = [c for c in cues if c["side"] is not None and not c["cue"].startswith("position")]
     found_sides = {c["side"] for c in anatomical}
     found = found_sides.pop() if len(found_sides) == 1 else None

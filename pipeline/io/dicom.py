@@ -231,7 +231,7 @@ def _read_dicom(path: Path, series_uid, spacing):
     frames = _frames(chosen)
     name = _series_name(chosen)
     stack = _stack(frames, name, spacing)
-    data = _pixels(frames, stack.order, name, notes)
+    data = _pixels(frames, stack.order, notes)
     meta = _meta(path, chosen, frames, stack, notes + stack.warnings)
     return data, stack.affine, meta
 
@@ -739,7 +739,56 @@ def _frame_value(frame: _Frame, keyword: str):
 
 # geometry ---------------------------------------------------------------------------------
 def _stack(frames: list[_Frame], name: str, spacing) -> _Stack:
-    """Check the frames form one volume and return their order and the RAS affine."""
+    """Check the frames form one volume and return their order and the RAS affine.
+
+    Steps: a grey volume of one image size (:func:`_check_volume_pixels`); frames without
+    geometry only with the user's ``--spacing`` (:func:`_stack_without_geometry`); one orientation
+    and pixel spacing (:func:`_in_plane_axes`); slices sorted along the normal without repeats
+    (:func:`_sort_along_normal`); even steps (:func:`_check_even_steps`); no gantry tilt or
+    in-plane shift (:func:`_slice_drift`, :func:`_refuse_tilt`).
+    """
+    n = len(frames)
+    _check_volume_pixels(frames, name)
+    order = sorted(range(n), key=lambda i: frames[i].sort_key)
+    missing = [tag for tag, attr in (("ImagePositionPatient", "ipp"), ("ImageOrientationPatient", "iop"),
+                                     ("PixelSpacing", "pixel_spacing"))
+               if any(getattr(frames[i], attr) is None for i in order)]
+    if missing:
+        return _stack_without_geometry(frames, missing, name, spacing, order)
+
+    _check_orientations(frames, name)
+    row, col, normal, pixel_spacing = _in_plane_axes(frames, name)
+    order, ipp, d = _sort_along_normal(frames, order, normal, name)
+    drift = _slice_drift(ipp, d, normal, pixel_spacing)
+    step = _check_even_steps(frames, order, d, name, drift.note)
+    if drift.tilted:
+        _refuse_tilt(frames, order, drift, step, name)
+
+    lps = np.eye(4)
+    lps[:3, 0] = row * pixel_spacing[1]
+    lps[:3, 1] = col * pixel_spacing[0]
+    lps[:3, 2] = normal * step
+    lps[:3, 3] = ipp[0]
+    notes = []
+    if spacing is not None:
+        notes.append("stated spacing ignored: the DICOM header gives the voxel geometry")
+    return _Stack(order, LPS_TO_RAS @ lps, notes, step)
+
+
+def _check_volume_pixels(frames: list[_Frame], name: str) -> None:
+    """Refuse frames that are no grey volume: fewer than 3 slices, colour, mixed image sizes.
+
+    Parameters
+    ----------
+    frames : list of _Frame
+        The frames (slices) of one series.
+    name : str
+        The series as named in messages.
+
+    Raises
+    ------
+    GeometryError
+    """
     n = len(frames)
     if n < 3:
         what = "1 slice: a 2D image" if n == 1 else f"only {n} slices"
@@ -754,36 +803,80 @@ def _stack(frames: list[_Frame], name: str, spacing) -> _Stack:
     if len(sizes) > 1:
         desc = ", ".join(f"{c}x{r} ({k})" for (c, r), k in sizes.most_common())
         raise GeometryError(f"{name} mixes image sizes {desc}: not one volume", "mixed sizes")
-    order = sorted(range(n), key=lambda i: frames[i].sort_key)
-    missing = [tag for tag, attr in (("ImagePositionPatient", "ipp"), ("ImageOrientationPatient", "iop"),
-                                     ("PixelSpacing", "pixel_spacing"))
-               if any(getattr(frames[i], attr) is None for i in order)]
-    if missing:
-        legacy = [f for f in frames if f.legacy_multiframe]
-        top = [t for t in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
-               if legacy and t in legacy[0].file.ds]
-        if legacy and top:
-            absent = (f"no per-frame geometry (a multi-frame image without functional groups; its top-level "
-                      f"{' / '.join(top)} cannot place each frame)")
-        elif legacy:
-            absent = ("no ImagePositionPatient / ImageOrientationPatient / PixelSpacing in its header "
-                      "(no functional groups, nothing at top level)")
-        else:
-            absent = f"no {' / '.join(missing)} in its header (per-frame or shared)"
-        if spacing is None:
-            raise GeometryError(
-                f"{name} has {absent}: no geometry, "
-                "no millimetres - refusing to measure; if you know the voxel size, state it with "
-                "--spacing SX,SY,SZ (mm) to read it on an axis-aligned grid",
-                "no geometry")
-        affine = np.diag([*spacing, 1.0])
-        note = (f"no geometry in the header of {name}: voxel size {spacing[0]:g} x {spacing[1]:g} x "
-                f"{spacing[2]:g} mm as stated by the user, slices in instance/frame order, slice spacing not "
-                "checked; orientation and origin are unknown (axis-aligned grid at 0: left/right and other "
-                "anatomical directions are not known)")
-        return _Stack(order, affine, [note], None)
 
-    _check_orientations(frames, name)
+
+def _stack_without_geometry(frames: list[_Frame], missing: list[str], name: str, spacing, order: list[int]) -> _Stack:
+    """The stack of frames without position, orientation or pixel spacing: only with ``--spacing``.
+
+    Parameters
+    ----------
+    frames : list of _Frame
+    missing : list of str
+        The DICOM keywords absent from some frame.
+    name : str
+        The series as named in messages.
+    spacing : sequence of 3 floats or None
+        The voxel size stated by the user (``--spacing``), mm.
+    order : list of int
+        Frame indices in instance/frame order.
+
+    Returns
+    -------
+    _Stack
+        An axis-aligned grid at 0 with the stated voxel size, and a note of what is unknown.
+
+    Raises
+    ------
+    GeometryError
+        Without ``spacing`` (no millimetres: nothing is measured).
+    """
+    legacy = [f for f in frames if f.legacy_multiframe]
+    top = [t for t in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+           if legacy and t in legacy[0].file.ds]
+    if legacy and top:
+        absent = (f"no per-frame geometry (a multi-frame image without functional groups; its top-level "
+                  f"{' / '.join(top)} cannot place each frame)")
+    elif legacy:
+        absent = ("no ImagePositionPatient / ImageOrientationPatient / PixelSpacing in its header "
+                  "(no functional groups, nothing at top level)")
+    else:
+        absent = f"no {' / '.join(missing)} in its header (per-frame or shared)"
+    if spacing is None:
+        raise GeometryError(
+            f"{name} has {absent}: no geometry, "
+            "no millimetres - refusing to measure; if you know the voxel size, state it with "
+            "--spacing SX,SY,SZ (mm) to read it on an axis-aligned grid",
+            "no geometry")
+    affine = np.diag([*spacing, 1.0])
+    note = (f"no geometry in the header of {name}: voxel size {spacing[0]:g} x {spacing[1]:g} x "
+            f"{spacing[2]:g} mm as stated by the user, slices in instance/frame order, slice spacing not "
+            "checked; orientation and origin are unknown (axis-aligned grid at 0: left/right and other "
+            "anatomical directions are not known)")
+    return _Stack(order, affine, [note], None)
+
+
+def _in_plane_axes(frames: list[_Frame], name: str):
+    """Row and column directions, slice normal and pixel spacing shared by the frames.
+
+    Parameters
+    ----------
+    frames : list of _Frame
+        Frames of one orientation (:func:`_check_orientations`).
+    name : str
+        The series as named in messages.
+
+    Returns
+    -------
+    row, col, normal : ndarray, shape (3,)
+        Unit vectors, LPS.
+    pixel_spacing : ndarray, shape (2,)
+        The frames' mean PixelSpacing (between rows, between columns), mm.
+
+    Raises
+    ------
+    GeometryError
+        A direction not of unit length, sheared pixels, a non-positive or mixed pixel spacing.
+    """
     iop = np.mean([f.iop for f in frames], axis=0)
     row, col = iop[:3], iop[3:]
     for label, vec in (("row", row), ("column", col)):
@@ -804,21 +897,96 @@ def _stack(frames: list[_Frame], name: str, spacing) -> _Stack:
     pixel_spacing = spacings.mean(axis=0)
     normal = np.cross(row, col)
     normal /= np.linalg.norm(normal)
+    return row, col, normal, pixel_spacing
 
-    # Sort along the normal; the stable sort keeps instance order among equal positions.
+
+def _sort_along_normal(frames: list[_Frame], order: list[int], normal: np.ndarray, name: str):
+    """The frames sorted by their position along the slice normal; repeated positions refused.
+
+    Parameters
+    ----------
+    frames : list of _Frame
+    order : list of int
+        Frame indices in instance/frame order (kept among equal positions: the sort is stable).
+    normal : ndarray, shape (3,)
+        Unit slice normal, LPS.
+    name : str
+        The series as named in messages.
+
+    Returns
+    -------
+    order : list of int
+        Frame indices along the normal.
+    ipp : ndarray, shape (n, 3)
+        ImagePositionPatient of each frame in that order, LPS mm.
+    d : ndarray, shape (n,)
+        Their positions along the normal, mm (increasing).
+
+    Raises
+    ------
+    GeometryError
+        Two frames at the same position (:func:`_refuse_repeats`).
+    """
     ipp = np.array([frames[i].ipp for i in order])
     d = ipp @ normal
     along = np.argsort(d, kind="stable")
     order = [order[i] for i in along]
     ipp, d = ipp[along], d[along]
     steps = np.diff(d)
-
     if np.any(steps < SAME_POSITION_MM):
         _refuse_repeats(frames, order, steps, name)
+    return order, ipp, d
 
-    # Gantry tilt: how far the slices slide in-plane as they step along the normal. A constant
-    # slide per mm of depth is a tilt (angle from its least-squares slope); anything else is a
-    # stack whose slices are shifted in-plane.
+
+@dataclass
+class _Drift:
+    """How the slices slide in-plane as they step along the normal (:func:`_slice_drift`).
+
+    Attributes
+    ----------
+    drift : ndarray, shape (n,)
+        In-plane distance of each slice from the line through the first along the normal, mm.
+    slide : ndarray, shape (3,)
+        Least-squares in-plane shift per mm along the normal.
+    tilt_deg : float
+        The tilt that slide makes.
+    tilted : bool
+        Some slice drifts more than the tolerance.
+    shifted : bool
+        The drift is not a constant slide (slices shifted, not tilted).
+    note : str
+        "" or the clause spacing refusals add.
+    """
+
+    drift: np.ndarray
+    slide: np.ndarray
+    tilt_deg: float
+    tilted: bool
+    shifted: bool
+    note: str
+
+
+def _slice_drift(ipp: np.ndarray, d: np.ndarray, normal: np.ndarray, pixel_spacing: np.ndarray) -> _Drift:
+    """Gantry tilt or in-plane shifts of sorted slices.
+
+    A constant slide per mm of depth is a tilt (angle from its least-squares slope); anything else
+    is a stack whose slices are shifted in-plane. Either counts beyond ``TILT_TOLERANCE_PIXELS``
+    of the finest pixel spacing.
+
+    Parameters
+    ----------
+    ipp : ndarray, shape (n, 3)
+        Slice positions along the normal (:func:`_sort_along_normal`), LPS mm.
+    d : ndarray, shape (n,)
+        Their positions along the normal, mm.
+    normal : ndarray, shape (3,)
+    pixel_spacing : ndarray, shape (2,)
+        mm.
+
+    Returns
+    -------
+    _Drift
+    """
     rel = ipp - ipp[0]
     depth = d - d[0]
     inplane = rel - np.outer(depth, normal)
@@ -832,7 +1000,37 @@ def _stack(frames: list[_Frame], name: str, spacing) -> _Stack:
     if tilted:
         tilt_note = (f"; the slices are also shifted in-plane by up to {drift.max():.2f} mm" if shifted
                      else f"; the slices are also tilted {tilt_deg:.1f} deg (gantry tilt)")
+    return _Drift(drift, slide, tilt_deg, bool(tilted), bool(shifted), tilt_note)
 
+
+def _check_even_steps(frames: list[_Frame], order: list[int], d: np.ndarray, name: str, tilt_note: str) -> float:
+    """The slice step after refusing gaps and uneven spacing.
+
+    Parameters
+    ----------
+    frames : list of _Frame
+    order : list of int
+        Frame indices along the normal.
+    d : ndarray, shape (n,)
+        Their positions along the normal, mm (increasing).
+    name : str
+        The series as named in messages.
+    tilt_note : str
+        Added to a refusal when the slices are also tilted or shifted (:class:`_Drift`).
+
+    Returns
+    -------
+    float
+        The mean step between slices, mm.
+
+    Raises
+    ------
+    GeometryError
+        A step off the median by more than the tolerance (a gap of whole slices is named), or a
+        slice off the even grid.
+    """
+    n = len(order)
+    steps = np.diff(d)
     median = float(np.median(steps))
     tol = max(STEP_TOLERANCE_MM, STEP_TOLERANCE_REL * median)
     uneven = np.abs(steps - median) > tol
@@ -859,31 +1057,43 @@ def _stack(frames: list[_Frame], name: str, spacing) -> _Stack:
             f"{name} has uneven slice spacing: {frames[order[k]].label} lies {residual[k]:.3f} mm off an even "
             f"grid of {step:.3f} mm steps{tilt_note}; refusing to stack unevenly spaced slices as one volume",
             "uneven spacing")
-    if tilted:
-        tag = frames[order[0]].file.ds.get("GantryDetectorTilt")
-        stated = f", GantryDetectorTilt {float(tag):g} deg" if _float(tag, 0.0) != 0.0 else ""
-        if shifted:
-            k = int(np.argmax(drift))
-            raise GeometryError(
-                f"{name} has slices shifted in-plane: {frames[order[k]].label} is {drift[k]:.2f} mm off the line "
-                "through the first slice along the slice normal (not a constant tilt), so the images do not stack "
-                "into one orthogonal volume", "slices shifted in-plane")
-        raise GeometryError(
-            f"{name} has gantry tilt: the slices are tilted {tilt_deg:.1f} deg (each slice shifted "
-            f"{np.linalg.norm(slide) * step:.3f} mm in-plane per {step:.3f} mm step{stated}), so they are not "
-            "perpendicular to the in-plane axes; stacking them as orthogonal would distort every measurement "
-            "- resample to an orthogonal grid first (e.g. dcm2niix corrects gantry tilt)",
-            f"gantry tilt {tilt_deg:.1f} deg")
+    return step
 
-    lps = np.eye(4)
-    lps[:3, 0] = row * pixel_spacing[1]
-    lps[:3, 1] = col * pixel_spacing[0]
-    lps[:3, 2] = normal * step
-    lps[:3, 3] = ipp[0]
-    notes = []
-    if spacing is not None:
-        notes.append("stated spacing ignored: the DICOM header gives the voxel geometry")
-    return _Stack(order, LPS_TO_RAS @ lps, notes, step)
+
+def _refuse_tilt(frames: list[_Frame], order: list[int], drift: _Drift, step: float, name: str) -> None:
+    """Refuse tilted slices (gantry tilt) or slices shifted in-plane.
+
+    Parameters
+    ----------
+    frames : list of _Frame
+    order : list of int
+        Frame indices along the normal.
+    drift : _Drift
+        From :func:`_slice_drift`, with ``tilted`` set.
+    step : float
+        Slice step, mm.
+    name : str
+        The series as named in messages.
+
+    Raises
+    ------
+    GeometryError
+        Always.
+    """
+    tag = frames[order[0]].file.ds.get("GantryDetectorTilt")
+    stated = f", GantryDetectorTilt {float(tag):g} deg" if _float(tag, 0.0) != 0.0 else ""
+    if drift.shifted:
+        k = int(np.argmax(drift.drift))
+        raise GeometryError(
+            f"{name} has slices shifted in-plane: {frames[order[k]].label} is {drift.drift[k]:.2f} mm off the line "
+            "through the first slice along the slice normal (not a constant tilt), so the images do not stack "
+            "into one orthogonal volume", "slices shifted in-plane")
+    raise GeometryError(
+        f"{name} has gantry tilt: the slices are tilted {drift.tilt_deg:.1f} deg (each slice shifted "
+        f"{np.linalg.norm(drift.slide) * step:.3f} mm in-plane per {step:.3f} mm step{stated}), so they are not "
+        "perpendicular to the in-plane axes; stacking them as orthogonal would distort every measurement "
+        "- resample to an orthogonal grid first (e.g. dcm2niix corrects gantry tilt)",
+        f"gantry tilt {drift.tilt_deg:.1f} deg")
 
 
 def _check_orientations(frames: list[_Frame], name: str) -> None:
@@ -939,7 +1149,7 @@ def _fmt(values, digits: int = 2) -> str:
 
 
 # pixels -----------------------------------------------------------------------------------
-def _pixels(frames: list[_Frame], order: list[int], name: str, notes: list[str]) -> np.ndarray:
+def _pixels(frames: list[_Frame], order: list[int], notes: list[str]) -> np.ndarray:
     """Stack the frames in ``order`` as (columns, rows, slices) with the rescale applied.
 
     Built as (slices, rows, columns), where filling and rescaling run over contiguous planes,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.geometry.affine import voxel_volume_mm3
 from pipeline.io.scan import load_scan
 
 # The only meta keys copied into the report: a whitelist, so nothing identifying can leak in
@@ -72,7 +73,7 @@ def scan_info(path: str | Path, series_uid: str | None = None, spacing: tuple | 
         "affine_ras": affine.tolist(),
         "axcodes": list(scan.axcodes),
         "obliquity_deg": round(obliquity_deg(affine), 4),
-        "voxel_volume_mm3": float(abs(np.linalg.det(affine[:3, :3]))),
+        "voxel_volume_mm3": voxel_volume_mm3(affine),
         "field_of_view_mm": [float(n * s) for n, s in zip(shape, spacing_mm)],
         "dtype": str(data.dtype),
         "intensity_range": intensity,

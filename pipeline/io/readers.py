@@ -34,7 +34,6 @@ from pipeline.errors import InputError
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
 METAIMAGE_SUFFIXES = (".mha", ".mhd")
-SUPPORTED = ".nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd or DICOM (a series folder or one file of it)"
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 

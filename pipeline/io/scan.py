@@ -20,6 +20,7 @@ import numpy as np
 from nibabel import orientations as ornt
 
 from pipeline.errors import InputError
+from pipeline.geometry.affine import index_to_mm, mm_to_index, voxel_spacing, voxel_volume_mm3
 from pipeline.io.readers import METAIMAGE_SUFFIXES, NIFTI_SUFFIXES, NRRD_SUFFIXES, check_spacing, read_itk, read_nifti
 
 
@@ -84,7 +85,7 @@ class Scan:
 
     @property
     def voxel_volume_mm3(self) -> float:
-        return float(abs(np.linalg.det(self.affine[:3, :3])))
+        return voxel_volume_mm3(self.affine)
 
     @property
     def slice_thickness_mm(self) -> float:
@@ -99,14 +100,11 @@ class Scan:
 
     def index_to_ras(self, ijk: np.ndarray) -> np.ndarray:
         """Canonical voxel indices (..., 3) to RAS mm (..., 3)."""
-        ijk = np.asarray(ijk, dtype=np.float64)
-        return ijk @ self.affine[:3, :3].T + self.affine[:3, 3]
+        return index_to_mm(self.affine, ijk)
 
     def ras_to_index(self, xyz: np.ndarray) -> np.ndarray:
         """RAS mm (..., 3) to continuous canonical voxel indices (..., 3)."""
-        inv = np.linalg.inv(self.affine)
-        xyz = np.asarray(xyz, dtype=np.float64)
-        return xyz @ inv[:3, :3].T + inv[:3, 3]
+        return mm_to_index(self.affine, xyz)
 
     # orientation bookkeeping ----------------------------------------------------------------
     def to_source(self, array: np.ndarray) -> np.ndarray:
@@ -116,17 +114,6 @@ class Scan:
     def from_source_order(self, array: np.ndarray) -> np.ndarray:
         """An array in the file's own voxel order, put into this scan's canonical order."""
         return np.ascontiguousarray(ornt.apply_orientation(array, self.source_ornt))
-
-    def with_data(self, data: np.ndarray, **meta) -> Scan:
-        """Same geometry, other voxels (e.g. a mask)."""
-        if tuple(data.shape) != self.shape:
-            raise ValueError(f"shape {data.shape} does not match scan {self.shape}")
-        return Scan(data, self.affine, self.source_affine, self.source_ornt, {**self.meta, **meta})
-
-
-def voxel_spacing(affine: np.ndarray) -> np.ndarray:
-    """Column norms of the affine's 3x3 part: voxel size along each array axis, mm."""
-    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
 
 
 def _invert_ornt(transform: np.ndarray) -> np.ndarray:

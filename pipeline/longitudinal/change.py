@@ -56,18 +56,26 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.errors import InputError
-from pipeline.geometry.frame import HeadFrame, voxel_spacing, voxel_volume_mm3
+from pipeline.geometry.affine import (
+    bounding_box,
+    box_start,
+    mask_points_mm,
+    mm_to_index,
+    shifted_affine,
+    voxel_spacing,
+    voxel_volume_mm3,
+)
+from pipeline.geometry.frame import HeadFrame
+from pipeline.geometry.side import side_of_x
 from pipeline.itk_threads import one_itk_thread
 from pipeline.measures.location import AP_REGIONS, JIC_ZONES, ZONE_LABELS, zone_indices
+from pipeline.measures.results import FollowupMetrics, HipMetrics
 
 #: RAS <-> LPS (its own inverse).
 LPS = np.diag([-1.0, -1.0, 1.0])
 
 #: Values of the change map (baseline grid).
 CHANGE_LABELS = {1: "persistent", 2: "regenerated", 3: "new"}
-
-#: Zone keys of the per-zone figures: JIC zones, antero-posterior regions, their 12 combinations.
-ZONE_KEYS = JIC_ZONES + AP_REGIONS + tuple(ZONE_LABELS[k] for k in sorted(ZONE_LABELS))
 
 #: Follow-up crop beyond the image of the registration region, mm: room for the residual shift
 #: left after centring on the heads (rotation about the head centre keeps the region within its
@@ -117,17 +125,14 @@ def _crop(data: np.ndarray, affine: np.ndarray, lo: np.ndarray, hi: np.ndarray):
     """Sub-array [lo, hi) and its affine (the origin moves to voxel ``lo``)."""
     lo = np.clip(np.asarray(lo, dtype=int), 0, data.shape)
     hi = np.clip(np.asarray(hi, dtype=int), lo, data.shape)
-    out_aff = np.array(affine, dtype=np.float64)
-    out_aff[:3, 3] = affine[:3, :3] @ lo + affine[:3, 3]
-    return data[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], out_aff
+    return data[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], shifted_affine(affine, lo)
 
 
 def _index_box(affine: np.ndarray, shape, centre_mm: np.ndarray, half_mm: float):
     """Voxel index range [lo, hi) of a grid covering the cube centre ± half_mm (RAS)."""
     corners = np.array(list(np.ndindex(2, 2, 2)), dtype=np.float64) * 2 - 1
     pts = np.asarray(centre_mm, dtype=np.float64) + half_mm * corners
-    inv = np.linalg.inv(affine)
-    ijk = pts @ inv[:3, :3].T + inv[:3, 3]
+    ijk = mm_to_index(affine, pts)
     lo = np.maximum(np.floor(ijk.min(axis=0)).astype(int) - 1, 0)
     hi = np.minimum(np.ceil(ijk.max(axis=0)).astype(int) + 2, shape)
     return lo, hi
@@ -262,10 +267,9 @@ def registration_region(head: np.ndarray, affine: np.ndarray, dilation_mm: float
         return head.copy()
     spacing = voxel_spacing(affine)
     pad = int(np.ceil(dilation_mm / spacing.min())) + 1
-    idx = np.argwhere(head)
-    lo = np.maximum(idx.min(axis=0) - pad, 0)
-    hi = np.minimum(idx.max(axis=0) + pad + 1, head.shape)
-    sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+    sl = bounding_box(head, margin=pad)
+    if sl is None:
+        return head.copy()
     out = np.zeros_like(head)
     dist = ndimage.distance_transform_edt(~head[sl], sampling=spacing)
     out[sl] = dist <= dilation_mm
@@ -317,13 +321,73 @@ def register_rigid(
     # baseline region on an isotropic grid with the baseline's axis directions
     dilation = float(settings.mask_dilation_mm)
     voxel = float(settings.voxel_mm)
+    fixed_img, region, iso_aff = _fixed_region(fixed_data, fixed_affine, head, dilation, voxel)
+    mask_img = to_sitk(region, iso_aff, np.uint8)
+    moving_img = _moving_crop(moving_data, moving_affine, region, iso_aff, c0, c1)
+
+    initial = RigidTransform(np.eye(3), c1 - c0)
+    tx = sitk.VersorRigid3DTransform()
+    tx.SetCenter([float(x) for x in LPS @ c0])
+    tx.SetTranslation([float(x) for x in LPS @ (c1 - c0)])
+
+    reg, iterations = _registration_method(tx, mask_img, settings)
+    try:
+        with one_itk_thread():
+            _execute(reg, tx, fixed_img, moving_img, settings)
+    except RuntimeError as exc:
+        # ITK says why in its last line, e.g. too few samples inside the moving image
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"registration of the follow-up to the baseline failed: {reason}") from None
+
+    return Registration(
+        transform=RigidTransform.from_sitk(tx),
+        initial=initial,
+        metric_value=float(reg.GetMetricValue()),
+        iterations=iterations,
+        stop_condition=reg.GetOptimizerStopConditionDescription(),
+        method=_method_record(sitk, settings, dilation, voxel),
+    )
+
+
+def _fixed_region(fixed_data: np.ndarray, fixed_affine: np.ndarray, head: np.ndarray, dilation: float,
+                  voxel: float):
+    """The baseline image about the head, resampled to isotropic voxels, and the registration region.
+
+    The isotropic grid keeps the baseline's axis directions, so a shrink factor of the pyramid means
+    the same in every direction on thick slices.
+
+    Parameters
+    ----------
+    fixed_data : ndarray, shape (I, J, K)
+        Baseline intensities on its canonical grid.
+    fixed_affine : ndarray, shape (4, 4)
+        Voxel index -> RAS mm.
+    head : ndarray of bool
+        Baseline head mask (not empty).
+    dilation : float
+        The region is the head dilated by this, mm (``mask_dilation_mm``).
+    voxel : float
+        Isotropic voxel, mm (``voxel_mm``).
+
+    Returns
+    -------
+    fixed_img : SimpleITK.Image
+        The resampled baseline crop.
+    region : ndarray of bool
+        The registration region on the isotropic grid.
+    iso_aff : ndarray, shape (4, 4)
+        The isotropic grid's affine.
+
+    Raises
+    ------
+    InputError
+        A head smaller than one registration voxel.
+    """
+    sitk = _sitk()
     margin = dilation + 2.0 * float(voxel_spacing(fixed_affine).max()) + 2.0
-    pts = np.argwhere(head)
-    crop_lo = np.maximum(pts.min(axis=0) - np.ceil(margin / voxel_spacing(fixed_affine)).astype(int), 0)
-    crop_hi = np.minimum(pts.max(axis=0) + np.ceil(margin / voxel_spacing(fixed_affine)).astype(int) + 1,
-                         head.shape)
-    crop, crop_aff = _crop(np.asarray(fixed_data), fixed_affine, crop_lo, crop_hi)
-    head_crop, _ = _crop(head, fixed_affine, crop_lo, crop_hi)
+    box = bounding_box(head, voxel_spacing(fixed_affine), margin_mm=margin)
+    crop, crop_aff = np.asarray(fixed_data)[box], shifted_affine(fixed_affine, box_start(box))
+    head_crop = head[box]
     direction = crop_aff[:3, :3] / voxel_spacing(crop_aff)
     extent = (np.array(crop.shape) - 1) * voxel_spacing(crop_aff)
     iso_shape = tuple(int(n) for n in np.floor(extent / voxel).astype(int) + 1)
@@ -336,23 +400,64 @@ def register_rigid(
     if not head_iso.any():
         raise InputError("the baseline head mask is smaller than one registration voxel")
     region = registration_region(head_iso, iso_aff, dilation)
-    mask_img = to_sitk(region, iso_aff, np.uint8)
+    return fixed_img, region, iso_aff
 
-    # follow-up: a crop about its head; only mask points are sampled, so the crop need only hold
-    # their image, a ball about the head centre
-    region_pts = np.argwhere(region) @ iso_aff[:3, :3].T + iso_aff[:3, 3]
+
+def _moving_crop(moving_data: np.ndarray, moving_affine: np.ndarray, region: np.ndarray, iso_aff: np.ndarray,
+                 c0: np.ndarray, c1: np.ndarray):
+    """The follow-up image cropped about its head, as a SimpleITK image.
+
+    Only region points are sampled, so the crop need only hold their image: a ball about the
+    follow-up head centre as large as the region seen from the baseline head centre, plus
+    ``MOVING_MARGIN_MM``.
+
+    Parameters
+    ----------
+    moving_data : ndarray, shape (I, J, K)
+        Follow-up intensities on its canonical grid.
+    moving_affine : ndarray, shape (4, 4)
+    region : ndarray of bool
+        The registration region on the grid of ``iso_aff`` (:func:`_fixed_region`).
+    iso_aff : ndarray, shape (4, 4)
+    c0, c1 : ndarray, shape (3,)
+        Baseline and follow-up head centres, RAS mm.
+
+    Returns
+    -------
+    SimpleITK.Image
+
+    Raises
+    ------
+    InputError
+        A follow-up head at the edge of its scan.
+    """
+    region_pts = mask_points_mm(region, iso_aff)
     half = float(np.linalg.norm(region_pts - c0, axis=1).max()) + MOVING_MARGIN_MM
     lo, hi = _index_box(moving_affine, np.asarray(moving_data).shape, c1, half)
     moving_crop, moving_crop_aff = _crop(np.asarray(moving_data), moving_affine, lo, hi)
     if min(moving_crop.shape) < 2:
         raise InputError("the follow-up head lies at the edge of its scan: nothing to register")
-    moving_img = to_sitk(moving_crop, moving_crop_aff)
+    return to_sitk(moving_crop, moving_crop_aff)
 
-    initial = RigidTransform(np.eye(3), c1 - c0)
-    tx = sitk.VersorRigid3DTransform()
-    tx.SetCenter([float(x) for x in LPS @ c0])
-    tx.SetTranslation([float(x) for x in LPS @ (c1 - c0)])
 
+def _registration_method(tx, mask_img, settings):
+    """The SimpleITK registration: metric, sampling, mask, optimizer and pyramid, with an iteration count.
+
+    Parameters
+    ----------
+    tx : SimpleITK.VersorRigid3DTransform
+        The initial transform, optimised in place.
+    mask_img : SimpleITK.Image
+        The fixed-image mask (the registration region).
+    settings : pipeline.config.LongitudinalSettings
+
+    Returns
+    -------
+    reg : SimpleITK.ImageRegistrationMethod
+    iterations : list of int
+        Filled while it runs: optimizer iterations per level, coarse to fine.
+    """
+    sitk = _sitk()
     reg = sitk.ImageRegistrationMethod()
     reg.SetNumberOfThreads(1)
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=int(settings.histogram_bins))
@@ -369,36 +474,39 @@ def register_rigid(
     iterations: list[int] = []
     reg.AddCommand(sitk.sitkMultiResolutionIterationEvent, lambda: iterations.append(0))
     reg.AddCommand(sitk.sitkIterationEvent, lambda: iterations.__setitem__(-1, iterations[-1] + 1))
-    try:
-        with one_itk_thread():
-            _execute(reg, tx, fixed_img, moving_img, settings)
-    except RuntimeError as exc:
-        # ITK says why in its last line, e.g. too few samples inside the moving image
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"registration of the follow-up to the baseline failed: {reason}") from None
+    return reg, iterations
 
-    return Registration(
-        transform=RigidTransform.from_sitk(tx),
-        initial=initial,
-        metric_value=float(reg.GetMetricValue()),
-        iterations=iterations,
-        stop_condition=reg.GetOptimizerStopConditionDescription(),
-        method={
-            "software": f"SimpleITK {sitk.Version.VersionString()}",
-            "transform": "VersorRigid3DTransform (6 DOF) about the baseline head centre",
-            "initialisation": "head-sphere centres (translation), no rotation",
-            "metric": f"Mattes mutual information, {int(settings.histogram_bins)} bins",
-            "sampling": f"random {float(settings.sampling_percentage):g} of masked voxels, seed {int(settings.seed)}",
-            "fixed_mask": f"baseline head dilated by {dilation:g} mm",
-            "fixed_voxel_mm": voxel,
-            "optimizer": (f"regular step gradient descent (relaxation {float(settings.relaxation_factor):g}), "
-                          "scales from physical shift"),
-            "refine_passes": int(settings.refine_passes),
-            "shrink_factors": [int(s) for s in settings.shrink_factors],
-            "smoothing_sigmas_mm": [float(s) for s in settings.smoothing_sigmas_mm],
-            "threads": 1,
-        },
-    )
+
+def _method_record(sitk, settings, dilation: float, voxel: float) -> dict:
+    """Everything that defines the registration, for ``registration.method`` of the output.
+
+    Parameters
+    ----------
+    sitk : module
+        SimpleITK (its version is recorded).
+    settings : pipeline.config.LongitudinalSettings
+    dilation, voxel : float
+        Region dilation and isotropic voxel used, mm.
+
+    Returns
+    -------
+    dict
+    """
+    return {
+        "software": f"SimpleITK {sitk.Version.VersionString()}",
+        "transform": "VersorRigid3DTransform (6 DOF) about the baseline head centre",
+        "initialisation": "head-sphere centres (translation), no rotation",
+        "metric": f"Mattes mutual information, {int(settings.histogram_bins)} bins",
+        "sampling": f"random {float(settings.sampling_percentage):g} of masked voxels, seed {int(settings.seed)}",
+        "fixed_mask": f"baseline head dilated by {dilation:g} mm",
+        "fixed_voxel_mm": voxel,
+        "optimizer": (f"regular step gradient descent (relaxation {float(settings.relaxation_factor):g}), "
+                      "scales from physical shift"),
+        "refine_passes": int(settings.refine_passes),
+        "shrink_factors": [int(s) for s in settings.shrink_factors],
+        "smoothing_sigmas_mm": [float(s) for s in settings.smoothing_sigmas_mm],
+        "threads": 1,
+    }
 
 
 def _execute(reg, tx, fixed_img, moving_img, settings) -> None:
@@ -553,8 +661,7 @@ def zone_changes(
     l0 = np.asarray(baseline_lesion, dtype=bool)
     lt = np.asarray(followup_lesion, dtype=bool)
     any_ = l0 | lt
-    idx = np.argwhere(any_)
-    pts = idx @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3]
+    pts = mask_points_mm(any_, affine)
     jic, ap = zone_indices(frame.uvw(pts), frame, span)
     combo = 3 * jic + ap
     a = l0[any_]
@@ -585,7 +692,7 @@ def zone_changes(
     return out
 
 
-def head_shape_change(baseline_metrics: dict, followup_metrics: dict) -> dict:
+def head_shape_change(baseline: HipMetrics, followup: HipMetrics) -> dict:
     """Change of head volume and sphericity between visits: a hint of collapse.
 
     A collapsing head loses volume under the weight-bearing dome and departs from its sphere:
@@ -600,24 +707,23 @@ def head_shape_change(baseline_metrics: dict, followup_metrics: dict) -> dict:
         sphere_fit_rms_change_mm, sphere_fill_pct (baseline, followup), sphere_fill_change_pct
         (percentage points). Values that cannot be computed are None.
     """
-    def fill(m):
-        r, v = m.get("head_radius_mm"), m.get("head_volume_ml")
+    def fill(m: HipMetrics):
+        r, v = m.head_radius_mm, m.head_volume_ml
         if r is None or v is None or r <= 0:
             return None
         return 100.0 * v / (4.0 / 3.0 * np.pi * r**3 / 1000.0)
 
-    def diff(key):
-        a, b = baseline_metrics.get(key), followup_metrics.get(key)
+    def diff(a, b):
         return None if a is None or b is None else float(b - a)
 
-    v0 = baseline_metrics.get("head_volume_ml")
-    dv = diff("head_volume_ml")
-    f0, f1 = fill(baseline_metrics), fill(followup_metrics)
+    v0 = baseline.head_volume_ml
+    dv = diff(v0, followup.head_volume_ml)
+    f0, f1 = fill(baseline), fill(followup)
     return {
         "head_volume_change_ml": dv,
         "head_volume_change_pct": None if dv is None or not v0 else 100.0 * dv / v0,
-        "head_radius_change_mm": diff("head_radius_mm"),
-        "sphere_fit_rms_change_mm": diff("sphere_fit_rms_mm"),
+        "head_radius_change_mm": diff(baseline.head_radius_mm, followup.head_radius_mm),
+        "sphere_fit_rms_change_mm": diff(baseline.sphere_fit_rms_mm, followup.sphere_fit_rms_mm),
         "sphere_fill_pct": {"baseline": f0, "followup": f1},
         "sphere_fill_change_pct": None if f0 is None or f1 is None else f1 - f0,
     }
@@ -626,13 +732,14 @@ def head_shape_change(baseline_metrics: dict, followup_metrics: dict) -> dict:
 # --------------------------------------------------------------------------------------------
 # checks that the two visits show the same hip
 # --------------------------------------------------------------------------------------------
-def check_same_hip(baseline_metrics: dict, followup_metrics: dict, side: str, settings) -> list[str]:
+def check_same_hip(baseline: HipMetrics, followup: HipMetrics, side: str, settings) -> list[str]:
     """Refuse visits that cannot be the same hip; return warnings for doubtful ones.
 
     * The visits' anatomy (``side_check``, :mod:`pipeline.geometry.side`) shows hips of different sides.
-    * Head centres beyond ±``side_offset_mm`` of x = 0 on opposite sides: the scanner's x = 0 lies
-      near the patient's midline (the table centres the patient), and a hip lies 80-100 mm from
-      it, so the two scans (or their labels) show different hips. Refused: a rigid registration
+    * Head centres beyond ±``side_offset_mm`` of x = 0 on opposite sides
+      (:func:`pipeline.geometry.side.side_of_x`): the scanner's x = 0 lies near the patient's
+      midline (the table centres the patient), and a hip lies 80-100 mm from it, so the two scans
+      (or their labels) show different hips. Refused: a rigid registration
       of a left hip to a right one still returns a transform and numbers, all of them wrong.
     * Head radii differing by more than ``max_head_radius_difference_mm``: an adult head does not
       change size; collapse flattens the dome by a few mm at most, which a robust sphere fit
@@ -646,28 +753,28 @@ def check_same_hip(baseline_metrics: dict, followup_metrics: dict, side: str, se
     InputError
     """
     warnings: list[str] = []
-    found0 = (baseline_metrics.get("side_check") or {}).get("found")
-    found1 = (followup_metrics.get("side_check") or {}).get("found")
+    found0 = (baseline.side_check or {}).get("found")
+    found1 = (followup.side_check or {}).get("found")
     if found0 and found1 and found0 != found1:
         # even under --trust-side: a regeneration figure across two different hips is meaningless
         raise InputError(f"side mismatch: the baseline's anatomy shows a {found0} hip and the follow-up's a "
                          f"{found1} hip")
-    c0, c1 = baseline_metrics.get("head_center_ras_mm"), followup_metrics.get("head_center_ras_mm")
-    r0, r1 = baseline_metrics.get("head_radius_mm"), followup_metrics.get("head_radius_mm")
+    c0, c1 = baseline.head_center_ras_mm, followup.head_center_ras_mm
+    r0, r1 = baseline.head_radius_mm, followup.head_radius_mm
     if c0 is None or c1 is None or r0 is None or r1 is None:
         raise InputError("a head-sphere fit is missing: cannot compare the visits")
     x0, x1 = float(c0[0]), float(c1[0])
-    off = float(settings.side_offset_mm)
-    if abs(x0) > off and abs(x1) > off and np.sign(x0) != np.sign(x1):
+    side0 = side_of_x(x0, margin_mm=float(settings.side_offset_mm))
+    side1 = side_of_x(x1, margin_mm=float(settings.side_offset_mm))
+    if side0 and side1 and side0 != side1:
         raise InputError(
             f"side mismatch: the baseline head centre lies at x = {x0:.1f} mm and the follow-up's at "
             f"x = {x1:.1f} mm, on opposite sides of the body (the other hip, or labels of the other hip?)"
         )
-    expected = 1.0 if side == "right" else -1.0
-    if abs(x0) > off and abs(x1) > off and np.sign(x0) != expected:
+    if side0 and side1 and side0 != side:
         warnings.append(
-            f"both head centres lie at x {'<' if expected > 0 else '>'} 0 ({x0:.1f}, {x1:.1f} mm), on the "
-            f"patient's {'left' if expected > 0 else 'right'}, though --side is {side}: check the side"
+            f"both head centres lie at x {'>' if side0 == 'right' else '<'} 0 ({x0:.1f}, {x1:.1f} mm), on the "
+            f"patient's {side0}, though --side is {side}: check the side"
         )
     dr = abs(float(r1) - float(r0))
     if dr > settings.max_head_radius_difference_mm:
@@ -696,15 +803,21 @@ class Comparison:
         neighbour).
     change : ndarray of uint8
         Change map (:data:`CHANGE_LABELS`).
-    figures : dict
-        The JSON figures of this follow-up (see :func:`compare_visits`).
+    result : FollowupMetrics
+        The figures of this follow-up (see :func:`compare_visits`).
     """
 
     registration: Registration
     image_in_baseline: np.ndarray
     labels_in_baseline: np.ndarray
     change: np.ndarray
-    figures: dict
+    result: FollowupMetrics
+
+    @property
+    def figures(self) -> dict:
+        """The figures as a ``followups`` entry dict (unrounded), for callers of the earlier
+        interface; code reads :attr:`result`."""
+        return self.result.as_dict()
 
 
 def compare_visits(baseline, followup, settings) -> Comparison:
@@ -720,10 +833,10 @@ def compare_visits(baseline, followup, settings) -> Comparison:
     Returns
     -------
     Comparison
-        ``figures`` holds: followup (the follow-up's metrics), regeneration_pct,
-        regeneration_pct_isotropic, baseline_lesion_ml, followup_lesion_ml, regenerated_ml,
-        new_ml, persistent_ml, followup_lesion_in_baseline_ml, zones, head_change, registration,
-        warnings.
+        ``result`` (:class:`pipeline.measures.results.FollowupMetrics`, assembled here and nowhere
+        else): the follow-up's metrics, regeneration_pct, regeneration_pct_isotropic,
+        baseline_lesion_ml, followup_lesion_ml, regenerated_ml, new_ml, persistent_ml,
+        followup_lesion_in_baseline_ml, zones, head_change, registration, warnings.
 
     Raises
     ------
@@ -732,14 +845,14 @@ def compare_visits(baseline, followup, settings) -> Comparison:
         IDs differ (compared as one-way keys in memory), or a failed registration.
     """
     ls = settings.longitudinal
-    m0, m1 = baseline.metrics, followup.metrics
+    m0, m1 = baseline.result, followup.result
     if baseline.frame is None or followup.frame is None:
         raise InputError("a visit has no head frame: cannot compare")
     k0, k1 = baseline.scan.meta.get("patient_key"), followup.scan.meta.get("patient_key")
     if k0 and k1 and k0 != k1:
         raise InputError("the baseline and follow-up DICOM series carry different Patient IDs: visits of two "
                          "patients are not compared")
-    warnings = check_same_hip(m0, m1, m0["side"], ls)
+    warnings = check_same_hip(m0, m1, m0.side, ls)
 
     reg = register_rigid(
         baseline.scan.data, baseline.scan.affine, baseline.head, baseline.frame.center,
@@ -773,25 +886,25 @@ def compare_visits(baseline, followup, settings) -> Comparison:
 
     change = change_map(lesion_0, lesion_t)
     ml = voxel_volume_mm3(aff) / 1000.0
-    v0, vt = m0["lesion_volume_ml"], m1["lesion_volume_ml"]
+    v0, vt = m0.lesion_volume_ml, m1.lesion_volume_ml
     regen = regeneration_pct(v0, vt)
     if regen is None:
         warnings.append("empty baseline lesion: regeneration % is undefined (null); new lesion is still mapped")
-    iso0, iso1 = m0.get("reconstruction") or {}, m1.get("reconstruction") or {}
-    zones = zone_changes(lesion_0, lesion_t, aff, baseline.frame, m0["weight_bearing"])
-    figures = {
-        "followup": m1,
-        "regeneration_pct": regen,
-        "regeneration_pct_isotropic": regeneration_pct(iso0.get("lesion_volume_ml"), iso1.get("lesion_volume_ml")),
-        "baseline_lesion_ml": v0,
-        "followup_lesion_ml": vt,
-        "regenerated_ml": int((change == 2).sum()) * ml,
-        "new_ml": int((change == 3).sum()) * ml,
-        "persistent_ml": int((change == 1).sum()) * ml,
-        "followup_lesion_in_baseline_ml": int(lesion_t.sum()) * ml,
-        "zones": zones,
-        "head_change": head_shape_change(m0, m1),
-        "registration": {
+    iso0, iso1 = m0.reconstruction or {}, m1.reconstruction or {}
+    zones = zone_changes(lesion_0, lesion_t, aff, baseline.frame, m0.weight_bearing)
+    result = FollowupMetrics(
+        followup=m1,
+        regeneration_pct=regen,
+        regeneration_pct_isotropic=regeneration_pct(iso0.get("lesion_volume_ml"), iso1.get("lesion_volume_ml")),
+        baseline_lesion_ml=v0,
+        followup_lesion_ml=vt,
+        regenerated_ml=int((change == 2).sum()) * ml,
+        new_ml=int((change == 3).sum()) * ml,
+        persistent_ml=int((change == 1).sum()) * ml,
+        followup_lesion_in_baseline_ml=int(lesion_t.sum()) * ml,
+        zones=zones,
+        head_change=head_shape_change(m0, m1),
+        registration={
             "method": reg.method,
             "transform": tx.as_dict(),
             "rotation_deg": tx.rotation_deg,
@@ -805,15 +918,13 @@ def compare_visits(baseline, followup, settings) -> Comparison:
             "iterations_per_level": list(reg.iterations),
             "stop_condition": reg.stop_condition,
         },
-        "warnings": warnings,
-    }
-    return Comparison(reg, image_in_base.astype(np.float32, copy=False), labels_in_base, change, figures)
+        warnings=warnings,
+    )
+    return Comparison(reg, image_in_base.astype(np.float32, copy=False), labels_in_base, change, result)
 
 
 def _outside_fov(mask: np.ndarray, affine: np.ndarray, moving_shape, moving_affine, tx: RigidTransform) -> int:
     """How many voxels of a baseline mask map outside the follow-up grid under ``tx``."""
-    pts = np.argwhere(mask) @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3]
-    inv = np.linalg.inv(moving_affine)
-    ijk = np.rint(tx.apply(pts) @ inv[:3, :3].T + inv[:3, 3])
+    ijk = np.rint(mm_to_index(moving_affine, tx.apply(mask_points_mm(mask, affine))))
     inside = np.all((ijk >= 0) & (ijk < np.asarray(moving_shape)), axis=1)
     return int((~inside).sum())

@@ -15,6 +15,49 @@ from pipeline.errors import InputError
 from pipeline.geometry.frame import isolate_head, select_side
 from pipeline.io.scan import Scan, load_labels
 
+#: What :func:`mask_source` returns: a label map; a head and a lesion mask; a femur mask with a
+#: lesion mask; a femur mask alone (automatic lesion inside its head); nothing (automatic).
+MASK_SOURCES = ("labels", "masks", "femur", "femur+auto", "automatic")
+
+ALLOWED_SOURCES = ("give --labels, --head-mask with --lesion-mask, or --femur-mask (with or without --lesion-mask), "
+                   "or no mask at all for automatic segmentation")
+
+
+def mask_source(labels=None, head_mask=None, lesion_mask=None, femur_mask=None) -> str:
+    """Which source of the head and lesion masks the inputs given make, refusing any other mix.
+
+    The one rule for ``onfh analyze``, :func:`import_masks`, batch rows and comparisons: a label
+    map alone; a head mask with a lesion mask; a femur mask, with a lesion mask ("femur") or
+    without ("femur+auto": the lesion is segmented automatically inside the isolated head); or
+    nothing ("automatic"). Falsy arguments count as not given.
+
+    Returns
+    -------
+    str
+        One of :data:`MASK_SOURCES`.
+
+    Raises
+    ------
+    InputError
+        Two sources of the head, a label map with masks, a head mask without a lesion mask, a
+        lesion mask without a head.
+    """
+    if femur_mask and (labels or head_mask):
+        raise InputError("--femur-mask replaces --labels/--head-mask: give one source of the head")
+    if labels and (head_mask or lesion_mask):
+        raise InputError("give either --labels or --head-mask/--lesion-mask, not both")
+    if head_mask and not lesion_mask:
+        raise InputError("--head-mask needs --lesion-mask")
+    if labels:
+        return "labels"
+    if femur_mask:
+        return "femur" if lesion_mask else "femur+auto"
+    if head_mask:
+        return "masks"
+    if lesion_mask:
+        raise InputError(ALLOWED_SOURCES)
+    return "automatic"
+
 
 # I/O edge ---------------------------------------------------------------------------------
 def import_masks(
@@ -33,9 +76,12 @@ def import_masks(
     which the head is isolated (docs/method.md section 2) with a lesion mask. A mask covering both
     hips is cut to the requested ``side`` (the patient's right hip has the greater RAS x).
     """
+    source = mask_source(labels, head_mask, lesion_mask, femur_mask)
+    if source == "automatic":  # the caller segments automatically (pipeline.app.analyze.segment_masks)
+        raise InputError(ALLOWED_SOURCES)
     tol = settings.labels.grid_tolerance_mm
     warnings: list[str] = []
-    if labels is not None:
+    if source == "labels":
         label_map = load_labels(labels, scan, tol)
         head, lesion, warnings = masks_from_label_map(label_map, scan, side, settings, lesion_label_explicit,
                                                       name=f"label map {Path(labels).name}")
@@ -43,7 +89,7 @@ def import_masks(
                "parameters": {"labels": str(labels), "head_label": settings.labels.head,
                               "lesion_label": settings.labels.lesion}}
         return head, lesion, seg, warnings
-    if femur_mask is not None:
+    if source in ("femur", "femur+auto"):
         femur = select_side(read_mask(femur_mask, scan, tol), scan.affine, side)
         head, info = isolate_head(femur, scan.affine, method=settings.head.method)
         warnings += info.pop("warnings", [])
@@ -54,14 +100,11 @@ def import_masks(
                "parameters": {"femur_mask": str(femur_mask),
                               "lesion_mask": str(lesion_mask) if lesion_mask is not None else None},
                "head_isolation": info}
-    elif head_mask is not None and lesion_mask is not None:
+    else:  # "masks"
         head = read_mask(head_mask, scan, tol)
         lesion = read_mask(lesion_mask, scan, tol, allow_empty=True)
         seg = {"method": "imported masks",
                "parameters": {"head_mask": str(head_mask), "lesion_mask": str(lesion_mask)}}
-    else:
-        raise InputError("give --labels, --head-mask with --lesion-mask, or --femur-mask (with or without "
-                         "--lesion-mask), or no mask at all for automatic segmentation")
     head, lesion = _one_hip(head, lesion, scan, side, warnings)
     return head, lesion, seg, warnings
 

@@ -14,34 +14,30 @@ from pipeline.config import Settings
 from pipeline.errors import InputError
 from pipeline.geometry.frame import HeadFrame
 from pipeline.geometry.mesh import isotropic_reconstructions, mask_mesh, mesh_volume_mm3
-from pipeline.geometry.side import confirm_side, read_side
+from pipeline.geometry.side import check_side, confirm_side, read_side
 from pipeline.io.scan import Scan
 from pipeline.measures import volumes as measure
 from pipeline.measures.location import location_metrics, weight_bearing_span, zone_map
-
-SCHEMA_VERSION = "1.0"
-
-
-SIDES = ("left", "right")
-
-
-LOCATION_KEYS = (
-    "jic_type", "jic_type_3d", "arco2021_type", "arc_coronal_deg", "arc_sagittal_deg", "cna_deg",
-    "kerboul_grade", "koo_kim_index", "centroid_latitude_deg", "centroid_longitude_deg",
-)
+from pipeline.measures.results import SCHEMA_VERSION, HipMetrics
 
 
 @dataclass
 class Analysis:
-    """Figures of one hip plus the arrays that the outputs are drawn from (canonical grid)."""
+    """Figures of one hip (``result``) plus the arrays that the outputs are drawn from (canonical grid)."""
 
     scan: Scan
     head: np.ndarray
     lesion: np.ndarray
-    metrics: dict
+    result: HipMetrics
     zones: np.ndarray | None = None
     meshes: dict = field(default_factory=dict)
     frame: HeadFrame | None = None
+
+    @property
+    def metrics(self) -> dict:
+        """The figures as a ``metrics.json`` dict (unrounded, without provenance), for callers of
+        the earlier interface; code reads :attr:`result`."""
+        return self.result.as_dict()
 
 
 def measure_hip(
@@ -75,9 +71,14 @@ def measure_hip(
         User landmarks, RAS mm (docs/method.md section 4).
     acetabulum : ndarray of bool, optional
         Hip-bone/acetabulum mask on ``scan``'s grid, for the weight-bearing span.
+
+    Returns
+    -------
+    Analysis
+        ``result`` (:class:`pipeline.measures.results.HipMetrics`, the metrics.json figures,
+        assembled here and nowhere else), the masks, zone map, meshes and head frame.
     """
-    if side not in SIDES:
-        raise InputError(f"side must be left or right, not {side!r}")
+    check_side(side)
     warnings = list(scan.meta.get("warnings", [])) + list(warnings or [])
     affine = scan.affine
     head = np.asarray(head, dtype=bool)
@@ -97,91 +98,102 @@ def measure_hip(
     if not lesion.any():
         warnings.append("empty lesion: necrotic fraction 0, no size class, location and angles null")
 
-    metrics = {
-        "schema_version": SCHEMA_VERSION,
-        "side": side,
-        "input": _input_facts(scan),
-        "head_volume_ml": head_ml,
-        "head_mesh_volume_ml": mesh_volume_mm3(*head_mesh) / 1000.0,
-        "head_center_ras_mm": None,
-        "head_radius_mm": None,
-        "sphere_fit_rms_mm": None,
-        "lesion_volume_ml": lesion_ml,
-        "lesion_mesh_volume_ml": mesh_volume_mm3(*lesion_mesh) / 1000.0,
-        "necrotic_fraction_pct": nf,
-        "size_class": measure.size_class(nf),
-        "weight_bearing": None,
-        "zones_ml": None,
-        **{key: None for key in LOCATION_KEYS},
-        "reconstruction": None,
-        "segmentation": segmentation or {"method": "imported"},
-        "review_flags": review_flags,
-        "warnings": warnings,
-    }
-    analysis = Analysis(scan, head, lesion, metrics, meshes={"head": head_mesh, "lesion": lesion_mesh})
-    _locate(analysis, settings, acetabular_edge, acetabular_roof_medial, acetabulum)
+    segmentation = segmentation or {"method": "imported"}
+    frame, fit = measure.plausible_head_frame(head, affine, side, settings.head)
+    side_check, side_warnings = _check_side(scan, side, segmentation, frame, settings, acetabulum)
+    span, location, location_warnings = _locate(scan, head, lesion, frame, fit, settings, acetabular_edge,
+                                                acetabular_roof_medial, acetabulum)
+    warnings += side_warnings + location_warnings
+    meshes = {"head": head_mesh, "lesion": lesion_mesh}
+    reconstruction = None
     if settings.reconstruction.isotropic:
-        _reconstruct(analysis, settings)
-    return analysis
+        reconstruction, iso_meshes = _reconstruct(head, lesion, affine, settings)
+        if settings.reconstruction.stl_from_isotropic:
+            meshes = iso_meshes
+
+    # the one place a HipMetrics is assembled (its field order is the key order of metrics.json)
+    result = HipMetrics(
+        schema_version=SCHEMA_VERSION,
+        side=side,
+        input=_input_facts(scan),
+        head_volume_ml=head_ml,
+        head_mesh_volume_ml=mesh_volume_mm3(*head_mesh) / 1000.0,
+        head_center_ras_mm=[float(x) for x in frame.center],
+        head_radius_mm=float(frame.radius),
+        sphere_fit_rms_mm=fit.rms_mm,
+        lesion_volume_ml=lesion_ml,
+        lesion_mesh_volume_ml=mesh_volume_mm3(*lesion_mesh) / 1000.0,
+        necrotic_fraction_pct=nf,
+        size_class=measure.size_class(nf),
+        weight_bearing=span,
+        zones_ml=location["zones_ml"],
+        jic_type=location["jic_type"],
+        jic_type_3d=location["jic_type_3d"],
+        arco2021_type=location["arco2021_type"],
+        arc_coronal_deg=location["arc_coronal_deg"],
+        arc_sagittal_deg=location["arc_sagittal_deg"],
+        cna_deg=location["cna_deg"],
+        kerboul_grade=location["kerboul_grade"],
+        koo_kim_index=location["koo_kim_index"],
+        centroid_latitude_deg=location["centroid_latitude_deg"],
+        centroid_longitude_deg=location["centroid_longitude_deg"],
+        reconstruction=reconstruction,
+        segmentation=segmentation,
+        review_flags=review_flags,
+        warnings=warnings,
+        side_check=side_check,
+        sphere_fit=fit.as_dict(),
+    )
+    return Analysis(scan, head, lesion, result, zones=zone_map(head, affine, frame, span), meshes=meshes,
+                    frame=frame)
 
 
-def _locate(analysis: Analysis, settings: Settings, edge, roof_medial, acetabulum) -> None:
-    """Head frame, weight-bearing span, zones, types and angles (docs/method.md sections 1 and 4)."""
-    m = analysis.metrics
-    affine = analysis.scan.affine
-    frame, fit = measure.plausible_head_frame(analysis.head, affine, m["side"], settings.head)
-    analysis.frame = frame
-    _check_side(analysis, frame, settings, acetabulum)
-    m["head_center_ras_mm"] = frame.center
-    m["head_radius_mm"] = frame.radius
-    m["sphere_fit_rms_mm"] = fit.rms_mm
-    m["sphere_fit"] = fit.as_dict()
+def _locate(scan: Scan, head: np.ndarray, lesion: np.ndarray, frame: HeadFrame, fit, settings: Settings,
+            edge, roof_medial, acetabulum) -> tuple[dict, dict, list[str]]:
+    """Weight-bearing span, zones, types and angles in the head frame (docs/method.md sections 1
+    and 4). Returns ``(weight_bearing, location figures, warnings)``."""
+    warnings = []
     if fit.rms_mm > settings.head.max_sphere_rms_mm:
-        m["warnings"].append(
+        warnings.append(
             f"sphere-fit RMS residual {fit.rms_mm:.2f} mm exceeds {settings.head.max_sphere_rms_mm:g} mm: "
             "the head is not spherical or the mask is rough; check the head frame"
         )
     span = weight_bearing_span(
-        frame, edge, roof_medial, acetabulum, affine,
-        default_edge_angle_deg=settings.location.default_edge_angle_deg,
+        frame, edge, roof_medial, acetabulum, scan.affine,
+        default_edge_angle_deg=settings.location.default_edge_angle_deg, settings=settings.location,
     )
-    m["warnings"] += span["details"].pop("warnings")
-    m["weight_bearing"] = span
-    location = location_metrics(analysis.head, analysis.lesion, affine, frame, span,
+    warnings += span["details"].pop("warnings")
+    location = location_metrics(head, lesion, scan.affine, frame, span,
                                 step_mm=settings.location.plane_step_mm,
                                 contact_shell_mm=settings.location.contact_shell_mm)
     # The empty-lesion case is already stated once by measure_hip.
-    m["warnings"] += [w for w in location.pop("warnings") if not w.startswith("empty lesion")]
-    m.update(location)
-    analysis.zones = zone_map(analysis.head, affine, frame, span)
+    warnings += [w for w in location.pop("warnings") if not w.startswith("empty lesion")]
+    return span, location, warnings
 
 
-def _check_side(analysis: Analysis, frame: HeadFrame, settings: Settings, acetabulum) -> None:
-    """``side_check``: the given side against the anatomy (refused when it shows the other hip)."""
-    m = analysis.metrics
-    seg = m.get("segmentation") or {}
+def _check_side(scan: Scan, side: str, segmentation: dict, frame: HeadFrame, settings: Settings,
+                acetabulum) -> tuple[dict, list[str]]:
+    """``side_check``: the given side against the anatomy (refused when it shows the other hip);
+    returns the record and its warnings."""
     # a neck axis already found (automatic segmentation, head isolated from a femur mask) is reused
-    automatic = (seg.get("confidence") or {}).get("neck_axis")
-    isolated = (seg.get("head_isolation") or {}).get("neck_axis")
-    cues = read_side(analysis.scan, frame.center, frame.radius, settings, neck_axis=automatic or isolated,
+    automatic = (segmentation.get("confidence") or {}).get("neck_axis")
+    isolated = (segmentation.get("head_isolation") or {}).get("neck_axis")
+    cues = read_side(scan, frame.center, frame.radius, settings, neck_axis=automatic or isolated,
                      neck_source="automatic segmentation" if automatic else "femur mask", acetabulum=acetabulum)
-    m["side_check"], side_warnings = confirm_side(m["side"], cues, settings)
-    m["warnings"] += side_warnings
+    return confirm_side(side, cues, settings)
 
 
-def _reconstruct(analysis: Analysis, settings: Settings) -> None:
-    """Shape-based interpolation to isotropic voxels; figures beside the voxel-count ones."""
+def _reconstruct(head: np.ndarray, lesion: np.ndarray, affine: np.ndarray, settings: Settings) -> tuple[dict, dict]:
+    """Shape-based interpolation to isotropic voxels; figures beside the voxel-count ones.
+    Returns ``(reconstruction record, meshes of the isotropic masks)``."""
     voxel = settings.reconstruction.voxel_mm
-    affine = analysis.scan.affine
-    (head_iso, lesion_iso), iso_affine = isotropic_reconstructions(
-        [analysis.head, analysis.lesion & analysis.head], affine, voxel
-    )
+    (head_iso, lesion_iso), iso_affine = isotropic_reconstructions([head, lesion & head], affine, voxel)
     lesion_iso &= head_iso  # the lesion stays inside the head after interpolation too
     head_ml = measure.voxel_volume_ml(head_iso, iso_affine)
     lesion_ml = measure.voxel_volume_ml(lesion_iso, iso_affine)
     head_mesh = mask_mesh(head_iso, iso_affine)
     lesion_mesh = mask_mesh(lesion_iso, iso_affine)
-    analysis.metrics["reconstruction"] = {
+    record = {
         "method": "shape-based interpolation (signed distance, trilinear, threshold 0)",
         "voxel_mm": voxel,
         "head_volume_ml": head_ml,
@@ -190,8 +202,7 @@ def _reconstruct(analysis: Analysis, settings: Settings) -> None:
         "head_mesh_volume_ml": mesh_volume_mm3(*head_mesh) / 1000.0,
         "lesion_mesh_volume_ml": mesh_volume_mm3(*lesion_mesh) / 1000.0,
     }
-    if settings.reconstruction.stl_from_isotropic:
-        analysis.meshes = {"head": head_mesh, "lesion": lesion_mesh}
+    return record, {"head": head_mesh, "lesion": lesion_mesh}
 
 
 def _input_facts(scan: Scan) -> dict:
@@ -204,10 +215,3 @@ def _input_facts(scan: Scan) -> dict:
         "spacing_mm": [float(s) for s in scan.source_spacing],
         "axcodes": "".join(scan.axcodes),
     }
-
-
-def segmentation_confidence(segmentation: dict) -> dict | None:
-    """The automatic segmentation's ``confidence`` record (status, flags) of a metrics.json
-    ``segmentation`` entry: its own, or its lesion's with ``--femur-mask`` alone; None for masks
-    a person gave."""
-    return segmentation.get("confidence") or (segmentation.get("lesion_segmentation") or {}).get("confidence")

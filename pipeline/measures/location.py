@@ -35,8 +35,10 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 
+from pipeline.config import LocationSettings
 from pipeline.errors import InputError
-from pipeline.geometry.frame import HeadFrame, PlaneSample, sample_mask, sample_plane, voxel_spacing, voxel_volume_mm3
+from pipeline.geometry.affine import voxel_spacing, voxel_volume_mm3
+from pipeline.geometry.frame import HeadFrame, PlaneSample, sample_mask, sample_plane
 
 JIC_ZONES = ("A", "B", "C1", "C2")
 AP_REGIONS = ("anterior", "central", "posterior")
@@ -95,21 +97,20 @@ def find_acetabular_roof(
     acetabulum_mask: np.ndarray,
     affine: np.ndarray,
     frame: HeadFrame,
-    reach_mm: float = 10.0,
-    fossa_step_mm: float = 3.0,
-    step_deg: float = 0.5,
+    settings: LocationSettings | None = None,
 ) -> dict:
     """Lateral acetabular edge and medial end of the sourcil on the mid-coronal plane.
 
     Rays from c in the mid-coronal plane, at angle phi from e_sup over the upper half
-    (-90° < phi < 90°, i.e. w > 0), are searched for bone between r - 5 mm and r + ``reach_mm``
-    (mask sampled trilinearly, thresholded at 0.5). The roof is the run of angles with bone
-    (gaps up to 2° bridged) nearest the vertical. The lateral edge is the roof's most lateral
-    bone point (largest phi): its angle is the lateral centre-edge angle. The sourcil is the
-    roof that keeps its distance from c: moving medially from the apex (phi = 0), it ends where
-    the bone recedes by more than ``fossa_step_mm`` beyond its median distance over the lateral
-    roof (apex to edge), i.e. at the acetabular fossa, or where the bone stops; if it does
-    neither above the equator, the medial end is not found.
+    (-90° < phi < 90°, i.e. w > 0), are searched for bone between r - ``roof_inner_mm`` (5 mm)
+    and r + ``roof_reach_mm`` (10 mm) (mask sampled trilinearly, thresholded at 0.5;
+    :func:`_roof_rays`). The roof is the run of angles with bone (gaps up to ``roof_gap_deg``,
+    2°, bridged) nearest the vertical. The lateral edge is the roof's most lateral bone point
+    (largest phi): its angle is the lateral centre-edge angle. The sourcil is the roof that keeps
+    its distance from c (:func:`_sourcil_end`): moving medially from the apex (phi = 0), it ends
+    where the bone recedes by more than ``roof_fossa_step_mm`` (3 mm) beyond its median distance
+    over the lateral roof (apex to edge), i.e. at the acetabular fossa, or where the bone stops;
+    if it does neither above the equator, the medial end is not found.
 
     Parameters
     ----------
@@ -117,12 +118,8 @@ def find_acetabular_roof(
         Hip bone or acetabulum.
     affine : ndarray, shape (4, 4)
     frame : HeadFrame
-    reach_mm : float
-        Bone farther than r + reach_mm from c is not the roof.
-    fossa_step_mm : float
-        Recession of the bone that marks the acetabular fossa, mm.
-    step_deg : float
-        Angular step of the rays.
+    settings : LocationSettings, optional
+        The ``roof_*`` search settings (defaults: configs/default.yaml).
 
     Returns
     -------
@@ -130,15 +127,8 @@ def find_acetabular_roof(
         edge_ras_mm, edge_u_mm, lce_angle_deg (None if no roof), roof_medial_ras_mm,
         roof_medial_u_mm (None if not found), warnings.
     """
-    r = frame.radius
-    step_mm = float(min(0.25, voxel_spacing(affine).min() / 4))
-    phis = np.arange(-90.0 + step_deg, 90.0, step_deg)
-    radii = np.arange(max(r - 5.0, 0.0), r + reach_mm + 1e-9, step_mm)
-    dirs = _coronal_direction(frame, phis)
-    pts = frame.center + radii[None, :, None] * dirs[:, None, :]
-    hits, _ = sample_mask(acetabulum_mask, affine, pts, order=1)
-    covered = hits.any(axis=1)
-    dist = np.where(covered, radii[np.argmax(hits, axis=1)], np.nan)
+    ls = settings if settings is not None else LocationSettings()
+    phis, dirs, dist, covered = _roof_rays(acetabulum_mask, affine, frame, ls)
     out = {
         "edge_ras_mm": None,
         "edge_u_mm": None,
@@ -147,9 +137,9 @@ def find_acetabular_roof(
         "roof_medial_u_mm": None,
         "warnings": [],
     }
-    runs = _runs(covered, max_gap=int(round(2.0 / step_deg)))
+    runs = _runs(covered, max_gap=int(round(ls.roof_gap_deg / ls.roof_step_deg)))
     if not runs:
-        out["warnings"].append(f"no acetabular bone within r + {reach_mm:g} mm above the head")
+        out["warnings"].append(f"no acetabular bone within r + {ls.roof_reach_mm:g} mm above the head")
         return out
     # the roof is the bone run nearest the vertical through c
     lo, hi = min(runs, key=lambda run: _angular_distance_to_zero(phis[run[0]], phis[run[1]]))
@@ -159,21 +149,7 @@ def find_acetabular_roof(
         edge_u_mm=float(dist[hi] * np.sin(np.radians(phis[hi]))),
         lce_angle_deg=float(phis[hi]),
     )
-    # the sourcil is searched medially from the apex (or the edge, if the edge is medial of it);
-    # its reference distance is the lateral roof's, apex to edge, where the lip may flare away
-    start = int(np.clip(np.searchsorted(phis, 0.0), lo, hi))
-    reference = float(np.nanmedian(dist[start : hi + 1]))
-    medial, receded = None, False
-    for k in range(start, lo - 1, -1):
-        if not np.isfinite(dist[k]):
-            continue
-        if dist[k] > reference + fossa_step_mm:
-            receded = True
-            break
-        medial = k
-    # a roof that neither recedes nor stops above the equator shows no sourcil end on this plane
-    if not receded and lo == 0:
-        medial = None
+    medial = _sourcil_end(dist, phis, lo, hi, ls.roof_fossa_step_mm)
     if medial is None or medial >= hi:
         out["warnings"].append(
             "medial end of the acetabular roof (sourcil) not found on the mid-coronal plane"
@@ -187,6 +163,81 @@ def find_acetabular_roof(
     return out
 
 
+def _roof_rays(acetabulum_mask: np.ndarray, affine: np.ndarray, frame: HeadFrame, ls: LocationSettings):
+    """Bone along rays from c in the mid-coronal plane, over the upper half.
+
+    Parameters
+    ----------
+    acetabulum_mask : ndarray of bool
+    affine : ndarray, shape (4, 4)
+    frame : HeadFrame
+    ls : LocationSettings
+        ``roof_step_deg`` (angular step), ``roof_inner_mm`` and ``roof_reach_mm`` (radial range
+        about the head surface), ``roof_radial_step_mm`` and ``roof_steps_per_voxel`` (radial step).
+
+    Returns
+    -------
+    phis : ndarray, shape (m,)
+        Ray angles from e_sup (positive lateral), degrees, -90 < phi < 90.
+    dirs : ndarray, shape (m, 3)
+        Unit ray directions.
+    dist : ndarray, shape (m,)
+        Distance from c of the first bone on each ray, mm (NaN: none).
+    covered : ndarray of bool, shape (m,)
+        Rays that meet bone.
+    """
+    r = frame.radius
+    step_mm = float(min(ls.roof_radial_step_mm, voxel_spacing(affine).min() / ls.roof_steps_per_voxel))
+    phis = np.arange(-90.0 + ls.roof_step_deg, 90.0, ls.roof_step_deg)
+    radii = np.arange(max(r - ls.roof_inner_mm, 0.0), r + ls.roof_reach_mm + 1e-9, step_mm)
+    dirs = _coronal_direction(frame, phis)
+    pts = frame.center + radii[None, :, None] * dirs[:, None, :]
+    hits, _ = sample_mask(acetabulum_mask, affine, pts, order=1)
+    covered = hits.any(axis=1)
+    dist = np.where(covered, radii[np.argmax(hits, axis=1)], np.nan)
+    return phis, dirs, dist, covered
+
+
+def _sourcil_end(dist: np.ndarray, phis: np.ndarray, lo: int, hi: int, fossa_step_mm: float) -> int | None:
+    """Ray index of the medial end of the sourcil, or None.
+
+    The sourcil is searched medially from the apex (or the edge, if the edge is medial of it);
+    its reference distance is the lateral roof's, apex to edge, where the lip may flare away.
+    It ends before the bone recedes more than ``fossa_step_mm`` beyond that (the fossa), or where
+    the bone stops.
+
+    Parameters
+    ----------
+    dist : ndarray, shape (m,)
+        First bone distance per ray, mm (NaN: none), from :func:`_roof_rays`.
+    phis : ndarray, shape (m,)
+        Ray angles, degrees.
+    lo, hi : int
+        The roof's run of rays (``hi``: the lateral edge).
+    fossa_step_mm : float
+
+    Returns
+    -------
+    int or None
+        None when the roof neither recedes nor stops above the equator (no sourcil end on this
+        plane).
+    """
+    start = int(np.clip(np.searchsorted(phis, 0.0), lo, hi))
+    reference = float(np.nanmedian(dist[start : hi + 1]))
+    medial, receded = None, False
+    for k in range(start, lo - 1, -1):
+        if not np.isfinite(dist[k]):
+            continue
+        if dist[k] > reference + fossa_step_mm:
+            receded = True
+            break
+        medial = k
+    # a roof that neither recedes nor stops above the equator shows no sourcil end on this plane
+    if not receded and lo == 0:
+        medial = None
+    return medial
+
+
 def weight_bearing_span(
     frame: HeadFrame,
     edge_ras=None,
@@ -194,8 +245,7 @@ def weight_bearing_span(
     acetabulum_mask: np.ndarray | None = None,
     affine: np.ndarray | None = None,
     default_edge_angle_deg: float = DEFAULT_SPAN_DEG,
-    reach_mm: float = 10.0,
-    fossa_step_mm: float = 3.0,
+    settings: LocationSettings | None = None,
 ) -> dict:
     """Weight-bearing span [u_med, u_lat] on the mid-coronal plane.
 
@@ -215,8 +265,8 @@ def weight_bearing_span(
         Required with ``acetabulum_mask``.
     default_edge_angle_deg : float
         Default ends u = ±r·sin(angle) (settings: location.default_edge_angle_deg).
-    reach_mm, fossa_step_mm : float
-        See :func:`find_acetabular_roof`.
+    settings : LocationSettings, optional
+        The acetabular roof search (:func:`find_acetabular_roof`).
 
     Returns
     -------
@@ -252,7 +302,7 @@ def weight_bearing_span(
     if acetabulum_mask is not None and (edge_ras is None or roof_medial_ras is None):
         if affine is None:
             raise ValueError("an acetabulum mask needs its affine")
-        roof = find_acetabular_roof(acetabulum_mask, affine, frame, reach_mm, fossa_step_mm)
+        roof = find_acetabular_roof(acetabulum_mask, affine, frame, settings)
         details["warnings"].extend(roof["warnings"])
 
     if edge_ras is not None:
@@ -536,6 +586,35 @@ def location_metrics(
     else:
         warnings.append("no lesion in the upper hemisphere (w > 0): jic_type_3d is null")
 
+    arcs = _mid_plane_figures(head, lesion, affine, frame, span, step_mm, contact_shell_mm, sample_order, out)
+    _combined_angles(arcs, out)
+    _centroid_angles(uvw, out)
+    return out
+
+
+def _mid_plane_figures(head: np.ndarray, lesion: np.ndarray, affine: np.ndarray, frame: HeadFrame, span: dict,
+                       step_mm: float, contact_shell_mm: float, sample_order: int, out: dict) -> dict:
+    """Necrotic arcs on the mid-coronal and mid-sagittal planes; JIC and ARCO types from the coronal one.
+
+    Parameters
+    ----------
+    head, lesion : ndarray of bool
+        The lesion inside the head.
+    affine : ndarray, shape (4, 4)
+    frame : HeadFrame
+    span : dict
+        Weight-bearing span (u_med_mm, u_lat_mm).
+    step_mm, contact_shell_mm, sample_order
+        As in :func:`location_metrics`.
+    out : dict
+        The location figures: jic_type and arco2021_type are set, warnings appended to.
+
+    Returns
+    -------
+    dict
+        ``coronal`` and ``sagittal`` arcs, degrees (None where the lesion is absent from the plane).
+    """
+    warnings = out["warnings"]
     arcs = {}
     for plane in ("coronal", "sagittal"):
         sc = surface_contact(head, lesion, affine, frame, plane, step_mm, contact_shell_mm, sample_order)
@@ -551,7 +630,19 @@ def location_metrics(
             u_max = float(les.a_mm[np.nonzero(les.image)[0]].max())
             out["jic_type"] = jic_type_of(u_max, span)
             out["arco2021_type"] = arco2021_type_of(u_max, span)
+    return arcs
 
+
+def _combined_angles(arcs: dict, out: dict) -> None:
+    """Arcs, combined necrotic angle, Kerboul grade and Koo-Kim index into ``out``.
+
+    Parameters
+    ----------
+    arcs : dict
+        ``coronal`` and ``sagittal`` arcs, degrees or None (:func:`_mid_plane_figures`).
+    out : dict
+        The location figures; the combined ones stay None unless both arcs are known.
+    """
     out["arc_coronal_deg"], out["arc_sagittal_deg"] = arcs["coronal"], arcs["sagittal"]
     if arcs["coronal"] is not None and arcs["sagittal"] is not None:
         cna = arcs["coronal"] + arcs["sagittal"]
@@ -559,11 +650,21 @@ def location_metrics(
         out["kerboul_grade"] = kerboul_grade_of(cna)
         out["koo_kim_index"] = float(arcs["coronal"] / 180.0 * arcs["sagittal"] / 180.0 * 100.0)
 
+
+def _centroid_angles(uvw: np.ndarray, out: dict) -> None:
+    """Latitude and longitude of the lesion centroid in the head frame into ``out``.
+
+    Parameters
+    ----------
+    uvw : ndarray, shape (n, 3)
+        Lesion voxel centres in the head frame, mm.
+    out : dict
+        The location figures; null angles (with a warning) for a centroid at the head centre.
+    """
     centroid = uvw.mean(axis=0)
     dist = float(np.linalg.norm(centroid))
     if dist > 1e-9:
         out["centroid_latitude_deg"] = float(np.degrees(np.arcsin(np.clip(centroid[2] / dist, -1, 1))))
         out["centroid_longitude_deg"] = float(np.degrees(np.arctan2(centroid[1], centroid[0])))
     else:
-        warnings.append("lesion centroid at the head centre: latitude and longitude are null")
-    return out
+        out["warnings"].append("lesion centroid at the head centre: latitude and longitude are null")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.errors import InputError
+from pipeline.geometry.affine import voxel_volume_mm3
 from pipeline.geometry.frame import head_frame_from_mask
 
 
@@ -19,7 +20,7 @@ def voxel_volume_ml(mask: np.ndarray, affine: np.ndarray) -> float:
     Equals 3D Slicer's labelmap volume, ITK-SNAP's label table and pyradiomics' VoxelVolume for
     the same mask. The voxel volume is |det| of the affine's 3x3 part, so oblique grids are exact.
     """
-    return int(np.count_nonzero(mask)) * abs(float(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
+    return int(np.count_nonzero(mask)) * voxel_volume_mm3(affine) / 1000.0
 
 
 def necrotic_fraction_pct(lesion_ml: float, head_ml: float) -> float | None:

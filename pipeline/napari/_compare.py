@@ -11,7 +11,7 @@ side; "Register and compare" runs in a napari worker thread:
    mutual information) and maps it onto the baseline grid: the very function ``run_compare``
    calls, so the figures are the CLI's;
 3. the figures are assembled as in ``longitudinal.json``
-   (:func:`pipeline.app.compare.longitudinal_payload`).
+   (:func:`pipeline.app.compare.longitudinal_result`).
 
 Shown: ``onfh follow-up aligned`` (the follow-up image on the baseline grid), ``onfh change map``
 (a Labels layer on the baseline grid: 1 persistent, 2 regenerated, 3 new, in the colours of the
@@ -21,6 +21,7 @@ regeneration figures, the registration and the warnings.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -41,11 +42,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from pipeline.app.compare import CHANGE_COLOURS, longitudinal_payload, write_comparison
+from pipeline.app.compare import CHANGE_COLOURS, longitudinal_result, write_comparison
 from pipeline.config import load_settings
 from pipeline.errors import InputError
-from pipeline.io.outputs import clean_json
 from pipeline.longitudinal.change import CHANGE_LABELS, compare_visits
+from pipeline.measures.results import Longitudinal
 from pipeline.napari._layers import display_range, labels_layer_data, layer_scan
 from pipeline.napari._measure import measure_label_map
 from pipeline.napari._widget import (
@@ -77,8 +78,7 @@ CHANGE_COLORMAP = {None: "transparent", 0: "transparent", **{k: CHANGE_COLOURS[k
 def comparison_payload(base, comparison, side: str) -> dict:
     """The figures of one follow-up as ``longitudinal.json`` holds them (rounded as written),
     without the CLI's provenance and file names."""
-    entry = {"index": 1, **comparison.figures}
-    return clean_json(longitudinal_payload(base, [entry], side), 6)
+    return longitudinal_result(base, [replace(comparison.result, index=1)], side).to_json()
 
 
 def _compare_job(base_request: tuple, follow_request: tuple, settings):
@@ -90,7 +90,7 @@ def _compare_job(base_request: tuple, follow_request: tuple, settings):
     yield "registering the follow-up to the baseline (rigid, mutual information) and mapping it"
     comparison = compare_visits(base, follow, settings)
     yield "assembling the figures"
-    payload = comparison_payload(base, comparison, base.metrics["side"])
+    payload = comparison_payload(base, comparison, base.result.side)
     return base, follow, comparison, payload, settings
 
 
@@ -109,7 +109,7 @@ def result_layers(base, follow, comparison) -> list[tuple]:
         {"name": ALIGNED_NAME, "affine": np.asarray(scan.affine, float), "colormap": "gray",
          "contrast_limits": display_range(follow.scan.data),
          "metadata": {"onfh": {"kind": "follow-up aligned to baseline",
-                               "registration": comparison.figures["registration"]["transform"]}}},
+                               "registration": comparison.result.registration["transform"]}}},
         "image",
     )
     legend = {"0": "background", **{str(k): v for k, v in CHANGE_LABELS.items()}}
@@ -123,36 +123,6 @@ def result_layers(base, follow, comparison) -> list[tuple]:
 
 def _num(value, spec: str, unit: str = "") -> str:
     return "–" if value is None else f"{value:{spec}}{unit}"
-
-
-def comparison_rows(p: dict) -> list[tuple[str, str, int | None]]:
-    """(figure, text, change-map value for a colour swatch or None) rows of the table."""
-    reg = p["registration"]
-    t = reg["translation_mm"]
-    moved = float(np.linalg.norm(reg["head_centre_displacement_mm"]))
-    rows = [
-        ("Regeneration", _num(p["regeneration_pct"], ".1f", " %"), None),
-    ]
-    if p.get("regeneration_pct_isotropic") is not None:
-        rows.append(("Regeneration, isotropic recon.", _num(p["regeneration_pct_isotropic"], ".1f", " %"), None))
-    rows += [
-        ("Lesion, baseline → follow-up",
-         f"{_num(p['baseline_lesion_ml'], '.2f')} → {_num(p['followup_lesion_ml'], '.2f')} mL", None),
-        ("Regenerated (2)", _num(p["regenerated_ml"], ".2f", " mL"), 2),
-        ("New (3)", _num(p["new_ml"], ".2f", " mL"), 3),
-        ("Persistent (1)", _num(p["persistent_ml"], ".2f", " mL"), 1),
-        ("Rotation", _num(reg["rotation_deg"], ".2f", "°"), None),
-        ("Translation R, A, S", f"{t[0]:.1f}, {t[1]:.1f}, {t[2]:.1f} mm (|t| {reg['translation_norm_mm']:.1f} mm)",
-         None),
-        ("Head centre moved", f"{moved:.1f} mm", None),
-        ("Head Dice after registration", _num(reg["head_dice"], ".3f"), None),
-    ]
-    zones = p.get("zones") or {}
-    if zones:
-        rows.append(("Regenerated in zones A/B/C1/C2",
-                     " / ".join(f"{zones[z]['regenerated_ml']:.2f}" for z in ("A", "B", "C1", "C2")) + " mL", None))
-    rows.append(("Warnings", str(len(p.get("warnings") or [])), None))
-    return rows
 
 
 def legend_html() -> str:
@@ -394,7 +364,8 @@ class CompareVisitsWidget(WorkerWidget, QWidget):
         base, follow, comparison, payload, settings = result
         self.baseline, self.followup, self.comparison, self.result = base, follow, comparison, payload
         self.settings = settings
-        rows = comparison_rows(payload)
+        figures = Longitudinal.from_json(payload)  # the figures as written (rounded), typed
+        rows = figures.latest.table_rows(figures.baseline)
         icons = {}
         for i, (_, _, swatch) in enumerate(rows):
             if swatch is not None:
@@ -402,12 +373,13 @@ class CompareVisitsWidget(WorkerWidget, QWidget):
                 pixmap.fill(QColor(CHANGE_COLOURS[swatch]))
                 icons[i] = QIcon(pixmap)
         fill_table(self.table, [(name, value) for name, value, _ in rows], icons)
-        self.warnings_text.setPlainText("\n".join(f"• {w}" for w in payload["warnings"]))
+        self.warnings_text.setPlainText("\n".join(f"• {w}" for w in figures.warnings))
         self._replace_layers(result_layers(base, follow, comparison), names)
-        regen = payload["regeneration_pct"]
+        latest = figures.latest
         self.status.setText(
-            f"{names[1]} against {names[0]}: regeneration {_num(regen, '.1f', ' %')}, rotation "
-            f"{payload['registration']['rotation_deg']:.1f}°, head Dice {payload['registration']['head_dice']:.3f}. "
+            f"{names[1]} against {names[0]}: regeneration {_num(latest.regeneration_pct, '.1f', ' %')}, rotation "
+            f"{_num(latest.registration['rotation_deg'], '.1f', '°')}, head Dice "
+            f"{_num(latest.registration['head_dice'], '.3f')}. "
             f"Shown on the baseline grid; the follow-up's own layers and the label maps are hidden."
         )
         self.show_head_centre(base)

@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from pipeline.app.analyze import segment_masks
 from pipeline.config import Settings
+from pipeline.geometry.affine import index_to_mm, mm_to_index
 from pipeline.geometry.frame import HeadFrame
 from pipeline.io.outputs import sha256_of
 from pipeline.io.scan import Scan
@@ -168,64 +169,6 @@ def measure_label_map(
                        acetabular_edge=edge, acetabular_roof_medial=roof_medial, acetabulum=acetabulum)
 
 
-# the metrics table --------------------------------------------------------------------------
-def _num(value, fmt: str, unit: str = "") -> str:
-    if value is None:
-        return "–"
-    return f"{value:{fmt}}{unit}"
-
-
-def segmentation_text(record: dict) -> str:
-    """How the masks were obtained, with the automatic segmentation's confidence."""
-    text = str(record.get("method", "–"))
-    confidence = record.get("confidence")
-    if confidence:
-        flags = confidence.get("flags") or []
-        text += f" ({confidence.get('status', '?')}" + (f": {'; '.join(flags)})" if flags else ")")
-    return text
-
-
-def metrics_rows(m: dict) -> list[tuple[str, str]]:
-    """The figures shown in the widget's table, as (name, text) rows."""
-    rows = [
-        ("Side", str(m.get("side"))),
-        ("Segmentation", segmentation_text(m.get("segmentation") or {})),
-        ("Head volume", _num(m.get("head_volume_ml"), ".2f", " mL")),
-        ("Lesion volume", _num(m.get("lesion_volume_ml"), ".2f", " mL")),
-        ("Necrotic fraction (NF)", _num(m.get("necrotic_fraction_pct"), ".1f", " %")),
-        ("Size class (Steinberg/ARCO 1994 extent)", m.get("size_class") or "–"),
-    ]
-    rec = m.get("reconstruction")
-    if rec:
-        rows.append((f"Isotropic {rec['voxel_mm']:g} mm reconstruction",
-                     f"head {rec['head_volume_ml']:.2f} mL, lesion {rec['lesion_volume_ml']:.2f} mL, "
-                     f"NF {_num(rec['necrotic_fraction_pct'], '.1f', ' %')}"))
-    rows += [
-        ("Head sphere", f"r {_num(m.get('head_radius_mm'), '.1f', ' mm')}, "
-                        f"RMS {_num(m.get('sphere_fit_rms_mm'), '.2f', ' mm')}"),
-    ]
-    span = m.get("weight_bearing") or {}
-    if span:
-        rows.append(("Weight-bearing span (u)", f"{span['u_med_mm']:.1f} .. {span['u_lat_mm']:.1f} mm "
-                                                f"({span['source']})"))
-    rows += [
-        ("JIC type (mid-coronal)", m.get("jic_type") or "–"),
-        ("JIC type 3D", m.get("jic_type_3d") or "–"),
-        ("ARCO 2021 type", _num(m.get("arco2021_type"), "d")),
-        ("Necrotic arc coronal / sagittal", f"{_num(m.get('arc_coronal_deg'), '.0f', '°')} / "
-                                            f"{_num(m.get('arc_sagittal_deg'), '.0f', '°')}"),
-        ("CNA (combined necrotic angle)", _num(m.get("cna_deg"), ".0f", "°")),
-        ("Kerboul grade (modified)", _num(m.get("kerboul_grade"), "d")),
-        ("Koo-Kim index", _num(m.get("koo_kim_index"), ".1f")),
-    ]
-    zones = m.get("zones_ml") or {}
-    if zones:
-        rows.append(("Lesion in JIC zones A/B/C1/C2",
-                     " / ".join(f"{zones.get(z, 0.0):.2f}" for z in ("A", "B", "C1", "C2")) + " mL"))
-    rows.append(("Warnings", str(len(m.get("warnings") or []))))
-    return rows
-
-
 # result layers ------------------------------------------------------------------------------
 def zone_colormap() -> dict:
     """Label value -> colour for the zone map (0 transparent)."""
@@ -280,17 +223,15 @@ class PlaneGrid:
     def world_points(self) -> np.ndarray:
         """RAS mm of every pixel, shape ``self.shape + (3,)``."""
         idx = np.indices(self.shape, dtype=float).reshape(3, -1).T
-        return (idx @ self.affine[:3, :3].T + self.affine[:3, 3]).reshape(self.shape + (3,))
+        return index_to_mm(self.affine, idx).reshape(self.shape + (3,))
 
     def to_data(self, points_mm: np.ndarray) -> np.ndarray:
         """World points (N, 3) to this grid's data coordinates (for Shapes on the same affine)."""
-        inv = np.linalg.inv(self.affine)
-        return np.asarray(points_mm, float) @ inv[:3, :3].T + inv[:3, 3]
+        return mm_to_index(self.affine, points_mm)
 
     def sample(self, values: np.ndarray, scan_affine: np.ndarray, order: int = 1) -> np.ndarray:
         """Trilinear (order 1) samples of a canonical-grid array on the plane (0 outside)."""
-        inv = np.linalg.inv(scan_affine)
-        ijk = self.world_points() @ inv[:3, :3].T + inv[:3, 3]
+        ijk = mm_to_index(scan_affine, self.world_points())
         return ndimage.map_coordinates(np.asarray(values, dtype=np.float32), np.moveaxis(ijk, -1, 0),
                                        order=order, mode="constant", cval=0.0)
 
@@ -321,7 +262,7 @@ def plane_layers(analysis: Analysis, half_factor: float = 2.0) -> list[tuple]:
     (the scan sampled on the plane) and a Shapes layer (head and lesion outlines, fitted sphere,
     JIC zone boundaries and acetabular edge on the coronal plane, antero-posterior boundaries on
     the sagittal plane), all exactly placed in world = RAS mm."""
-    frame, scan, m = analysis.frame, analysis.scan, analysis.metrics
+    frame, scan, span = analysis.frame, analysis.scan, analysis.result.weight_bearing
     if frame is None:
         return []
     r = frame.radius
@@ -355,8 +296,7 @@ def plane_layers(analysis: Analysis, half_factor: float = 2.0) -> list[tuple]:
         labels.append("")
         w_line = np.array([-1.3 * r, 1.3 * r])
         lines, names = [], []  # (a, colour key) of boundary lines; (a, text) of region names
-        if plane == "coronal" and m.get("weight_bearing"):
-            span = m["weight_bearing"]
+        if plane == "coronal" and span:
             t1, t2 = thirds(span)
             u_med, u_lat = span["u_med_mm"], span["u_lat_mm"]
             lines = [(u_med, "edge"), (t1, "zone"), (t2, "zone"), (u_lat, "edge")]

@@ -19,7 +19,6 @@ WIDGET_NAME = "Analyze hip"
 COMPARE_NAME = "Compare visits"
 #: Both widgets side by side need a window about 1550 px wide; on a narrower screen they are tabs.
 SIDE_BY_SIDE_MIN_SCREEN_PX = 1700
-PLUGIN_NAME = "onfh-pipeline"
 
 
 def check_display() -> None:

@@ -60,7 +60,6 @@ from pipeline.napari._measure import (
     AUTO_KEY,
     AutoSegmentation,
     measure_label_map,
-    metrics_rows,
     plane_layers,
     segment_label_map,
     zones_layer_data,
@@ -307,7 +306,21 @@ class AnalyzeHipWidget(WorkerWidget, QWidget):
 
     # UI ---------------------------------------------------------------------------------------
     def _build(self) -> None:
+        """Lay out the widget: inputs, label and segmentation tools, actions and figures, views."""
         layout = QVBoxLayout(self)
+        layout.addLayout(self._build_inputs())
+        self._build_tools(layout)
+        self._build_results(layout)
+        layout.addLayout(self._build_views())
+
+    def _build_inputs(self) -> QFormLayout:
+        """The form of inputs: image, labels, side, label values, landmarks, seeds and settings.
+
+        Returns
+        -------
+        QFormLayout
+            The form; every input that changes the figures marks them stale.
+        """
         form = QFormLayout()
         self.image_box = layer_box()
         self.labels_box = layer_box()
@@ -342,7 +355,6 @@ class AnalyzeHipWidget(WorkerWidget, QWidget):
         form.addRow("Roof medial end", self.roof_box)
         form.addRow("Lesion seeds", self.seed_box)
         form.addRow("Settings", config_row)
-        layout.addLayout(form)
         self.image_box.currentTextChanged.connect(self._image_changed)
         self.labels_box.currentTextChanged.connect(self._mark_stale)
         self.side_box.currentTextChanged.connect(self._mark_stale)
@@ -351,7 +363,16 @@ class AnalyzeHipWidget(WorkerWidget, QWidget):
         self.lesion_spin.valueChanged.connect(self._mark_stale)
         self.edge_box.currentTextChanged.connect(self._mark_stale)
         self.roof_box.currentTextChanged.connect(self._mark_stale)
+        return form
 
+    def _build_tools(self, layout: QVBoxLayout) -> None:
+        """Label-map tools (open, new, edge landmark), automatic segmentation and its notes.
+
+        Parameters
+        ----------
+        layout : QVBoxLayout
+            The widget's layout, to which the rows are added.
+        """
         tools = QHBoxLayout()
         self.open_labels_button = QPushButton("Open label map...")
         self.open_labels_button.setToolTip("Read a label map or mask file onto the chosen image's grid "
@@ -391,6 +412,14 @@ class AnalyzeHipWidget(WorkerWidget, QWidget):
         layout.addWidget(note)
         layout.addWidget(self.oblique_note)
 
+    def _build_results(self, layout: QVBoxLayout) -> None:
+        """Measure and Export buttons, progress, status, the figures table and the warnings.
+
+        Parameters
+        ----------
+        layout : QVBoxLayout
+            The widget's layout, to which the rows are added.
+        """
         actions = QHBoxLayout()
         self.measure_button = QPushButton("Measure")
         self.measure_button.clicked.connect(self.measure)
@@ -416,6 +445,13 @@ class AnalyzeHipWidget(WorkerWidget, QWidget):
         self.warnings_text.setPlaceholderText("warnings")
         layout.addWidget(self.warnings_text)
 
+    def _build_views(self) -> QHBoxLayout:
+        """View buttons: coronal, sagittal, axial, 3D and the head centre.
+
+        Returns
+        -------
+        QHBoxLayout
+        """
         views = QHBoxLayout()
         for label, plane in (("Coronal", "coronal"), ("Sagittal", "sagittal"), ("Axial", "axial"), ("3D", "3d")):
             button = QPushButton(label)
@@ -425,7 +461,7 @@ class AnalyzeHipWidget(WorkerWidget, QWidget):
         centre.setToolTip("Move the sliders to the fitted head centre (the mid-planes)")
         centre.clicked.connect(self.go_to_head_centre)
         views.addWidget(centre)
-        layout.addLayout(views)
+        return views
 
     def _browse_config(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Settings", "", "YAML (*.yaml *.yml)")
@@ -676,17 +712,14 @@ class AnalyzeHipWidget(WorkerWidget, QWidget):
         self.analysis = analysis
         self.settings = settings
         self.stale = False
-        m = analysis.metrics
-        rows = metrics_rows(m)
-        fill_table(self.table, rows)
-        self.warnings_text.setPlainText("\n".join(f"• {w}" for w in m["warnings"]))
+        figures = analysis.result
+        fill_table(self.table, figures.table_rows())
+        self.warnings_text.setPlainText("\n".join(f"• {w}" for w in figures.warnings))
         self._replace_result_layers(layers, self.labels_box.currentText())
         self.measure_button.setText("Re-measure")
         self.export_button.setEnabled(True)
-        nf = m["necrotic_fraction_pct"]
         self.status.setText(
-            f"{m['side']} hip: head {m['head_volume_ml']:.2f} mL, lesion {m['lesion_volume_ml']:.2f} mL, "
-            f"NF {nf:.1f} %" + (f"; {len(m['warnings'])} warning(s)" if m["warnings"] else "")
+            figures.headline() + (f"; {len(figures.warnings)} warning(s)" if figures.warnings else "")
         )
         if first:
             set_view(self.viewer, "coronal")

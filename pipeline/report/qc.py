@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from pipeline.geometry.affine import mm_to_index
 from pipeline.geometry.frame import HeadFrame, plane_points, sample_plane
 from pipeline.geometry.mesh import mask_mesh
 from pipeline.measures.location import surface_contact
@@ -40,8 +41,7 @@ def sample_image_plane(data: np.ndarray, affine: np.ndarray, frame: HeadFrame, p
                        a_mm: np.ndarray, w_mm: np.ndarray) -> np.ndarray:
     """Image intensities on a mid-plane pixel grid (trilinear; 0 outside the field of view)."""
     pts = plane_points(frame, plane, a_mm, w_mm)
-    inv = np.linalg.inv(affine)
-    ijk = pts @ inv[:3, :3].T + inv[:3, 3]
+    ijk = mm_to_index(affine, pts)
     return ndimage.map_coordinates(np.asarray(data, dtype=np.float32), np.moveaxis(ijk, -1, 0),
                                    order=1, mode="constant", cval=0.0)
 
@@ -132,7 +132,7 @@ def qc_figure(analysis, title: str = "", settings=None):
 
     location = (settings or Settings()).location
     frame: HeadFrame = analysis.frame
-    m = analysis.metrics
+    result = analysis.result
     scan = analysis.scan
     half = frame.radius * 2.0
     step = max(0.25, float(scan.spacing.min()) / 2)
@@ -154,14 +154,14 @@ def qc_figure(analysis, title: str = "", settings=None):
                 label=f"sphere r = {frame.radius:.1f} mm")
         _contact(ax, analysis, frame, plane, location)
         if plane == "coronal":
-            _zone_lines(ax, m, frame.radius)
+            _zone_lines(ax, result.weight_bearing, frame.radius)
         else:
             for v in (-frame.radius / 3, frame.radius / 3):
                 ax.axvline(v, color="#ffd34d", lw=0.8, ls="--")
             # above the head like the JIC zone names: the legend sits at the bottom
             for x, name in ((frame.radius * 2 / 3, "anterior"), (0, "central"), (-frame.radius * 2 / 3, "posterior")):
                 ax.text(x, frame.radius * 1.3, name, color="#ffd34d", ha="center", fontsize=7)
-        arc = m.get(f"arc_{plane}_deg")
+        arc = result.arc_deg(plane)
         screen_right, screen_up, reversed_a = panel_axes(frame, plane)
         if reversed_a:
             ax.invert_xaxis()
@@ -176,16 +176,9 @@ def qc_figure(analysis, title: str = "", settings=None):
         ax.legend(loc="lower left", bbox_to_anchor=(0.0, 0.06), fontsize=6, framealpha=0.6, markerscale=8)
     ax3 = fig.add_subplot(1, 3, 3)
     _meshes(ax3, analysis, frame)
-    fig.suptitle(_summary(m, title or input_name(m)), fontsize=9)
+    fig.suptitle(result.qc_title(title or result.input_name()), fontsize=9)
     fig.subplots_adjust(left=0.05, right=0.98, bottom=0.1, top=0.86, wspace=0.25)  # tight_layout costs 0.5 s
     return fig
-
-
-def input_name(metrics: dict) -> str:
-    """The input's file (or folder) name without its directories: a picture names its scan even
-    when no title was given, without spelling out where the data lives."""
-    path = (metrics.get("input") or {}).get("path")
-    return Path(str(path)).name if path else ""
 
 
 def _outline(ax, sample, color, label):
@@ -206,8 +199,8 @@ def _contact(ax, analysis, frame, plane, location):
                    label=f"surface contact (arc, {location.contact_shell_mm:g} mm shell)")
 
 
-def _zone_lines(ax, m, radius):
-    span = m.get("weight_bearing") or {}
+def _zone_lines(ax, span: dict | None, radius):
+    span = span or {}
     if span.get("u_lat_mm") is None:
         return
     details = span.get("details") or {}
@@ -278,32 +271,3 @@ def _meshes(ax, analysis, frame):
     ax.set_xlabel("mm from the head centre", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.set_title(f"3D, anterior view (from the front, {VIEW_ELEVATION_DEG:g}° above)", fontsize=10)
-
-
-def _summary(m, title):
-    def f(key, fmt):
-        v = m.get(key)
-        return "-" if v is None else format(v, fmt)
-
-    head = f"{title}  {m['side']} hip" if title else f"{m['side']} hip"
-    return (f"{head}: head {f('head_volume_ml', '.1f')} mL, lesion {f('lesion_volume_ml', '.2f')} mL, "
-            f"NF {f('necrotic_fraction_pct', '.1f')} % (size {m.get('size_class') or '-'}), "
-            f"JIC {m.get('jic_type') or '-'} (3D {m.get('jic_type_3d') or '-'}), ARCO {f('arco2021_type', 'd')}, "
-            f"CNA {f('cna_deg', '.0f')}° (Kerboul {f('kerboul_grade', 'd')}), "
-            f"sphere rms {f('sphere_fit_rms_mm', '.2f')} mm; warnings: {len(m.get('warnings', []))}"
-            + _masks_line(m.get("segmentation") or {}))
-
-
-def _masks_line(seg: dict) -> str:
-    """Where the masks came from, and an automatic segmentation's review flags (a reviewer decides
-    from the picture which scans to open)."""
-    from pipeline.measures.hip import segmentation_confidence
-
-    line = f"\nmasks: {seg.get('method', '-')}"
-    confidence = segmentation_confidence(seg)
-    if confidence and confidence.get("status") == "review":
-        flags = "; ".join(confidence.get("flags") or [])
-        line += f" | REVIEW: {flags if len(flags) <= 150 else flags[:147] + '...'}"
-    elif confidence:
-        line += " | automatic QC ok"
-    return line

@@ -19,7 +19,9 @@ from scipy import ndimage
 
 from pipeline.config import Settings
 from pipeline.errors import InputError
-from pipeline.geometry.frame import mm_to_index, neck_direction
+from pipeline.geometry.affine import bounding_box, box_start, mm_to_index, shifted_affine
+from pipeline.geometry.frame import neck_direction
+from pipeline.geometry.side import check_side
 from pipeline.io.scan import Scan
 from pipeline.segment import acetabulum as _acetabulum
 from pipeline.segment import femur as _femur
@@ -41,9 +43,6 @@ class SegmentationResult:
     acetabulum : ndarray of bool or None
         Approximate acetabular bone over the head (for ``location.find_acetabular_roof``); None
         when no pelvic marrow was found (the default span is then used, with a warning).
-    edge : dict or None
-        Reserved for an explicitly detected edge point (None: the edge is read from
-        ``acetabulum`` by the measurement).
     confidence : dict
         ``status`` ("ok" or "review"), ``flags`` (why to review), and the QC figures: sphere-fit
         RMS (mm), surface coverage, band contrast, lesion touching the ROI or crop edge...
@@ -56,7 +55,6 @@ class SegmentationResult:
     lesion: np.ndarray
     femur: np.ndarray
     acetabulum: np.ndarray | None
-    edge: dict | None
     confidence: dict
     parameters: dict
     warnings: list = field(default_factory=list)
@@ -96,18 +94,112 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
     started = time.perf_counter()
     settings = settings or Settings()
     s = settings.segmentation
-    if side not in ("right", "left"):
-        raise InputError(f"side must be right or left, not {side!r}")
-    seeds = [tuple(float(v) for v in p) for p in (seeds or [])]
-    if roi is not None:
-        roi = tuple(float(v) for v in roi)
-        if len(roi) != 6 or any(lo >= hi for lo, hi in zip(roi[:3], roi[3:])):
-            raise InputError(f"--roi expects X0,Y0,Z0,X1,Y1,Z1 with X0 < X1, Y0 < Y1, Z0 < Z1 (RAS mm), got {roi}")
+    check_side(side)
+    seeds, roi = _request(seeds, roi)
     warnings: list[str] = []
     data = np.asarray(scan.data, dtype=np.float32)
     affine = scan.affine
 
     # 1-3: whole-image search on a coarse, bias-normalised grid
+    bias, a_c, candidates, chosen = _search_heads(data, affine, side, settings, roi, seeds)
+    t_search = time.perf_counter() - started
+
+    # 4: fine crop, bias-normalised and scaled to the head's own marrow signal; the marrow sphere
+    r_guess = float(chosen["marrow_radius_mm"])
+    crop, native_aff, norm_w, marrow_level = _head_crop(data, affine, bias, a_c, chosen["centre"], r_guess, s)
+    fit, coverage = _fit_head(norm_w, crop, affine, chosen["centre"], r_guess, settings)
+    centre, r_m = fit.center, fit.radius
+    radius = r_m + s.cortex_offset_mm
+
+    # 5-6: healthy marrow, femur, neck-plane head
+    femur_w, bright = _femur_in_crop(norm_w, crop, centre, r_m, radius, settings)
+    n, rho, cut = _neck_plane(femur_w, crop, centre, radius, side, s, warnings)
+    head_w = _femur.head_on_grid(crop.shape, crop.affine, centre, radius, n, cut)
+
+    # lesion (lesion.py) and acetabulum (acetabulum.py)
+    healthy = _healthy_head_marrow(norm_w, crop, head_w, centre, r_m, scan.slice_thickness_mm, s)
+    lesion_w, linfo = _lesion.lesion_mask(head_w, healthy, crop, centre, radius, settings, seeds=seeds, roi=roi,
+                                          warnings=warnings)
+    lesion_w = _lesion.refine_margin(lesion_w, healthy, norm_w, head_w, crop, centre, r_m, settings, linfo)
+    acet_w, ainfo = _acetabulum.acetabulum_mask(bright, femur_w, crop, centre, radius, settings, side)
+
+    # back to the native grid: head by voxel centre, the rest by the half-voxel rule
+    head, lesion, femur, acet = _to_native(scan.shape, crop, native_aff, centre, radius, n, cut,
+                                           lesion_w, femur_w, acet_w)
+    warnings += _acetabulum_warnings(acet, ainfo)
+
+    # QC
+    contrast = _lesion.band_contrast(norm_w, lesion_w, healthy, crop.spacing)
+    flags = _qc_flags(scan, s, fit, coverage, contrast, head, lesion, lesion_w, crop, roi, acet, ainfo, candidates,
+                      chosen)
+    seconds = {"search": round(t_search, 2), "total": round(time.perf_counter() - started, 2)}
+    confidence = _confidence_record(flags, fit, coverage, radius, n, rho, contrast, marrow_level, chosen, candidates,
+                                    linfo, ainfo, seconds)
+    parameters = {**s.model_dump(mode="json"), "lesion_seeds_ras_mm": [list(p) for p in seeds] or None,
+                  "roi_ras_mm": list(roi) if roi is not None else None,
+                  "working_voxel_mm_used": [float(x) for x in crop.spacing]}
+    return SegmentationResult(head, lesion, femur, acet if acet.any() else None, confidence, parameters, warnings)
+
+
+def _request(seeds, roi):
+    """The lesion seeds and the ROI as floats; an ROI that is no box is refused.
+
+    Parameters
+    ----------
+    seeds : sequence of (3,) or None
+        Points inside the lesion, RAS mm.
+    roi : (6,) or None
+        Box (x0, y0, z0, x1, y1, z1), RAS mm.
+
+    Returns
+    -------
+    seeds : list of tuple
+    roi : tuple of 6 floats or None
+
+    Raises
+    ------
+    InputError
+        An ROI without six numbers or with an empty extent.
+    """
+    seeds = [tuple(float(v) for v in p) for p in (seeds or [])]
+    if roi is not None:
+        roi = tuple(float(v) for v in roi)
+        if len(roi) != 6 or any(lo >= hi for lo, hi in zip(roi[:3], roi[3:])):
+            raise InputError(f"--roi expects X0,Y0,Z0,X1,Y1,Z1 with X0 < X1, Y0 < Y1, Z0 < Z1 (RAS mm), got {roi}")
+    return seeds, roi
+
+
+def _search_heads(data: np.ndarray, affine: np.ndarray, side: str, settings: Settings, roi, seeds):
+    """Steps 1-3: head candidates on the coarse, bias-normalised grid, verified, and the one chosen.
+
+    Parameters
+    ----------
+    data : ndarray, shape (I, J, K)
+        The T1 image (canonical order).
+    affine : ndarray, shape (4, 4)
+        Voxel index -> RAS mm.
+    side : {"right", "left"}
+    settings : Settings
+    roi, seeds
+        As checked by :func:`_request`.
+
+    Returns
+    -------
+    bias : ndarray
+        Bright-tissue bias field on the coarse grid.
+    a_c : ndarray, shape (4, 4)
+        The coarse grid's affine.
+    candidates : list of dict
+        Every Hough peak with ``centre``, ``votes`` and its verification (``ok``, ``coverage``...).
+    chosen : dict
+        The candidate of the requested hip.
+
+    Raises
+    ------
+    InputError
+        No candidate at all.
+    """
+    s = settings.segmentation
     coarse, a_c = grid.coarse_grid(data, affine, s.coarse_voxel_mm)
     bias = grid.bias_field(coarse, a_c, s.bias_sigma_mm)
     norm_c = coarse / bias
@@ -119,40 +211,119 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
     if not candidates:
         raise InputError("no femoral head found in the image (no bright ball with a marrow edge)")
     chosen = _femur.choose_head(candidates, side, roi, seeds)
-    t_search = time.perf_counter() - started
+    return bias, a_c, candidates, chosen
 
-    # 4: fine crop, bias-normalised and scaled to the head's own marrow signal
-    r_guess = float(chosen["marrow_radius_mm"])
-    crop, native_aff, norm_w, marrow_level = _head_crop(data, affine, bias, a_c, chosen["centre"], r_guess, s)
-    fit, coverage, _ = _femur.fit_marrow_sphere(norm_w, crop.affine, chosen["centre"], r_guess, settings,
+
+def _fit_head(norm_w: np.ndarray, crop: grid.Crop, affine: np.ndarray, centre, r_guess: float, settings: Settings):
+    """Step 4: the robust marrow sphere; its radius + the cortex offset must be a plausible head.
+
+    Parameters
+    ----------
+    norm_w : ndarray
+        The head crop on the working grid, scaled to the head's marrow signal.
+    crop : grid.Crop
+    affine : ndarray, shape (4, 4)
+        The scan's own (acquisition) affine.
+    centre : (3,) RAS mm
+        The chosen candidate's centre.
+    r_guess : float
+        Its marrow radius, mm.
+    settings : Settings
+
+    Returns
+    -------
+    fit : pipeline.geometry.frame.SphereFit
+        Marrow sphere (centre, radius, RMS).
+    coverage : float
+        Share of sphere directions with a marrow-surface inlier.
+
+    Raises
+    ------
+    InputError
+        A head radius outside ``segmentation.head_radius_mm``.
+    """
+    s = settings.segmentation
+    fit, coverage, _ = _femur.fit_marrow_sphere(norm_w, crop.affine, centre, r_guess, settings,
                                                 native_affine=affine)
-    centre, r_m = fit.center, fit.radius
-    radius = r_m + s.cortex_offset_mm
+    radius = fit.radius + s.cortex_offset_mm
     if not s.head_radius_mm[0] <= radius <= s.head_radius_mm[1]:
         raise InputError(f"no femoral head found: fitted radius {radius:.1f} mm is outside {tuple(s.head_radius_mm)}")
+    return fit, coverage
 
-    # 5-6: healthy marrow, femur, neck-plane head
-    # which marrow is the femur's is decided at the strict level (a cortex blurred by thick
-    # slices stays below it, so fat beside the neck does not join); its boundary is then the
-    # marrow-like level within gap_mm of it
-    femur_w, bright = _femur_in_crop(norm_w, crop, centre, r_m, radius, settings)
+
+def _neck_plane(femur_w: np.ndarray, crop: grid.Crop, centre, radius: float, side: str, s, warnings: list):
+    """Step 6: neck axis, waist and cut of the neck-plane head; a neck toward the other side is refused.
+
+    Parameters
+    ----------
+    femur_w : ndarray of bool
+        Proximal femur on the working grid.
+    crop : grid.Crop
+    centre : (3,) RAS mm
+    radius : float
+        Head radius, mm.
+    side : {"right", "left"}
+    s : SegmentationSettings
+        ``other_hip_neck_lateral``.
+    warnings : list of str
+        Appended to.
+
+    Returns
+    -------
+    n : ndarray, shape (3,)
+        Unit neck axis from the head centre.
+    rho : float
+        Waist radius, mm.
+    cut : float
+        Distance of the neck plane from the centre along ``n``, mm.
+
+    Raises
+    ------
+    InputError
+        The neck runs toward the other side: the head in view is the other hip.
+    """
     n, rho, waist, cut = _femur.neck_plane_head(femur_w, crop, centre, radius, warnings)
     lateral = 1.0 if side == "right" else -1.0
-    if lateral * n[0] < 0.05:
+    if lateral * n[0] < s.other_hip_neck_lateral:
         other = "left" if side == "right" else "right"
         raise InputError(
             f"no {side} femoral head found: the head in view (centre x = {centre[0]:.1f} mm) has its neck toward the "
             f"patient's {other}, i.e. it is a {other} hip"
         )
-    head_w = _femur.head_on_grid(crop.shape, crop.affine, centre, radius, n, cut)
-    # the lesion test uses a stricter marrow level (a band blurred by thick slices stays below
-    # it) inside the head box only: healthy head marrow is connected within the head
-    hb = _box(head_w, crop.spacing, 3.0)
-    hb_aff = crop.affine.copy()
-    hb_aff[:3, 3] = crop.affine[:3, :3] @ np.array([b.start for b in hb]) + crop.affine[:3, 3]
+    return n, rho, cut
+
+
+def _healthy_head_marrow(norm_w: np.ndarray, crop: grid.Crop, head_w: np.ndarray, centre, r_m: float,
+                         slice_mm: float, s) -> np.ndarray:
+    """Healthy marrow of the head for the lesion test, on the working grid.
+
+    The lesion test uses a stricter marrow level (a band blurred by thick slices stays below it)
+    inside the head box only: healthy head marrow is connected within the head.
+
+    Parameters
+    ----------
+    norm_w : ndarray
+        The head crop, scaled to the head's marrow signal.
+    crop : grid.Crop
+    head_w : ndarray of bool
+        The neck-plane head on the working grid.
+    centre : (3,) RAS mm
+    r_m : float
+        Marrow-sphere radius, mm.
+    slice_mm : float
+        The scan's slice thickness, mm.
+    s : SegmentationSettings
+
+    Returns
+    -------
+    ndarray of bool
+        Shape of ``norm_w``; False outside the head box.
+    """
+    hb = bounding_box(head_w, crop.spacing, margin_mm=s.head_box_margin_mm)
+    hb_aff = shifted_affine(crop.affine, box_start(hb))
     # a band lying nearly along thick slices, between two of them, is averaged into both and can
     # vanish from the data over a patch about a slice wide: such holes must not connect either
-    band_gap = max(s.gap_mm, s.band_gap_slice_fraction * scan.slice_thickness_mm)
+    band_gap = max(s.gap_mm, s.band_gap_slice_fraction * slice_mm)
     # and a band lying between two slices leaves a patch where the two slices' blend is only a
     # little below marrow: links across slice boundaries need more signal
     slab_cut = _lesion.slab_boundary_cut(norm_w, crop, s.slice_bridge_level)[hb]
@@ -160,15 +331,30 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
                                           cut=slab_cut)
     healthy = np.zeros_like(head_w)
     healthy[hb] = healthy_hb
+    return healthy
 
-    # lesion (lesion.py) and acetabulum (acetabulum.py)
-    lesion_w, linfo = _lesion.lesion_mask(head_w, healthy, crop, centre, radius, settings, seeds=seeds, roi=roi,
-                                          warnings=warnings)
-    lesion_w = _lesion.refine_margin(lesion_w, healthy, norm_w, head_w, crop, centre, r_m, settings, linfo)
-    acet_w, ainfo = _acetabulum.acetabulum_mask(bright, femur_w, crop, centre, radius, settings, side)
 
-    # back to the native grid: head by voxel centre, the rest by the half-voxel rule
-    full = scan.shape
+def _to_native(full, crop: grid.Crop, native_aff: np.ndarray, centre, radius: float, n, cut: float,
+               lesion_w: np.ndarray, femur_w: np.ndarray, acet_w: np.ndarray):
+    """The masks on the scan's own grid: the head by voxel fraction, the rest by the half-voxel rule.
+
+    Parameters
+    ----------
+    full : tuple of int
+        The scan's shape.
+    crop : grid.Crop
+    native_aff : ndarray, shape (4, 4)
+        Affine of the crop on the scan's own grid.
+    centre, radius, n, cut
+        The neck-plane head (:func:`_neck_plane`).
+    lesion_w, femur_w, acet_w : ndarray of bool
+        Lesion, femur and acetabulum on the working grid.
+
+    Returns
+    -------
+    head, lesion, femur, acet : ndarray of bool
+        On the scan's grid; the lesion lies inside the head.
+    """
     head = np.zeros(full, dtype=bool)
     head[crop.slices] = _femur.head_fraction_mask(crop.native_shape, native_aff, centre, radius, n, cut)
     lesion = np.zeros(full, dtype=bool)
@@ -178,6 +364,24 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
     femur[crop.slices] = crop.to_native(femur_w) >= 0.5
     acet = np.zeros(full, dtype=bool)
     acet[crop.slices] = crop.to_native(acet_w) >= 0.5
+    return head, lesion, femur, acet
+
+
+def _acetabulum_warnings(acet: np.ndarray, ainfo: dict) -> list[str]:
+    """Warnings about the acetabulum: not found (default span), or an ambiguous edge.
+
+    Parameters
+    ----------
+    acet : ndarray of bool
+        The acetabulum on the scan's grid.
+    ainfo : dict
+        From :func:`pipeline.segment.acetabulum.acetabulum_mask`.
+
+    Returns
+    -------
+    list of str
+    """
+    warnings = []
     if not acet.any():
         warnings.append("acetabulum not found automatically: the default weight-bearing span is used")
     elif ainfo["ambiguous"]:
@@ -186,13 +390,47 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
             f"head (edge at u = {ainfo['edge_u_joined_mm']:.1f} mm); the edge of the bone bulk "
             f"(u = {ainfo['edge_u_bulk_mm']:.1f} mm) is used, possibly a few mm medial: check the JIC span"
         )
+    return warnings
 
-    # QC
+
+def _qc_flags(scan: Scan, s, fit, coverage: float, contrast, head: np.ndarray, lesion: np.ndarray,
+              lesion_w: np.ndarray, crop: grid.Crop, roi, acet: np.ndarray, ainfo: dict, candidates: list,
+              chosen: dict) -> list[str]:
+    """Why a reviewer should check the segmentation (empty: status "ok").
+
+    Parameters
+    ----------
+    scan : Scan
+    s : SegmentationSettings
+        The QC thresholds.
+    fit : pipeline.geometry.frame.SphereFit
+        Marrow sphere.
+    coverage : float
+        Share of sphere directions with a marrow-surface inlier.
+    contrast : float or None
+        Lesion band contrast (:func:`pipeline.segment.lesion.band_contrast`).
+    head, lesion : ndarray of bool
+        On the scan's grid.
+    lesion_w : ndarray of bool
+        The lesion on the working grid (the head crop).
+    crop : grid.Crop
+    roi : tuple of 6 floats or None
+    acet : ndarray of bool
+        The acetabulum on the scan's grid.
+    ainfo : dict
+        From :func:`pipeline.segment.acetabulum.acetabulum_mask`.
+    candidates : list of dict
+        Every head candidate; ``chosen`` is the one taken.
+    chosen : dict
+
+    Returns
+    -------
+    list of str
+    """
     flags = []
-    contrast = _lesion.band_contrast(norm_w, lesion_w, healthy, crop.spacing)
     if fit.rms_mm > s.max_sphere_rms_mm:
         flags.append(f"marrow sphere-fit RMS {fit.rms_mm:.2f} mm > {s.max_sphere_rms_mm:g} mm")
-    if coverage < 0.5:
+    if coverage < s.min_head_coverage:
         flags.append(f"head surface seen over only {100 * coverage:.0f} % of directions")
     if contrast is not None and contrast < s.min_band_contrast:
         flags.append(f"lesion margin contrast {contrast:.2f} < {s.min_band_contrast:g}: boundary uncertain")
@@ -202,15 +440,15 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
     if slice_mm > s.max_validated_slice_mm + 1e-6:
         flags.append(f"slices of {slice_mm:.1f} mm exceed the {s.max_validated_slice_mm:g} mm validated "
                      "for the lesion: check its margin")
-    if _touches_edge(head, full):
+    if _touches_edge(head):
         flags.append("head cut by the edge of the field of view")
-    if lesion_w.any() and _touches_edge(lesion_w, lesion_w.shape):
+    if lesion_w.any() and _touches_edge(lesion_w):
         flags.append("lesion touches the edge of the head crop")
     if roi is not None and lesion_w.any():
         inside = _lesion.in_box(crop.points(), roi)
         if (lesion_w & ~ndimage.binary_erosion(inside)).any():
             flags.append("lesion touches the ROI edge")
-    thick_axis = _thick_non_coronal_axis(scan)
+    thick_axis = _thick_non_coronal_axis(scan, s.thick_slice_ratio, s.coronal_tolerance_deg)
     if acet.any() and thick_axis is not None:
         # the roof's thin lateral lip is lost to partial volume across such slices: on axial and
         # sagittal phantoms the edge came out 0.9-5.9 mm medial
@@ -218,20 +456,64 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
                      "it may lie a few mm medial (check the JIC span)")
     if ainfo["ambiguous"]:
         flags.append("acetabular edge ambiguous (bright tissue joins the roof): the bone-bulk edge is used")
-    if len([c for c in candidates if c["ok"] and c["votes"] >= 0.25 * chosen["votes"]]) > 2:
-        flags.append("more than two head-like candidates in the image")
+    rivals = [c for c in candidates if c["ok"] and c["votes"] >= s.rival_votes_share * chosen["votes"]]
+    if len(rivals) > s.max_head_candidates:
+        flags.append(f"more than {_NUMBER_WORDS.get(s.max_head_candidates, s.max_head_candidates)} head-like "
+                     "candidates in the image")
     vox_ml = scan.voxel_volume_mm3 / 1000.0
     lesion_ml = float(lesion.sum()) * vox_ml
-    if 0 < lesion_ml < 1.0:
+    if 0 < lesion_ml < s.small_lesion_ml:
         flags.append(f"small lesion ({lesion_ml:.2f} mL): check it is not a mimic")
-    confidence = {
+    return flags
+
+
+#: Small counts spelled out in QC flags ("more than two head-like candidates").
+_NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
+
+
+def _confidence_record(flags: list[str], fit, coverage: float, radius: float, n, rho: float, contrast,
+                       marrow_level: float, chosen: dict, candidates: list, linfo: dict, ainfo: dict,
+                       seconds: dict) -> dict:
+    """The ``confidence`` entry of the segmentation record: status, flags and the QC figures.
+
+    Parameters
+    ----------
+    flags : list of str
+        From :func:`_qc_flags`; any flag makes the status "review".
+    fit : pipeline.geometry.frame.SphereFit
+        Marrow sphere (centre, radius, RMS).
+    coverage : float
+    radius : float
+        Head (bone surface) radius, mm.
+    n : ndarray, shape (3,)
+        Neck axis.
+    rho : float
+        Waist radius, mm.
+    contrast : float or None
+        Lesion band contrast.
+    marrow_level : float
+        The head's marrow signal (normalised image).
+    chosen : dict
+        The head candidate taken.
+    candidates : list of dict
+        Every candidate.
+    linfo, ainfo : dict
+        Lesion and acetabulum details.
+    seconds : dict
+        ``search`` and ``total`` run times, s.
+
+    Returns
+    -------
+    dict
+    """
+    return {
         "status": "review" if flags else "ok",
         "flags": flags,
         "sphere_fit_rms_mm": float(fit.rms_mm),
         "surface_coverage": float(coverage),
-        "marrow_radius_mm": float(r_m),
+        "marrow_radius_mm": float(fit.radius),
         "head_radius_mm": float(radius),
-        "head_center_ras_mm": [float(x) for x in centre],
+        "head_center_ras_mm": [float(x) for x in fit.center],
         "neck_axis": [float(x) for x in n],
         "waist_radius_mm": rho,
         "band_contrast": contrast,
@@ -242,13 +524,8 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
         "lesion_components": linfo["components"],
         "lesion_margin": linfo.get("margin"),
         "acetabulum": ainfo,
-        "seconds": {"search": round(t_search, 2), "total": round(time.perf_counter() - started, 2)},
+        "seconds": seconds,
     }
-    parameters = {**s.model_dump(mode="json"), "lesion_seeds_ras_mm": [list(p) for p in seeds] or None,
-                  "roi_ras_mm": list(roi) if roi is not None else None,
-                  "working_voxel_mm_used": [float(x) for x in crop.spacing]}
-    return SegmentationResult(head, lesion, femur, acet if acet.any() else None, None, confidence, parameters,
-                              warnings)
 
 
 def _head_crop(data: np.ndarray, affine: np.ndarray, bias: np.ndarray, a_c: np.ndarray, centre, r_marrow: float, s):
@@ -257,13 +534,12 @@ def _head_crop(data: np.ndarray, affine: np.ndarray, bias: np.ndarray, a_c: np.n
     crop = grid.make_crop(data.shape, affine, centre, r_marrow + s.cortex_offset_mm + s.crop_margin_mm,
                           s.working_voxel_mm)
     native = data[crop.slices]
-    native_aff = affine.copy()
-    native_aff[:3, 3] = affine[:3, :3] @ crop.lo + affine[:3, 3]
+    native_aff = shifted_affine(affine, crop.lo)
     b_idx = mm_to_index(a_c, grid.voxel_points(native.shape, native_aff).reshape(-1, 3))
     b_native = ndimage.map_coordinates(bias, b_idx.T, order=1, mode="nearest").reshape(native.shape)
     norm_w = crop.upsample(native / b_native)
-    norm_w = ndimage.gaussian_filter(norm_w, 0.5 / crop.spacing)
-    marrow_level = _marrow_level(norm_w, crop, centre, r_marrow)
+    norm_w = ndimage.gaussian_filter(norm_w, s.crop_smoothing_mm / crop.spacing)
+    marrow_level = _marrow_level(norm_w, crop, centre, r_marrow, s)
     norm_w /= marrow_level
     return crop, native_aff, norm_w, marrow_level
 
@@ -301,39 +577,32 @@ def neck_axis_from_image(scan: Scan, centre, radius: float, settings: Settings) 
     return neck_direction(femur_w, crop.affine, centre, float(radius))
 
 
-def _marrow_level(norm_w: np.ndarray, crop: grid.Crop, centre, r_m: float) -> float:
-    """Yellow-marrow signal of this head: 80th percentile in the lower inner ball (never lesion)."""
+def _marrow_level(norm_w: np.ndarray, crop: grid.Crop, centre, r_m: float, s) -> float:
+    """Yellow-marrow signal of this head: a high percentile (``marrow_percentile``) in the lower inner
+    ball (radius ``marrow_inner_fraction`` x r_m: never lesion)."""
+    inner = s.marrow_inner_fraction * r_m
     c_idx = np.floor(mm_to_index(crop.affine, np.asarray(centre, float))).astype(int)
-    half = np.ceil(0.6 * r_m / crop.spacing).astype(int) + 1
+    half = np.ceil(inner / crop.spacing).astype(int) + 1
     lo = np.clip(c_idx - half, 0, norm_w.shape)
     hi = np.clip(c_idx + half + 1, 0, norm_w.shape)
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
     rel = crop.points()[box] - np.asarray(centre, np.float32)
     dist = np.sqrt((rel**2).sum(-1))
     sub = norm_w[box]
-    sel = (dist < 0.6 * r_m) & (rel[..., 2] < 0)
+    sel = (dist < inner) & (rel[..., 2] < 0)
     if sel.sum() < 20:
-        sel = dist < 0.6 * r_m
+        sel = dist < inner
     if sel.sum() < 20:
         raise InputError("no femoral head found: the candidate lies outside the image")
-    return float(max(np.percentile(sub[sel], 80), 1e-3))
+    return float(max(np.percentile(sub[sel], s.marrow_percentile), 1e-3))
 
 
-def _box(mask: np.ndarray, spacing, margin_mm: float) -> tuple:
-    """Slices of the bounding box of a mask grown by ``margin_mm``."""
-    nz = np.argwhere(mask)
-    pad = np.ceil(margin_mm / np.asarray(spacing)).astype(int)
-    lo = np.maximum(nz.min(axis=0) - pad, 0)
-    hi = np.minimum(nz.max(axis=0) + pad + 1, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-
-
-def _touches_edge(mask: np.ndarray, shape) -> bool:
+def _touches_edge(mask: np.ndarray) -> bool:
     return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()
                 or mask[:, :, 0].any() or mask[:, :, -1].any())
 
 
-def _thick_non_coronal_axis(scan, ratio: float = 1.5, max_angle_deg: float = 30.0) -> str | None:
+def _thick_non_coronal_axis(scan, ratio: float, max_angle_deg: float) -> str | None:
     """'axial', 'sagittal' or 'oblique' when the slices are thick (coarsest spacing over ``ratio``
     times the finest) and their normal is more than ``max_angle_deg`` from anterior-posterior."""
     spacing = scan.spacing

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from pipeline.geometry.affine import bounding_box, box_start, shifted_affine, voxel_volume_mm3
 from pipeline.segment import grid
 
 
@@ -52,18 +53,16 @@ def acetabulum_mask(bright: np.ndarray, femur: np.ndarray, crop: grid.Crop, cent
     dist = np.sqrt((rel**2).sum(-1))
     # work in the box over the upper head (the roof, its rim and what may join them)
     region = (rel[..., 2] > -0.25 * radius) & (dist <= radius + s.acetabulum_reach_mm + 10.0)
-    box = grid._mask_box(region, np.zeros(3, dtype=int))
+    box = bounding_box(region)
     if box is None:
         return np.zeros(full_shape, dtype=bool), {"edge_u_joined_mm": None, "edge_u_bulk_mm": None,
                                                   "chosen": None, "ambiguous": False}
-    lo = np.array([b.start for b in box])
-    affine = crop.affine.copy()
-    affine[:3, 3] = crop.affine[:3, :3] @ lo + crop.affine[:3, 3]
+    affine = shifted_affine(crop.affine, box_start(box))
     rel, dist, bright, femur = rel[box], dist[box], bright[box], femur[box]
     # the femur grown by 1.5 mm keeps its own marrow (neck, trochanter) out
     raw = bright & ~grid.dilate_mm(femur, sp, 1.5) & (dist > radius + 1.0)
     near_roof = (dist <= radius + s.acetabulum_reach_mm) & (rel[..., 2] > 0.3 * radius)
-    vox_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
+    vox_ml = voxel_volume_mm3(affine) / 1000.0
 
     def roof_components(candidate):
         labels, n = ndimage.label(candidate)
@@ -88,7 +87,7 @@ def acetabulum_mask(bright: np.ndarray, femur: np.ndarray, crop: grid.Crop, cent
         bone = grid.dilate_mm(marrow, sp, s.acetabulum_plate_mm) & (dist > radius) if marrow.any() else marrow
         masks[name] = bone
         if bone.any():
-            u = find_acetabular_roof(bone, affine, frame)["edge_u_mm"]
+            u = find_acetabular_roof(bone, affine, frame, settings.location)["edge_u_mm"]
             info[f"edge_u_{name}_mm"] = None if u is None else round(float(u), 2)
     uj, ub = info["edge_u_joined_mm"], info["edge_u_bulk_mm"]
     if uj is not None and ub is not None and uj - ub > s.acetabulum_edge_tolerance_mm:

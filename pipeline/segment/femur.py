@@ -24,7 +24,9 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.errors import InputError
-from pipeline.geometry.frame import SphereFit, fit_sphere, index_to_mm, mm_to_index, neck_axis, voxel_spacing
+from pipeline.geometry.affine import index_to_mm, mask_points_mm, mm_to_index, shifted_affine, voxel_spacing
+from pipeline.geometry.frame import SphereFit, fit_sphere, neck_axis
+from pipeline.geometry.side import side_of_x
 from pipeline.segment import grid
 
 
@@ -67,7 +69,7 @@ def hough_candidates(norm: np.ndarray, affine: np.ndarray, radius_mm, n_peaks: i
     edge = mag > 0.06
     if edge.sum() < 50:
         return []
-    pts = index_to_mm(affine, np.argwhere(edge))
+    pts = mask_points_mm(edge, affine)
     gd = g[edge] / mag[edge][:, None]
     # the bright side must look like marrow or fat, not a muscle / fluid step
     bright_side = grid.sample(smooth, affine, pts + 3.0 * gd)
@@ -142,8 +144,9 @@ def verify_candidate(norm: np.ndarray, affine: np.ndarray, centre, settings) -> 
 def choose_head(candidates: list[dict], side: str, roi=None, seeds=None) -> dict:
     """The verified candidate of the requested hip.
 
-    Two verified heads far apart in x are the two hips: the patient's right one has the greater
-    RAS x. With one head it is taken and the neck direction checks the side later.
+    Two verified heads far apart in x are the two hips: the one on ``side`` of the midline half-way
+    between them is taken (:func:`pipeline.geometry.side.side_of_x`). With one head it is taken and
+    the neck direction checks the side later.
     """
     # a head is the strongest sphere in its region: weak peaks next to a far stronger verified
     # one are pelvic or trochanteric curvature
@@ -167,8 +170,8 @@ def choose_head(candidates: list[dict], side: str, roi=None, seeds=None) -> dict
             heads.append(c)
     heads = heads[:2] if len(heads) >= 2 and abs(heads[0]["centre"][0] - heads[1]["centre"][0]) > 60.0 else heads[:1]
     if len(heads) == 2:
-        heads.sort(key=lambda c: c["centre"][0])
-        return heads[1] if side == "right" else heads[0]
+        midline_x = 0.5 * (heads[0]["centre"][0] + heads[1]["centre"][0])
+        return next(h for h in heads if side_of_x(h["centre"][0], midline_x=midline_x) == side)
     return heads[0]
 
 
@@ -306,8 +309,7 @@ def healthy_marrow(norm_w: np.ndarray, affine: np.ndarray, centre, r_m: float, l
     lo = np.clip(np.floor(c_idx).astype(int) - half, 0, norm_w.shape)
     hi = np.clip(np.floor(c_idx).astype(int) + half + 1, 0, norm_w.shape)
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-    sub_aff = np.asarray(affine, dtype=np.float64).copy()
-    sub_aff[:3, 3] = sub_aff[:3, :3] @ lo + sub_aff[:3, 3]
+    sub_aff = shifted_affine(affine, lo)
     rel = grid.voxel_points(tuple(int(b - a) for a, b in zip(lo, hi)), sub_aff) - np.asarray(centre, np.float32)
     dist = np.sqrt((rel**2).sum(-1))
     seeds = np.zeros_like(core)

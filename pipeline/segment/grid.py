@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from pipeline.geometry.frame import index_to_mm, mm_to_index, voxel_spacing
+from pipeline.geometry.affine import bounding_box, mm_to_index, voxel_spacing
 
 
 def block_factors(spacing: np.ndarray, target_mm: float) -> np.ndarray:
@@ -231,13 +231,6 @@ def sample(image: np.ndarray, affine: np.ndarray, points_mm: np.ndarray, order: 
     return vals.reshape(np.asarray(points_mm).shape[:-1])
 
 
-def ball_distance(mask: np.ndarray, spacing) -> np.ndarray:
-    """Distance (mm) of every voxel outside ``mask`` to the mask (0 inside)."""
-    if not mask.any():
-        return np.full(mask.shape, np.inf, dtype=np.float32)
-    return ndimage.distance_transform_edt(~mask, sampling=spacing).astype(np.float32)
-
-
 def ball(spacing, radius_mm: float) -> np.ndarray:
     """Structuring element: the voxels within ``radius_mm`` of the centre on this spacing."""
     sp = np.asarray(spacing, dtype=np.float64)
@@ -246,17 +239,18 @@ def ball(spacing, radius_mm: float) -> np.ndarray:
     return (g[0] ** 2 + g[1] ** 2 + g[2] ** 2) <= radius_mm**2 + 1e-9
 
 
-def _mask_box(mask: np.ndarray, pad) -> tuple | None:
-    """Slices of the bounding box of ``mask`` grown by ``pad`` voxels per axis (None if empty)."""
-    lo, hi = [], []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        nz = np.flatnonzero(mask.any(axis=other))
-        if nz.size == 0:
-            return None
-        lo.append(max(int(nz[0]) - int(pad[axis]), 0))
-        hi.append(min(int(nz[-1]) + int(pad[axis]) + 1, mask.shape[axis]))
-    return tuple(slice(a, b) for a, b in zip(lo, hi))
+def _morphology_in_box(mask: np.ndarray, spacing, radius_mm: float, operation) -> np.ndarray:
+    """``operation(crop, ball)`` on the mask's bounding box grown by the ball's radius; False
+    elsewhere. A mask unchanged for a radius <= 0."""
+    if radius_mm <= 0:
+        return mask.copy()
+    st = ball(spacing, radius_mm)
+    out = np.zeros_like(mask, dtype=bool)
+    box = bounding_box(mask, margin=np.array(st.shape) // 2 + 1)
+    if box is None:
+        return out
+    out[box] = operation(mask[box], st)
+    return out
 
 
 def dilate_mm(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
@@ -265,15 +259,7 @@ def dilate_mm(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
     Computed in the mask's bounding box grown by the radius (identical result, far cheaper for
     a mask that fills a small part of the grid).
     """
-    if radius_mm <= 0:
-        return mask.copy()
-    st = ball(spacing, radius_mm)
-    out = np.zeros_like(mask, dtype=bool)
-    box = _mask_box(mask, np.array(st.shape) // 2 + 1)
-    if box is None:
-        return out
-    out[box] = ndimage.binary_dilation(mask[box], st)
-    return out
+    return _morphology_in_box(mask, spacing, radius_mm, ndimage.binary_dilation)
 
 
 def erode_mm(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
@@ -282,15 +268,8 @@ def erode_mm(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
     Computed in the mask's bounding box grown by the radius: a box edge inside the grid then
     lies beyond a margin of background, so the result equals the whole-grid one.
     """
-    if radius_mm <= 0:
-        return mask.copy()
-    st = ball(spacing, radius_mm)
-    out = np.zeros_like(mask, dtype=bool)
-    box = _mask_box(mask, np.array(st.shape) // 2 + 1)
-    if box is None:
-        return out
-    out[box] = ndimage.binary_erosion(mask[box], st, border_value=1)
-    return out
+    return _morphology_in_box(mask, spacing, radius_mm,
+                              lambda crop, st: ndimage.binary_erosion(crop, st, border_value=1))
 
 
 def open_mm(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
@@ -299,6 +278,6 @@ def open_mm(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
 
 
 __all__ = [
-    "Crop", "bias_field", "block_factors", "coarse_grid", "dilate_mm", "erode_mm", "index_to_mm", "make_crop",
+    "Crop", "bias_field", "block_factors", "coarse_grid", "dilate_mm", "erode_mm", "make_crop",
     "open_mm", "sample", "voxel_points",
 ]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from pipeline.geometry.affine import bounding_box, box_start, mm_to_index, shifted_affine, voxel_volume_mm3
 from pipeline.segment import grid
 
 
@@ -57,7 +58,7 @@ def lesion_mask(head_w: np.ndarray, healthy: np.ndarray, crop: grid.Crop, centre
     if roi is not None:
         opened &= in_box(crop.points(), roi)
     labels, n = ndimage.label(opened)
-    vox_ml = float(abs(np.linalg.det(crop.affine[:3, :3]))) / 1000.0
+    vox_ml = voxel_volume_mm3(crop.affine) / 1000.0
     info = {"components": [], "seeded": bool(seeds)}
     keep = np.zeros(n + 1, dtype=bool)
     if n:
@@ -79,7 +80,7 @@ def lesion_mask(head_w: np.ndarray, healthy: np.ndarray, crop: grid.Crop, centre
     if seeds:
         keep[:] = False
         for p in np.asarray(seeds, float).reshape(-1, 3):
-            ijk = np.rint(grid.mm_to_index(crop.affine, p)).astype(int)
+            ijk = np.rint(mm_to_index(crop.affine, p)).astype(int)
             if np.any(ijk < 0) or np.any(ijk >= np.array(labels.shape)):
                 warnings.append(f"lesion seed {p.tolist()} lies outside the head crop: ignored")
                 continue
@@ -135,11 +136,9 @@ def refine_margin(lesion: np.ndarray, healthy: np.ndarray, norm_w: np.ndarray, h
     # reach along each working axis: margin_refine_voxels acquisition voxels, at least one
     # working voxel
     reach = np.maximum(sp, s.margin_refine_voxels * sp * crop.factors / crop.blocks)
-    box = _bbox(head_w, sp, float(reach.max()) + 6.0)
+    box = bounding_box(head_w, sp, margin_mm=float(reach.max()) + 6.0)
     les, hea, sig, head = lesion[box], healthy[box], norm_w[box], head_w[box]
-    lo = np.array([b.start for b in box])
-    aff = crop.affine.copy()
-    aff[:3, 3] = crop.affine[:3, :3] @ lo + crop.affine[:3, 3]
+    aff = shifted_affine(crop.affine, box_start(box))
     rel = grid.voxel_points(les.shape, aff) - np.asarray(centre, np.float32)
     rho = np.sqrt((rel**2).sum(-1))
     marrow_ball = rho <= r_m
@@ -177,7 +176,7 @@ def refine_margin(lesion: np.ndarray, healthy: np.ndarray, norm_w: np.ndarray, h
     if shell.any():
         pts_shell = rel[shell]
         under = pts_shell * ((r_m - 0.75) / np.maximum(rho[shell], 1e-3))[:, None] + np.asarray(centre, np.float32)
-        ijk = grid.mm_to_index(aff, under.reshape(-1, 3)).T
+        ijk = mm_to_index(aff, under.reshape(-1, 3)).T
         vals = ndi.map_coordinates(new.astype(np.float32), ijk, order=1, mode="nearest")
         new[shell] = vals >= 0.5
     if info is not None:
@@ -188,14 +187,6 @@ def refine_margin(lesion: np.ndarray, healthy: np.ndarray, norm_w: np.ndarray, h
     out = lesion.copy()
     out[box] = new & head
     return out
-
-
-def _bbox(mask: np.ndarray, spacing, margin_mm: float) -> tuple:
-    nz = np.argwhere(mask)
-    pad = np.ceil(margin_mm / np.asarray(spacing)).astype(int)
-    lo = np.maximum(nz.min(axis=0) - pad, 0)
-    hi = np.minimum(nz.max(axis=0) + pad + 1, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
 
 def in_box(points: np.ndarray, roi) -> np.ndarray:

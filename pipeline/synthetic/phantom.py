@@ -610,7 +610,7 @@ class Hip:
         self.les_scale = _calibrate_scale(self, les.nf_pct)
         # Drill track: lateral cortex below the greater trochanter, through the neck, ending
         # in the middle depth of the baseline lesion.
-        depth = self._lesion_depth_along(d)
+        depth = self._lesion_depth()
         self.track_end = (self.r - 0.5 * depth) * d
         self.track_start, self.track_entry = self._track_entry(self.track_end)
         self.track_radius = 1.75
@@ -619,7 +619,8 @@ class Hip:
         s = (self.les_scale if scale is None else scale) * self.r
         return np.asarray(self.lesion.shape, dtype=np.float64) * s
 
-    def _lesion_depth_along(self, d) -> float:
+    def _lesion_depth(self) -> float:
+        """Depth of the baseline lesion along its axis from the head surface, mm."""
         a = self._semi_axes()
         shift = self.lesion.centre_shift * a[0]
         return float(a[0] - shift)
@@ -643,10 +644,10 @@ class Hip:
         d = _ellipsoid_sdf(e0, e1, e2, a[0], a[1], a[2])
         d = d + self.les_wave_amp * self.les_wave(u, v, w)
         if change_mm != 0.0:
-            d = d + change_mm * self._change_weight(u, v, w, pref)
+            d = d + change_mm * self._change_weight(u, v, pref)
         return d
 
-    def _change_weight(self, u, v, w, pref):
+    def _change_weight(self, u, v, pref):
         base, lat, post, med, ant = pref if pref is not None else (1.0, 0.0, 0.0, 0.0, 0.0)
         u_ref = float(self.edge_local[0])
         out = base + lat * _sigmoid((u - 0.5 * u_ref) / 3.0) + post * _sigmoid(-v / 3.0)
@@ -1473,7 +1474,7 @@ def acquisition_grid(acq: Acquisition):
     return aff, shape
 
 
-def storage_transform(aff: np.ndarray, shape, storage: str):
+def storage_transform(aff: np.ndarray, storage: str):
     """nibabel orientation transform from acquisition order to the requested stored order."""
     return ornt.ornt_transform(ornt.io_orientation(aff), ornt.axcodes2ornt(tuple(storage)))
 
@@ -1794,7 +1795,7 @@ def render_scan(
         }
         truth[side] = t
 
-    tr = storage_transform(aff, shape, acq.storage)
+    tr = storage_transform(aff, acq.storage)
     s_aff = aff @ ornt.inv_ornt_aff(tr, shape)
 
     def store(a):

@@ -109,12 +109,28 @@ def cohort_definition(seed: int = SEED) -> list[SubjectSpec]:
     """The sample cohort: subjects, visits and acquisitions (no randomness beyond ``seed``).
 
     Anatomical variation is drawn from ``seed`` so a different seed gives a different but
-    equally valid cohort with the same design.
+    equally valid cohort with the same design. One function per subject (:func:`_onfh01` ...),
+    called in this order: the draws follow one another.
     """
-    rng = np.random.default_rng([seed, 1])
+    draws = _Draws(np.random.default_rng([seed, 1]))
+    return [_onfh01(draws), _onfh02(draws), _onfh03(draws), _onfh04(draws), _onfh05(draws)]
 
-    def anat(**over):
-        """Per-hip anatomy drawn around adult values (radius 22-25 mm, CE 25-40 degrees)."""
+
+class _Draws:
+    """Random anatomy of the sample cohort, drawn in a fixed order from one generator.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Every draw of the cohort comes from it, subject after subject.
+    """
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+
+    def anat(self, **over) -> dict:
+        """Per-hip anatomy drawn around adult values (radius 22-25 mm, CE 25-40 degrees); ``over`` sets any."""
+        rng = self.rng
         d = dict(
             radius=float(rng.uniform(22.0, 25.0)),
             waist_ratio=float(rng.uniform(0.65, 0.71)),
@@ -132,12 +148,14 @@ def cohort_definition(seed: int = SEED) -> list[SubjectSpec]:
         d.update(over)
         return d
 
-    def lesion(**kw):
-        return P.LesionParams(seed=int(rng.integers(1 << 30)), **kw)
+    def lesion(self, **kw):
+        """Lesion parameters with a drawn seed."""
+        return P.LesionParams(seed=int(self.rng.integers(1 << 30)), **kw)
 
-    subjects = []
 
-    # ONFH01: right hip, healed after core decompression + cells -----------------------------
+def _onfh01(draws: _Draws) -> SubjectSpec:
+    """ONFH01: right hip, healed after core decompression + cells."""
+    rng, anat, lesion = draws.rng, draws.anat, draws.lesion
     s1 = _subject(
         "ONFH01",
         "right",
@@ -180,9 +198,12 @@ def cohort_definition(seed: int = SEED) -> list[SubjectSpec]:
             ("right",),
         ),
     )
-    subjects.append(SubjectSpec(s1, scans1, {"right": "healed"}))
+    return SubjectSpec(s1, scans1, {"right": "healed"})
 
-    # ONFH02: left hip, lesion grows despite surgery ---------------------------------------------
+
+def _onfh02(draws: _Draws) -> SubjectSpec:
+    """ONFH02: left hip, lesion grows despite surgery."""
+    rng, anat, lesion = draws.rng, draws.anat, draws.lesion
     s2 = _subject(
         "ONFH02",
         "left",
@@ -214,9 +235,12 @@ def cohort_definition(seed: int = SEED) -> list[SubjectSpec]:
             ("left",),
         ),
     )
-    subjects.append(SubjectSpec(s2, scans2, {"left": "progressed"}))
+    return SubjectSpec(s2, scans2, {"left": "progressed"})
 
-    # ONFH03: right hip, oblique coronal, Mitchell A --------------------------------------------
+
+def _onfh03(draws: _Draws) -> SubjectSpec:
+    """ONFH03: right hip, oblique coronal, Mitchell A."""
+    rng, anat, lesion = draws.rng, draws.anat, draws.lesion
     s3 = _subject(
         "ONFH03",
         "right",
@@ -240,9 +264,12 @@ def cohort_definition(seed: int = SEED) -> list[SubjectSpec]:
             ("right",),
         ),
     )
-    subjects.append(SubjectSpec(s3, scans3, {"right": "healed"}))
+    return SubjectSpec(s3, scans3, {"right": "healed"})
 
-    # ONFH04: both hips in one FOV: right lesion (Mitchell B), healthy left head ---------------
+
+def _onfh04(draws: _Draws) -> SubjectSpec:
+    """ONFH04: both hips in one FOV: right lesion (Mitchell B), healthy left head."""
+    rng, anat, lesion = draws.rng, draws.anat, draws.lesion
     s4 = _subject(
         "ONFH04",
         None,
@@ -267,9 +294,12 @@ def cohort_definition(seed: int = SEED) -> list[SubjectSpec]:
         render_ss=(1, 1, 4),
     )
     scans4 = (ScanSpec("m00_bilat", P.Visit(0.0), acq4, ("right", "left")),)
-    subjects.append(SubjectSpec(s4, scans4, {"right": "healed", "left": ""}))
+    return SubjectSpec(s4, scans4, {"right": "healed", "left": ""})
 
-    # ONFH05: left hip, 1 mm isotropic 3D, large lesion, fovea, patchy red marrow ---------------
+
+def _onfh05(draws: _Draws) -> SubjectSpec:
+    """ONFH05: left hip, 1 mm isotropic 3D, large lesion, fovea, patchy red marrow."""
+    rng, anat, lesion = draws.rng, draws.anat, draws.lesion
     s5 = _subject(
         "ONFH05",
         "left",
@@ -303,8 +333,7 @@ def cohort_definition(seed: int = SEED) -> list[SubjectSpec]:
         label_ss_bone=(2, 2, 2),
     )
     scans5 = (ScanSpec("m00_3d", P.Visit(0.0), acq5, ("left",)),)
-    subjects.append(SubjectSpec(s5, scans5, {"left": "arthroplasty"}))
-    return subjects
+    return SubjectSpec(s5, scans5, {"left": "arthroplasty"})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -422,73 +451,130 @@ def write_sample_cohort(out_dir: Path, progress: Callable[[str], None] | None = 
                     seed=[seed, si, ci],
                     baseline=baseline if spec.visit.months > 0 else None,
                 )
-                image_name = f"{stem}.nii.gz"
-                labels_name = f"{stem}_labels.nii.gz"
-                _write_nifti(tmp_dir / image_name, rendered.image, rendered.affine, "onfh synthetic T1 hip phantom")
-                _write_nifti(tmp_dir / labels_name, rendered.labels, rendered.affine, "truth 1 head 2 lesion")
-                bilateral = len(spec.sides) > 1
-                for side in spec.sides:
-                    pre = f"{stem}_{side}" if bilateral else stem
-                    files = {
-                        "stem": pre,
-                        "image": image_name,
-                        "labels": labels_name,
-                        "femur_mask": f"{pre}_femur.nii.gz",
-                        "hipbone_mask": f"{pre}_hipbone.nii.gz",
-                        "truth": f"{pre}_truth.json",
-                    }
-                    _write_nifti(
-                        tmp_dir / files["femur_mask"], rendered.femur[side], rendered.affine, f"truth {side} femur"
-                    )
-                    _write_nifti(tmp_dir / files["hipbone_mask"], rendered.hipbone[side], rendered.affine,
-                                 f"truth {side} hip bone")
-                    outcome = sspec.outcome.get(side, "")
-                    rec = _round(_scan_record(subject, spec, rendered, side, files, outcome, baseline))
-                    (tmp_dir / files["truth"]).write_text(json.dumps(rec, indent=1) + "\n")
-                    records.append(rec)
-                    edge = rec["acetabular_edge_ras_mm"]
-                    rows.append(
-                        {
-                            "subject": sspec.params.name,
-                            "side": side,
-                            "timepoint_months": f"{spec.visit.months:g}",
-                            "image": image_name,
-                            "labels": labels_name,
-                            "femur_mask": files["femur_mask"],
-                            "acetabular_edge": ",".join(f"{v:.2f}" for v in edge),
-                            "outcome": outcome,
-                        }
-                    )
+                scan_rows, scan_records = _write_scan(tmp_dir, stem, sspec, spec, subject, rendered, baseline)
+                rows += scan_rows
+                records += scan_records
                 say(f"{stem}: {rendered.image.shape} written ({time.perf_counter() - t0:.1f} s)")
 
-        manifest = tmp_dir / "manifest.csv"
-        with manifest.open("w", newline="") as fh:
-            cols = ["subject", "side", "timepoint_months", "image", "labels", "femur_mask", "acetabular_edge",
-                    "outcome"]
-            wr = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")
-            wr.writeheader()
-            wr.writerows(rows)
-        cohort = {
-            "schema": SCHEMA,
-            "generator": "pipeline.synthetic.sampledata.write_sample_cohort",
-            "seed": seed,
-            "definitions": {
-                "frame": "scanner RAS mm; head frame u=(p-c).e_lat, v=(p-c).e_ant, w=(p-c).e_sup, "
-                "e_lat=+x right hip, -x left hip (docs/method.md section 1)",
-                "head": "neck-plane head: femur ∩ ball(c, r) ∩ {(p-c).n <= sqrt(r^2 - waist^2)} "
-                "(docs/method.md section 2); continuous volume analytic (minus the foveal pit)",
-                "lesion": "region enclosed by the outer margin of the low-signal band, band included, "
-                "restricted to the head, drill track excluded",
-                "continuous_volumes": "midpoint-rule integration of the continuous model on a 0.25 mm grid",
-                "labels": "voxel label = fraction of the voxel inside the set >= 0.5 (sub-sampled); "
-                "0 background, 1 head outside lesion, 2 lesion",
-                "location": "docs/method.md section 4 on the continuous model, using the recorded acetabular "
-                "edge and medial roof points in each scan's own frame",
-                "regeneration": "100 (V0 - Vt) / V0 of continuous volumes; zone maps in the baseline frame",
-                "motion": "q_followup = R @ q_baseline + t, scanner RAS mm",
-            },
-            "scans": records,
-        }
-        (tmp_dir / "truth.json").write_text(json.dumps(cohort, indent=1) + "\n")
+        _write_manifest(tmp_dir / "manifest.csv", rows)
+        (tmp_dir / "truth.json").write_text(json.dumps(_truth_document(seed, records), indent=1) + "\n")
     say(f"cohort written to {final} ({time.perf_counter() - t_start:.1f} s)")
     return final / "manifest.csv"
+
+
+def _write_scan(tmp_dir: Path, stem: str, sspec: SubjectSpec, spec: ScanSpec, subject, rendered: P.RenderedScan,
+                baseline: P.Visit) -> tuple[list, list]:
+    """Write one rendered scan: image, labels, and per hip its femur and hip-bone masks and truth JSON.
+
+    Parameters
+    ----------
+    tmp_dir : Path
+        The folder being written.
+    stem : str
+        File-name stem of the scan (subject and visit tag).
+    sspec : SubjectSpec
+    spec : ScanSpec
+    subject
+        The built subject model (:func:`pipeline.synthetic.phantom.build_subject`).
+    rendered : RenderedScan
+    baseline : Visit
+        The subject's first visit (motion is reported against it).
+
+    Returns
+    -------
+    rows : list of dict
+        Manifest rows, one per hip in view.
+    records : list of dict
+        Truth records, one per hip in view.
+    """
+    rows, records = [], []
+    image_name = f"{stem}.nii.gz"
+    labels_name = f"{stem}_labels.nii.gz"
+    _write_nifti(tmp_dir / image_name, rendered.image, rendered.affine, "onfh synthetic T1 hip phantom")
+    _write_nifti(tmp_dir / labels_name, rendered.labels, rendered.affine, "truth 1 head 2 lesion")
+    bilateral = len(spec.sides) > 1
+    for side in spec.sides:
+        pre = f"{stem}_{side}" if bilateral else stem
+        files = {
+            "stem": pre,
+            "image": image_name,
+            "labels": labels_name,
+            "femur_mask": f"{pre}_femur.nii.gz",
+            "hipbone_mask": f"{pre}_hipbone.nii.gz",
+            "truth": f"{pre}_truth.json",
+        }
+        _write_nifti(tmp_dir / files["femur_mask"], rendered.femur[side], rendered.affine, f"truth {side} femur")
+        _write_nifti(tmp_dir / files["hipbone_mask"], rendered.hipbone[side], rendered.affine,
+                     f"truth {side} hip bone")
+        outcome = sspec.outcome.get(side, "")
+        rec = _round(_scan_record(subject, spec, rendered, side, files, outcome, baseline))
+        (tmp_dir / files["truth"]).write_text(json.dumps(rec, indent=1) + "\n")
+        records.append(rec)
+        edge = rec["acetabular_edge_ras_mm"]
+        rows.append(
+            {
+                "subject": sspec.params.name,
+                "side": side,
+                "timepoint_months": f"{spec.visit.months:g}",
+                "image": image_name,
+                "labels": labels_name,
+                "femur_mask": files["femur_mask"],
+                "acetabular_edge": ",".join(f"{v:.2f}" for v in edge),
+                "outcome": outcome,
+            }
+        )
+    return rows, records
+
+
+def _write_manifest(path: Path, rows: list[dict]) -> None:
+    """Write the cohort manifest (CSV, one row per hip and visit).
+
+    Parameters
+    ----------
+    path : Path
+    rows : list of dict
+        From :func:`_write_scan`.
+    """
+    with path.open("w", newline="") as fh:
+        cols = ["subject", "side", "timepoint_months", "image", "labels", "femur_mask", "acetabular_edge",
+                "outcome"]
+        wr = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")
+        wr.writeheader()
+        wr.writerows(rows)
+
+
+def _truth_document(seed: int, records: list[dict]) -> dict:
+    """The cohort's ``truth.json``: schema, generator, seed, definitions and every scan's record.
+
+    Parameters
+    ----------
+    seed : int
+        Master seed of the cohort.
+    records : list of dict
+        Truth records (:func:`_write_scan`).
+
+    Returns
+    -------
+    dict
+    """
+    return {
+        "schema": SCHEMA,
+        "generator": "pipeline.synthetic.sampledata.write_sample_cohort",
+        "seed": seed,
+        "definitions": {
+            "frame": "scanner RAS mm; head frame u=(p-c).e_lat, v=(p-c).e_ant, w=(p-c).e_sup, "
+            "e_lat=+x right hip, -x left hip (docs/method.md section 1)",
+            "head": "neck-plane head: femur ∩ ball(c, r) ∩ {(p-c).n <= sqrt(r^2 - waist^2)} "
+            "(docs/method.md section 2); continuous volume analytic (minus the foveal pit)",
+            "lesion": "region enclosed by the outer margin of the low-signal band, band included, "
+            "restricted to the head, drill track excluded",
+            "continuous_volumes": "midpoint-rule integration of the continuous model on a 0.25 mm grid",
+            "labels": "voxel label = fraction of the voxel inside the set >= 0.5 (sub-sampled); "
+            "0 background, 1 head outside lesion, 2 lesion",
+            "location": "docs/method.md section 4 on the continuous model, using the recorded acetabular "
+            "edge and medial roof points in each scan's own frame",
+            "regeneration": "100 (V0 - Vt) / V0 of continuous volumes; zone maps in the baseline frame",
+            "motion": "q_followup = R @ q_baseline + t, scanner RAS mm",
+        },
+        "scans": records,
+    }
