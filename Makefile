@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 # The napari tests need a virtual X screen with OpenGL (QT_QPA_PLATFORM=offscreen has no GL for vispy).
 APT_PACKAGES := xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 \
 	libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0 \
-	libxcb-cursor0 libdbus-1-3
+	libxcb-cursor0 libdbus-1-3 dicom3tools
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 system-deps:
