@@ -150,10 +150,11 @@ def test_lateral_lesion_is_c2_arco3_all_in_zone_c2(spacing, tilt):
     assert m["zones_ml"]["A"] == m["zones_ml"]["B"] == m["zones_ml"]["C1"] == 0.0
     assert sum(m["zones_ml"][r] for r in L.AP_REGIONS) == pytest.approx(total)
     assert sum(v for k, v in m["zones_ml"].items() if "/" in k) == pytest.approx(total)
-    # the lesion lies lateral of u = 13 mm: the sagittal plane u = 0 misses it
-    assert m["arc_sagittal_deg"] is None and m["cna_deg"] is None and m["kerboul_grade"] is None
-    assert m["koo_kim_index"] is None and any("mid-sagittal" in w for w in m["warnings"])
-    assert m["arc_coronal_deg"] > 0
+    # the lesion lies lateral of u = 13 mm: the sagittal plane u = 0 misses it, so it touches no
+    # surface there: arc 0, and the combined figures stay defined (CNA = coronal arc + 0)
+    assert m["arc_coronal_deg"] > 0 and m["arc_sagittal_deg"] == 0.0
+    assert m["cna_deg"] == m["arc_coronal_deg"] and m["kerboul_grade"] == L.kerboul_grade_of(m["cna_deg"])
+    assert m["koo_kim_index"] == 0.0 and any("mid-sagittal plane: arc 0" in w for w in m["warnings"])
 
 
 def test_medial_lesion_is_a_arco1():
@@ -166,9 +167,10 @@ def test_medial_lesion_is_a_arco1():
 def test_lesion_absent_from_mid_coronal_plane():
     head, lesion, affine = right_case(lesion="posterior")
     m = metrics(head, lesion, affine)
-    assert m["jic_type"] is None and m["arco2021_type"] is None and m["arc_coronal_deg"] is None
-    assert m["jic_type_3d"] is not None and m["arc_sagittal_deg"] is not None
-    assert m["cna_deg"] is None and any("mid-coronal" in w for w in m["warnings"])
+    assert m["jic_type"] is None and m["arco2021_type"] is None and m["arc_coronal_deg"] == 0.0
+    assert m["jic_type_3d"] is not None and m["arc_sagittal_deg"] > 0
+    assert m["cna_deg"] == m["arc_sagittal_deg"] and m["koo_kim_index"] == 0.0
+    assert any("mid-coronal plane: arc 0" in w for w in m["warnings"])
     assert m["zones_ml"]["posterior"] == pytest.approx(lesion.sum() / 1000)
 
 

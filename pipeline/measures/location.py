@@ -612,7 +612,7 @@ def _mid_plane_figures(head: np.ndarray, lesion: np.ndarray, affine: np.ndarray,
     Returns
     -------
     dict
-        ``coronal`` and ``sagittal`` arcs, degrees (None where the lesion is absent from the plane).
+        ``coronal`` and ``sagittal`` arcs, degrees (0 where the lesion is absent from the plane).
     """
     warnings = out["warnings"]
     arcs = {}
@@ -620,8 +620,11 @@ def _mid_plane_figures(head: np.ndarray, lesion: np.ndarray, affine: np.ndarray,
         sc = surface_contact(head, lesion, affine, frame, plane, step_mm, contact_shell_mm, sample_order)
         les = sc.lesion
         if not les.image.any():
-            warnings.append(f"lesion absent from the mid-{plane} plane: its values are null")
-            arcs[plane] = None
+            # a lesion that does not cross the plane touches no surface there: its arc is 0, so CNA,
+            # the Kerboul grade and the Koo-Kim index stay defined (null only for an empty lesion)
+            what = "arc 0, JIC and ARCO types null" if plane == "coronal" else "arc 0"
+            warnings.append(f"lesion absent from the mid-{plane} plane: {what}")
+            arcs[plane] = 0.0
             continue
         arcs[plane] = arc_of_contact(sc)
         if arcs[plane] == 0.0:
@@ -639,16 +642,15 @@ def _combined_angles(arcs: dict, out: dict) -> None:
     Parameters
     ----------
     arcs : dict
-        ``coronal`` and ``sagittal`` arcs, degrees or None (:func:`_mid_plane_figures`).
+        ``coronal`` and ``sagittal`` arcs, degrees (:func:`_mid_plane_figures`).
     out : dict
-        The location figures; the combined ones stay None unless both arcs are known.
+        The location figures.
     """
     out["arc_coronal_deg"], out["arc_sagittal_deg"] = arcs["coronal"], arcs["sagittal"]
-    if arcs["coronal"] is not None and arcs["sagittal"] is not None:
-        cna = arcs["coronal"] + arcs["sagittal"]
-        out["cna_deg"] = float(cna)
-        out["kerboul_grade"] = kerboul_grade_of(cna)
-        out["koo_kim_index"] = float(arcs["coronal"] / 180.0 * arcs["sagittal"] / 180.0 * 100.0)
+    cna = arcs["coronal"] + arcs["sagittal"]
+    out["cna_deg"] = float(cna)
+    out["kerboul_grade"] = kerboul_grade_of(cna)
+    out["koo_kim_index"] = float(arcs["coronal"] / 180.0 * arcs["sagittal"] / 180.0 * 100.0)
 
 
 def _centroid_angles(uvw: np.ndarray, out: dict) -> None:
