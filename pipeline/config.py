@@ -124,6 +124,10 @@ class OutputSettings(_Section):
         "as-given", description="input paths in metrics.json: as the user gave them (batch: relative to the "
         "manifest), or the file name only (folder names often carry patient names)"
     )
+    dicom_seg: bool = Field(
+        False, description="for a DICOM input, also write seg.dcm (DICOM SEG) and sr.dcm (measurement report); "
+        "they carry the source's patient and study modules, on purpose (onfh analyze --dicom-seg)"
+    )
 
 
 class LongitudinalSettings(_Section):

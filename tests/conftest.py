@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -11,6 +13,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = ROOT.parent / "shared" / "realdata"
+
+# napari's settings (reader preferences among them: pipeline/napari/_preferences.py) go to a
+# throw-away file, never the user's: set before napari.settings is imported
+os.environ["NAPARI_CONFIG"] = str(Path(tempfile.mkdtemp(prefix="onfh-tests-napari-")) / "settings.yaml")
 
 
 def realdata(*parts: str) -> Path:

@@ -21,6 +21,7 @@ from pipeline.geometry.side import check_side
 from pipeline.io.outputs import atomic_output_dir, check_output_dir, provenance, recorded_path, sha256_of, write_json
 from pipeline.io.scan import Scan, load_scan, save_like
 from pipeline.masks.labels import import_masks, mask_source, read_mask
+from pipeline.masks.totalseg import read_femur_mask
 from pipeline.measures.hip import Analysis, measure_hip
 
 #: segmentation-record parameters that hold input paths
@@ -41,7 +42,8 @@ def record_input_paths(scan: Scan, image, segmentation: dict, settings: Settings
 
 def write_analysis(analysis: Analysis, out_dir: str | Path, settings: Settings, started: float,
                    title: str = "") -> Path:
-    """Write metrics.json, labels.nii.gz, zones.nii.gz, head.stl, lesion.stl and qc.png atomically."""
+    """Write metrics.json, labels.nii.gz, zones.nii.gz, head.stl, lesion.stl and qc.png atomically (and,
+    with ``outputs.dicom_seg``, seg.dcm and sr.dcm: :func:`pipeline.io.dicom_seg.write_dicom_outputs`)."""
     from pipeline.report.qc import write_qc_png
 
     out_dir = Path(out_dir)
@@ -57,6 +59,10 @@ def write_analysis(analysis: Analysis, out_dir: str | Path, settings: Settings, 
                 write_stl(tmp / f"{name}.stl", verts, faces, name=name)
         if settings.outputs.qc_png and analysis.frame is not None:
             write_qc_png(tmp / "qc.png", analysis, title, settings)
+        if settings.outputs.dicom_seg:
+            from pipeline.io.dicom_seg import write_dicom_outputs
+
+            write_dicom_outputs(tmp, analysis)
         written = replace(analysis.result, provenance=provenance(settings, time.perf_counter() - started))
         write_json(tmp / "metrics.json", written.to_json())
     return out_dir
@@ -124,10 +130,15 @@ def run_analyze(
     lesion_seeds=None,
     roi=None,
     path_base=None,
+    head_segment: str | None = None,
+    lesion_segment: str | None = None,
 ) -> Analysis:
     """Load, import masks (or segment automatically when none are given), measure, write.
 
     ``path_base`` (a batch manifest's folder): input paths inside it are recorded relative to it.
+
+    ``head_segment`` and ``lesion_segment`` name the segments of a 3D Slicer segmentation given
+    as ``labels`` (see :func:`pipeline.masks.labels.import_masks`).
 
     ``lesion_seeds`` (RAS mm points inside the lesion) and ``roi`` (RAS mm box x0, y0, z0, x1,
     y1, z1) steer the automatic segmentation (``pipeline.segment.segment_hip``).
@@ -139,17 +150,28 @@ def run_analyze(
     if source not in ("automatic", "femur+auto") and (lesion_seeds or roi is not None):
         raise InputError("--lesion-seed and --roi steer the automatic segmentation: give them without masks "
                          "(or with --femur-mask alone)")
+    if (head_segment or lesion_segment) and source != "labels":
+        raise InputError("--head-segment and --lesion-segment pick segments of a 3D Slicer segmentation "
+                         "(--labels FILE.seg.nrrd)")
+    if settings.outputs.dicom_seg:
+        from pipeline.io.dicom_seg import check_dicom_input
+
+        check_dicom_input(image)
     check_output_dir(out_dir, "analyze")  # before the work: a refused --out costs nothing
     scan = load_scan(image, series_uid=series_uid, spacing=spacing)
     scan.meta["sha256"] = sha256_of(image, scan.meta.get("files"))
     acetabulum = None
+    femur_map = None
     if source == "automatic":
         head, lesion, seg, warnings, found_acetabulum = segment_masks(scan, side, settings, lesion_seeds, roi)
         if acetabulum_mask is None:
             acetabulum = found_acetabulum
     else:
+        if source in ("femur", "femur+auto"):  # read here: a label map's hip bone is the acetabulum too
+            femur_map = read_femur_mask(femur_mask, scan, side, settings.labels.grid_tolerance_mm)
         head, lesion, seg, warnings = import_masks(
-            scan, settings, side, labels, head_mask, lesion_mask, femur_mask, lesion_label_explicit
+            scan, settings, side, labels, head_mask, lesion_mask, femur_map or femur_mask, lesion_label_explicit,
+            head_segment=head_segment, lesion_segment=lesion_segment,
         )
         if source == "femur+auto":
             lesion, seg, found_acetabulum = _automatic_lesion_in(head, scan, side, settings, seg, warnings,
@@ -159,6 +181,13 @@ def run_analyze(
     record_input_paths(scan, image, seg, settings, path_base)
     if acetabulum_mask is not None:
         acetabulum = select_side(read_mask(acetabulum_mask, scan, settings.labels.grid_tolerance_mm), scan.affine, side)
+    elif femur_map is not None and femur_map.record is not None:  # a label map: its hip bone of that side
+        if femur_map.hip is not None:
+            acetabulum = select_side(femur_map.hip, scan.affine, side)
+        else:
+            warnings.append(f"hip_{side} is absent from femur mask {Path(femur_map.path).name}: no acetabulum from it")
+    if femur_map is not None and femur_map.record is not None:
+        seg["femur_map"]["hip_used_as_acetabulum"] = acetabulum_mask is None and femur_map.hip is not None
     analysis = measure_hip(scan, head, lesion, side, settings, segmentation=seg, warnings=warnings,
                            acetabular_edge=edge, acetabular_roof_medial=roof_medial, acetabulum=acetabulum)
     write_analysis(analysis, out_dir, settings, started, title)

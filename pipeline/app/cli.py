@@ -53,12 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-side", action="store_true",
                    help="keep --side even where the anatomy (femoral neck, acetabulum) shows the other hip")
     p.add_argument("--out", required=True, help="output folder (replaced atomically)")
-    p.add_argument("--labels", help="label map on the image grid (head and lesion labels)")
+    p.add_argument("--labels", help="label map on the image grid (head and lesion labels), or a 3D Slicer "
+                   "segmentation (.seg.nrrd) or DICOM SEG (head and lesion segments by name or SNOMED CT code)")
     p.add_argument("--head-label", type=int, help="label of the femoral head (default 1)")
     p.add_argument("--lesion-label", type=int, help="label of the lesion (default 2)")
+    _segment_options(p)
     p.add_argument("--head-mask", help="binary femoral-head mask (lesion included)")
     p.add_argument("--lesion-mask", help="binary lesion mask")
-    p.add_argument("--femur-mask", help="binary proximal-femur mask; the head is isolated from it (without "
+    p.add_argument("--femur-mask", help="binary proximal-femur mask, or a TotalSegmentator label map (femur_<side>; "
+                   "its hip_<side> is the acetabulum); the head is isolated from it (without "
                    "--lesion-mask the lesion is segmented automatically inside that head)")
     p.add_argument("--acetabulum-mask", help="binary hip-bone/acetabulum mask for the weight-bearing span")
     p.add_argument("--acetabular-edge", help="lateral acetabular edge X,Y,Z (RAS mm)")
@@ -70,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--series", help="DICOM SeriesInstanceUID when a folder holds several series")
     p.add_argument("--spacing", help="voxel size SX,SY,SZ mm for files whose header has none")
     p.add_argument("--config", help="YAML settings (defaults: configs/default.yaml)")
+    _dicom_seg_option(p)
 
     p = sub.add_parser("compare", help="follow-up scans of one hip against its baseline: registration, regeneration")
     p.add_argument("baseline", help="baseline image")
@@ -81,9 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline-labels", help="label map on the baseline grid (head and lesion labels); "
                    "without label maps every visit is segmented automatically")
     p.add_argument("--followup-labels", nargs="+", metavar="MAP", help="one label map per follow-up, in order")
+    _segment_options(p, " (every visit's .seg.nrrd)")
     p.add_argument("--acetabular-edge", help="baseline lateral acetabular edge X,Y,Z (RAS mm): sets the zones")
     p.add_argument("--acetabular-roof-medial", help="baseline medial end of the acetabular roof X,Y,Z (RAS mm)")
     p.add_argument("--config", help="YAML settings (defaults: configs/default.yaml)")
+    _dicom_seg_option(p, " of every visit (followup_*: with the regeneration)")
 
     p = sub.add_parser("info", help="geometry and series facts of an image (no patient identifiers)")
     p.add_argument("image")
@@ -116,6 +122,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _segment_options(p, scope: str = "") -> None:
+    """--head-segment / --lesion-segment: which segments of a 3D Slicer segmentation to measure."""
+    p.add_argument("--head-segment", metavar="NAME", help="name of the femoral-head segment of a .seg.nrrd "
+                   f"(default: \"Femoral head\", \"Head\"... or SNOMED CT 2812003){scope}")
+    p.add_argument("--lesion-segment", metavar="NAME", help="name of the lesion segment of a .seg.nrrd "
+                   f"(default: \"Necrosis\", \"Lesion\"... or SNOMED CT 6574001){scope}")
+
+
+def _dicom_seg_option(p, scope: str = "") -> None:
+    """--dicom-seg: outputs.dicom_seg for this run."""
+    p.add_argument("--dicom-seg", action="store_true",
+                   help=f"DICOM input: also write seg.dcm (DICOM SEG: head, lesion) and sr.dcm (measurement report)"
+                   f"{scope}; they carry the patient and study modules, to go back to the PACS")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = _join_negative_points(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
@@ -140,7 +161,7 @@ def _cmd_analyze(args) -> int:
     from pipeline.config import load_settings
 
     settings = load_settings(args.config, labels__head=args.head_label, labels__lesion=args.lesion_label,
-                             side__on_contradiction=_trust(args))
+                             side__on_contradiction=_trust(args), outputs__dicom_seg=args.dicom_seg or None)
     # which masks may go together: pipeline.masks.labels.mask_source, first thing in run_analyze
     analysis = run_analyze(
         args.image, args.side, args.out, settings,
@@ -149,6 +170,7 @@ def _cmd_analyze(args) -> int:
         edge=parse_point(args.acetabular_edge) if args.acetabular_edge else None,
         roof_medial=parse_point(args.acetabular_roof_medial) if args.acetabular_roof_medial else None,
         lesion_label_explicit=args.lesion_label is not None, series_uid=args.series,
+        head_segment=args.head_segment, lesion_segment=args.lesion_segment,
         spacing=_spacing(args.spacing),
         lesion_seeds=[parse_point(p) for p in args.lesion_seed] if args.lesion_seed else None,
         roi=_roi(args.roi),
@@ -165,10 +187,12 @@ def _cmd_compare(args) -> int:
     from pipeline.config import load_settings
     from pipeline.measures.results import Longitudinal
 
-    settings = load_settings(args.config, side__on_contradiction=_trust(args))
+    settings = load_settings(args.config, side__on_contradiction=_trust(args),
+                             outputs__dicom_seg=args.dicom_seg or None)
     content = run_compare(
         args.baseline, args.followups, args.side, args.out, settings,
         baseline_labels=args.baseline_labels, followup_labels=args.followup_labels,
+        head_segment=args.head_segment, lesion_segment=args.lesion_segment,
         acetabular_edge=parse_point(args.acetabular_edge) if args.acetabular_edge else None,
         acetabular_roof_medial=parse_point(args.acetabular_roof_medial) if args.acetabular_roof_medial else None,
         # steps on a terminal only: in logs and pipes stderr stays the warnings or one error line

@@ -15,7 +15,11 @@ Output folder (written atomically: on any error nothing is left half-written)
 * ``followup_labels_in_baseline.nii.gz``: the follow-up labels on the baseline grid (nearest
   neighbour; 1 femoral head outside the lesion, 2 lesion);
 * ``qc.png``: baseline, aligned follow-up and change map on the mid-coronal and mid-sagittal
-  planes of the baseline head frame.
+  planes of the baseline head frame;
+* with ``--dicom-seg`` (``outputs.dicom_seg``, DICOM visits): ``followup_seg.dcm`` and
+  ``followup_sr.dcm``, the follow-up's DICOM SEG and measurement report on its own series, the
+  report with the regeneration (``baseline_seg.dcm`` and ``baseline_sr.dcm`` sit at the top of
+  DIR); see :mod:`pipeline.io.dicom_seg`.
 
 With one follow-up (the usual case, and the docs/design.md contract) they sit in DIR itself. With
 several, each follow-up k (1, 2, ... in command-line order) gets its own folder ``followup_<k>``,
@@ -73,7 +77,7 @@ FILES = {
 
 
 def load_visit(image, labels, side: str, settings: Settings, edge=None, roof_medial=None,
-               path_base=None) -> Analysis:
+               path_base=None, head_segment: str | None = None, lesion_segment: str | None = None) -> Analysis:
     """Load one visit and measure it in its own space.
 
     With a label map the masks are imported as ``onfh analyze --labels`` imports them; without
@@ -91,7 +95,8 @@ def load_visit(image, labels, side: str, settings: Settings, edge=None, roof_med
     if labels is None:
         head, lesion, seg, warnings, acetabulum = segment_masks(scan, side, settings)
     else:
-        head, lesion, seg, warnings = import_masks(scan, settings, side, labels=labels)
+        head, lesion, seg, warnings = import_masks(scan, settings, side, labels=labels, head_segment=head_segment,
+                                                   lesion_segment=lesion_segment)
     record_input_paths(scan, image, seg, settings, path_base)
     return measure_hip(scan, head, lesion, side, settings, segmentation=seg, warnings=warnings,
                        acetabular_edge=edge, acetabular_roof_medial=roof_medial, acetabulum=acetabulum)
@@ -110,6 +115,8 @@ def run_compare(
     title: str = "",
     progress=None,
     path_base=None,
+    head_segment: str | None = None,
+    lesion_segment: str | None = None,
 ) -> dict:
     """Compare follow-up scans of one hip with its baseline and write the results atomically.
 
@@ -138,6 +145,8 @@ def run_compare(
         Called with a short text as each step starts (the CLI prints it on stderr).
     path_base : path, optional
         A batch manifest's folder: input paths inside it are recorded relative to it.
+    head_segment, lesion_segment : str, optional
+        Segment names for the visits' 3D Slicer segmentations (the same for every visit).
 
     Returns
     -------
@@ -169,13 +178,22 @@ def run_compare(
         # another would measure the difference between the two methods, not the bone.
         raise InputError("give a label map for every visit (--baseline-labels and one --followup-labels per "
                          "follow-up) or for none (automatic segmentation of every visit), not for some")
+    if (head_segment or lesion_segment) and not any(given):
+        raise InputError("--head-segment and --lesion-segment pick segments of the visits' 3D Slicer "
+                         "segmentations: give them with --baseline-labels and --followup-labels")
 
+    if settings.outputs.dicom_seg:
+        from pipeline.io.dicom_seg import check_dicom_input
+
+        for image in (baseline, *followups):
+            check_dicom_input(image)
     check_output_dir(out_dir, "compare")  # before the work: a refused --out costs nothing
     say = progress or (lambda text: None)
     how = "measuring" if baseline_labels is not None else "segmenting and measuring"
     say(f"{how} the baseline")
     base = load_visit(baseline, baseline_labels, side, settings,
-                      edge=acetabular_edge, roof_medial=acetabular_roof_medial, path_base=path_base)
+                      edge=acetabular_edge, roof_medial=acetabular_roof_medial, path_base=path_base,
+                      head_segment=head_segment, lesion_segment=lesion_segment)
     several = len(followups) > 1
     entries: list[FollowupMetrics] = []
     out_dir = Path(out_dir)
@@ -183,7 +201,8 @@ def run_compare(
         for k, (image, labels) in enumerate(zip(followups, followup_labels), start=1):
             who = f"follow-up {k} of {len(followups)}" if several else "the follow-up"
             say(f"{how} {who}")
-            follow = load_visit(image, labels, side, settings, path_base=path_base)
+            follow = load_visit(image, labels, side, settings, path_base=path_base,
+                                head_segment=head_segment, lesion_segment=lesion_segment)
             say(f"registering {who} to the baseline and mapping the change")
             comparison = compare_visits(base, follow, settings)
             folder = tmp / f"followup_{k}" if several else tmp
@@ -207,7 +226,12 @@ def write_comparison(out_dir: str | Path, base: Analysis, follow: Analysis, comp
 
 def _write_longitudinal(folder: Path, base: Analysis, entries: list[FollowupMetrics], side: str,
                         settings: Settings, started: float) -> dict:
-    """longitudinal.json with its provenance into ``folder``; returns the content as written."""
+    """longitudinal.json with its provenance into ``folder`` (and, with ``outputs.dicom_seg``, the
+    baseline's baseline_seg.dcm and baseline_sr.dcm); returns the content as written."""
+    if settings.outputs.dicom_seg:
+        from pipeline.io.dicom_seg import write_dicom_outputs
+
+        write_dicom_outputs(folder, base, prefix="baseline_")
     result = longitudinal_result(base, entries, side)
     result.provenance = provenance(settings, time.perf_counter() - started)
     content = result.to_json()
@@ -250,6 +274,12 @@ def _write_followup(folder: Path, base: Analysis, follow: Analysis, comparison: 
         label = f"follow-up {index}" if index is not None else "follow-up"
         write_compare_qc_png(folder / FILES["qc_png"], base, comparison, f"{title} {label}".strip())
         files["qc_png"] = prefix + FILES["qc_png"]
+    if settings.outputs.dicom_seg:  # the follow-up's SEG and SR, with its regeneration as longitudinal.json has it
+        from pipeline.io.dicom_seg import write_dicom_outputs
+
+        regeneration = FollowupMetrics.from_json(comparison.result.to_json()).regeneration_pct
+        seg_name, sr_name = write_dicom_outputs(folder, follow, regeneration, prefix="followup_")
+        files["followup_seg"], files["followup_sr"] = prefix + seg_name, prefix + sr_name
     return files
 
 

@@ -163,7 +163,9 @@ def read_dicom(path: Path, series_uid: str | None = None, spacing=None):
     meta : dict
         ``format`` ("dicom" or "dicom-enhanced"), ``path``, ``warnings``, ``series_uid``,
         ``series_description``, ``series_number``, ``modality``, ``n_files``, ``n_slices`` and,
-        ``files`` (paths of the files read, sorted) and, when present, ``slice_thickness_mm``,
+        ``files`` (paths of the files read, sorted), ``slice_sop_uids`` and ``slice_frame_numbers``
+        (SOPInstanceUID and 1-based frame number, None for a single-frame file, of each slice along
+        the third array axis) and, when present, ``slice_thickness_mm``,
         ``slice_gap_mm``, ``manufacturer``, ``model``.
 
     Raises
@@ -1295,6 +1297,11 @@ def _meta(path: Path, files: list[_File], frames: list[_Frame], stack: _Stack, n
         "n_slices": len(stack.order),
         # The files actually read, so that callers can fingerprint exactly this series.
         "files": sorted(str(f.path) for f in files),
+        # Which image each slice of the array is, in the file's own slice order (the third array
+        # axis, Scan.source_ornt maps it to the canonical grid): DICOM SEG frames are tied to these.
+        # UIDs identify instances, not people; no output copies these keys (whitelists).
+        "slice_sop_uids": [str(frames[i].file.ds.get("SOPInstanceUID", "") or "") for i in stack.order],
+        "slice_frame_numbers": [None if frames[i].index is None else frames[i].index + 1 for i in stack.order],
     }
     patient = _clean(ds.get("PatientID", ""), 200)
     if patient:

@@ -269,6 +269,54 @@ def check_same_grid(other: Scan, scan: Scan, tolerance_mm: float, what: str) -> 
         raise InputError(f"{what} grid differs from the image: direction cosines differ by {dd:.2g}")
 
 
+def place_on_grid(other: Scan, scan: Scan, tolerance_mm: float, what: str) -> np.ndarray:
+    """``other``'s array on ``scan``'s canonical grid, when ``other`` is a crop of that grid.
+
+    3D Slicer saves a segmentation cropped to its segments' extent: the same lattice as the image
+    (spacing and direction within ``tolerance_mm``, as :func:`check_same_grid`), fewer voxels, its
+    first voxel on an image voxel centre. Such a crop is pasted at its integer offset (zeros
+    elsewhere), never resampled; a grid of the image's shape must be the image's grid exactly.
+
+    Raises
+    ------
+    InputError
+        Spacing or direction differ, the crop's origin lies off the image's voxel centres, or
+        non-zero voxels fall outside the image (the message names the difference).
+    """
+    if other.shape == scan.shape:
+        check_same_grid(other, scan, tolerance_mm, what)
+        return np.asarray(other.data)
+    ds = np.abs(other.spacing - scan.spacing)
+    if ds.max() > tolerance_mm:
+        raise InputError(
+            f"{what} grid differs from the image: spacing {np.round(other.spacing, 4).tolist()} mm "
+            f"vs {np.round(scan.spacing, 4).tolist()} mm"
+        )
+    dd = np.abs(other.affine[:3, :3] / other.spacing - scan.affine[:3, :3] / scan.spacing).max()
+    if dd > tolerance_mm / 100:
+        raise InputError(f"{what} grid differs from the image: direction cosines differ by {dd:.2g}")
+    index = mm_to_index(scan.affine, other.affine[:3, 3])
+    offset = np.round(index).astype(int)
+    off_lattice = float(np.linalg.norm(scan.affine[:3, :3] @ (index - offset)))
+    if off_lattice > tolerance_mm:
+        raise InputError(
+            f"{what} grid differs from the image: shape {other.shape} vs {scan.shape} and its first voxel "
+            f"lies {off_lattice:.3f} mm off the image's voxel centres (not a crop of the image grid)"
+        )
+    data = np.asarray(other.data)
+    lo = np.maximum(offset, 0)
+    hi = np.minimum(offset + np.asarray(other.shape), np.asarray(scan.shape))
+    inside = tuple(slice(int(a - o), int(b - o)) for a, b, o in zip(lo, hi, offset))
+    kept = data[inside] if np.all(hi > lo) else data[:0, :0, :0]
+    if np.count_nonzero(kept) != np.count_nonzero(data):
+        raise InputError(f"{what} extends beyond the image: {np.count_nonzero(data) - np.count_nonzero(kept):,} "
+                         "labelled voxels lie outside its grid")
+    out = np.zeros(scan.shape, dtype=data.dtype)
+    if kept.size:
+        out[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))] = kept
+    return out
+
+
 def save_like(array: np.ndarray, scan: Scan, path: str | Path, dtype=np.uint8) -> None:
     """Write an array on ``scan``'s canonical grid as NIfTI on the image's own grid.
 

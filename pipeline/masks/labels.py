@@ -13,7 +13,11 @@ import numpy as np
 from pipeline.config import Settings
 from pipeline.errors import InputError
 from pipeline.geometry.frame import isolate_head, select_side
+from pipeline.io.dicom_seg import is_dicom_seg, read_dicom_seg
 from pipeline.io.scan import Scan, load_labels
+from pipeline.io.slicer import is_slicer_segmentation, read_slicer_segmentation
+from pipeline.masks.segments import label_map_from_segments, pick_segments
+from pipeline.masks.totalseg import FemurMap, read_femur_mask
 
 #: What :func:`mask_source` returns: a label map; a head and a lesion mask; a femur mask with a
 #: lesion mask; a femur mask alone (automatic lesion inside its head); nothing (automatic).
@@ -69,18 +73,31 @@ def import_masks(
     lesion_mask: str | Path | None = None,
     femur_mask: str | Path | None = None,
     lesion_label_explicit: bool = False,
+    head_segment: str | None = None,
+    lesion_segment: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict, list[str]]:
     """Head and lesion masks of one hip on ``scan``'s grid, from what the user gave.
 
-    Sources: a label map (``labels``); a head and a lesion mask; or a proximal-femur mask from
-    which the head is isolated (docs/method.md section 2) with a lesion mask. A mask covering both
-    hips is cut to the requested ``side`` (the patient's right hip has the greater RAS x).
+    Sources: a label map (``labels``), or a 3D Slicer segmentation given as ``labels`` whose
+    head and lesion segments are picked by name or code (``head_segment``, ``lesion_segment``:
+    :func:`pipeline.masks.segments.pick_segments`); a head and a lesion mask; or a proximal-femur
+    mask from which the head is isolated (docs/method.md section 2) with a lesion mask. A mask
+    covering both hips is cut to the requested ``side`` (the patient's right hip has the greater
+    RAS x).
     """
     source = mask_source(labels, head_mask, lesion_mask, femur_mask)
     if source == "automatic":  # the caller segments automatically (pipeline.app.analyze.segment_masks)
         raise InputError(ALLOWED_SOURCES)
     tol = settings.labels.grid_tolerance_mm
     warnings: list[str] = []
+    named = head_segment is not None or lesion_segment is not None
+    if source == "labels" and is_slicer_segmentation(labels):
+        return _masks_from_slicer(labels, scan, side, settings, head_segment, lesion_segment)
+    if source == "labels" and is_dicom_seg(labels):
+        return _masks_from_dicom_seg(labels, scan, side, settings, head_segment, lesion_segment)
+    if named:
+        raise InputError("--head-segment and --lesion-segment pick segments of a 3D Slicer segmentation "
+                         "(--labels FILE.seg.nrrd) or a DICOM SEG")
     if source == "labels":
         label_map = load_labels(labels, scan, tol)
         head, lesion, warnings = masks_from_label_map(label_map, scan, side, settings, lesion_label_explicit,
@@ -90,22 +107,68 @@ def import_masks(
                               "lesion_label": settings.labels.lesion}}
         return head, lesion, seg, warnings
     if source in ("femur", "femur+auto"):
-        femur = select_side(read_mask(femur_mask, scan, tol), scan.affine, side)
+        # a binary femur mask, or the femur_<side> of a TotalSegmentator label map (already read
+        # by the caller when it wants that map's hip bone too: pipeline.app.analyze.run_analyze)
+        femur_map = (femur_mask if isinstance(femur_mask, FemurMap)
+                     else read_femur_mask(femur_mask, scan, side, tol))
+        warnings += femur_map.warnings
+        femur = select_side(femur_map.femur, scan.affine, side)
         head, info = isolate_head(femur, scan.affine, method=settings.head.method)
         warnings += info.pop("warnings", [])
         # without a lesion mask the caller segments the lesion automatically inside this head
         lesion = (read_mask(lesion_mask, scan, tol, allow_empty=True) if lesion_mask is not None
                   else np.zeros_like(head))
-        seg = {"method": f"head isolated from a femur mask ({settings.head.method})",
-               "parameters": {"femur_mask": str(femur_mask),
+        seg = {"method": (f"head isolated from {femur_map.record['femur']['name']} of a label map"
+                          if femur_map.record else "head isolated from a femur mask")
+                         + f" ({settings.head.method})",
+               "parameters": {"femur_mask": femur_map.path,
                               "lesion_mask": str(lesion_mask) if lesion_mask is not None else None},
                "head_isolation": info}
+        if femur_map.record:
+            seg["femur_map"] = femur_map.record
     else:  # "masks"
         head = read_mask(head_mask, scan, tol)
         lesion = read_mask(lesion_mask, scan, tol, allow_empty=True)
         seg = {"method": "imported masks",
                "parameters": {"head_mask": str(head_mask), "lesion_mask": str(lesion_mask)}}
     head, lesion = _one_hip(head, lesion, scan, side, warnings)
+    return head, lesion, seg, warnings
+
+
+def _masks_from_slicer(path, scan: Scan, side: str, settings: Settings, head_segment: str | None,
+                       lesion_segment: str | None) -> tuple[np.ndarray, np.ndarray, dict, list[str]]:
+    """Head and lesion of one hip from a 3D Slicer segmentation (:func:`_masks_from_segments`)."""
+    segments = read_slicer_segmentation(path, scan, settings.labels.grid_tolerance_mm)
+    return _masks_from_segments(segments, path, "3D Slicer segmentation", scan, side, settings, head_segment,
+                                lesion_segment)
+
+
+def _masks_from_dicom_seg(path, scan: Scan, side: str, settings: Settings, head_segment: str | None,
+                          lesion_segment: str | None) -> tuple[np.ndarray, np.ndarray, dict, list[str]]:
+    """Head and lesion of one hip from a DICOM SEG (:func:`pipeline.io.dicom_seg.read_dicom_seg`)."""
+    segments = read_dicom_seg(path, scan, settings.labels.grid_tolerance_mm)
+    return _masks_from_segments(segments, path, "DICOM SEG", scan, side, settings, head_segment, lesion_segment)
+
+
+def _masks_from_segments(segments, path, kind: str, scan: Scan, side: str, settings: Settings,
+                         head_segment: str | None, lesion_segment: str | None):
+    """Head and lesion of one hip from a multi-segment file (``kind``): the two picked segments
+    become the usual label map (:func:`pipeline.masks.segments.label_map_from_segments`), read by
+    :func:`masks_from_label_map` like any other."""
+    h, les = pick_segments(segments, head_segment, lesion_segment)
+    head_seg, lesion_seg = segments[h], segments[les]
+    head_mask, lesion_mask = head_seg.get_mask(), lesion_seg.get_mask()
+    if not (head_mask.any() or lesion_mask.any()):
+        raise InputError(f'head segment "{head_seg.name}" of {Path(path).name} is empty')
+    label_map = label_map_from_segments(head_mask, lesion_mask, settings)
+    head, lesion, warnings = masks_from_label_map(label_map, scan, side, settings, name=f"{kind} {Path(path).name}")
+    if not lesion_mask.any():  # the label-map warning names a label value the user never saw
+        warnings = [w for w in warnings if not w.startswith("lesion label ")]
+        warnings.append(f'lesion segment "{lesion_seg.name}" is empty: measured as a lesion-free head')
+    seg = {"method": f"imported {kind}",
+           "parameters": {"labels": str(path), "head_segment": head_seg.record(),
+                          "lesion_segment": lesion_seg.record(),
+                          "segments": [s.name for s in segments]}}
     return head, lesion, seg, warnings
 
 

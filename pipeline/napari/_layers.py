@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.io.scan import Scan, check_same_grid, load_labels, load_scan
+from pipeline.io.scan import Scan, load_labels, load_scan, place_on_grid
 
 META_KEY = "onfh"
 SCAN_KEY = "onfh_scan"
@@ -138,14 +138,16 @@ def labels_on_scan(layer, scan: Scan, tolerance_mm: float = 0.01) -> np.ndarray:
 
     The layer must cover the same voxels in space (napari world = RAS mm): its data-to-world
     affine is compared with the scan's exactly as ``onfh analyze --labels`` compares files
-    (shape, spacing, origin, direction within ``tolerance_mm``); the voxel order may differ.
+    (shape, spacing, origin, direction within ``tolerance_mm``); the voxel order may differ. A
+    layer on a crop of the scan's grid (a 3D Slicer segmentation saved cropped to its segments)
+    is pasted at its offset (:func:`pipeline.io.scan.place_on_grid`).
     """
     data = np.asarray(layer.data)
     if data.ndim != 3:
         raise InputError(f"labels layer {layer.name!r} is {data.ndim}D; a 3D label map is expected")
     as_scan = Scan.from_source(data, data_to_world_matrix(layer))
-    check_same_grid(as_scan, scan, tolerance_mm, what=f"labels layer {layer.name!r}")
-    return np.array(as_scan.data, dtype=np.int32, copy=True)
+    placed = place_on_grid(as_scan, scan, tolerance_mm, what=f"labels layer {layer.name!r}")
+    return np.array(placed, dtype=np.int32, copy=True)
 
 
 # layer data tuples --------------------------------------------------------------------------
@@ -241,12 +243,19 @@ def scan_with_labels(image: str | Path, labels: str | Path | None = None, tolera
     """An image and its label map (given, or found beside it by name) as two layers on one grid.
 
     The label map is read exactly as ``onfh analyze --labels`` reads it (checked against the
-    image's grid, reoriented, never resampled).
+    image's grid, reoriented, never resampled); a 3D Slicer segmentation is placed on the image's
+    grid (``pipeline/napari/_slicer.py: slicer_layer_data``).
     """
     scan = load_scan(image)
     layers = [image_layer_data(scan, stem(image))]
     labels = Path(labels) if labels is not None else matching_labels(image)
-    if labels is not None:
+    from pipeline.io.slicer import is_slicer_segmentation
+
+    if labels is not None and is_slicer_segmentation(labels):
+        from pipeline.napari._slicer import slicer_layer_data
+
+        layers.extend(slicer_layer_data(labels, scan, tolerance_mm=tolerance_mm))
+    elif labels is not None:
         label_map = load_labels(labels, scan, tolerance_mm)
         layers.append(labels_layer_data(label_map, scan, stem(labels), labels))
     return layers

@@ -3,13 +3,15 @@
 Every file goes through :func:`pipeline.io.scan.load_scan`, as in the CLI, and becomes a layer whose
 data is the canonical array and whose ``affine`` maps it to RAS mm (see :mod:`._layers`). Files
 whose name says "label map" (``*labels*``, ``*_seg*``, ``*mask*``...) and whose voxels are integers
-open as Labels layers on the same geometry.
+open as Labels layers on the same geometry. A 3D Slicer segmentation (``*.seg.nrrd``) opens as
+Labels with its segment names (:mod:`._slicer`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.io.slicer import is_slicer_segmentation
 from pipeline.napari._layers import IMAGE_SUFFIXES, read_layer_data
 
 DICOM_SUFFIXES = (".dcm", ".ima")
@@ -63,5 +65,10 @@ def read_paths(path) -> list[tuple]:
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     layers: list[tuple] = []
     for p in paths:
-        layers.extend(read_layer_data(p))
+        if is_slicer_segmentation(p):  # named segments: pipeline/napari/_slicer.py
+            from pipeline.napari._slicer import slicer_layer_data
+
+            layers.extend(slicer_layer_data(p))
+        else:
+            layers.extend(read_layer_data(p))
     return layers

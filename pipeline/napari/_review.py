@@ -158,6 +158,9 @@ def run_review(images: list, labels=None, side: str | None = None, config: str |
         if screenshot is not None:
             wait_for(compare_widget)
     if screenshot is None:
+        from pipeline.napari._preferences import on_activate
+
+        on_activate()  # File > Open here, and later napari sessions, read medical images with onfh
         napari.run()
         return 0
     error = widget.error or compare_widget.error
