@@ -118,14 +118,9 @@ def write_slicer_labels(path: str, data, attributes: dict) -> list[str]:
     the default settings: 1 and 2); other values are refused rather than dropped.
     """
     from pipeline.io.slicer import write_slicer_segmentation
-    from pipeline.napari._writer import labels_scan_geometry
+    from pipeline.napari._writer import layer_on_grid
 
-    data = np.asarray(data)
-    if data.ndim != 3:
-        raise InputError(f"the onfh writer saves 3D label maps; this layer is {data.ndim}D")
-    scan = labels_scan_geometry(data, attributes)
-    if tuple(data.shape) != scan.shape:
-        raise InputError(f"labels layer shape {data.shape} does not match its grid {scan.shape}")
+    data, scan = layer_on_grid(data, attributes)
     labels = Settings().labels
     others = sorted(set(present_labels(data)) - {labels.head, labels.lesion})
     if others:

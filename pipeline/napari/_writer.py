@@ -47,6 +47,17 @@ def labels_scan_geometry(data: np.ndarray, attributes: dict) -> Scan:
     return Scan(np.broadcast_to(np.uint8(0), np.shape(data)), affine, affine, identity, {})
 
 
+def layer_on_grid(data, attributes: dict) -> tuple[np.ndarray, Scan]:
+    """A Labels layer's 3D data and the grid it lies on, checked (what every onfh writer saves)."""
+    data = np.asarray(data)
+    if data.ndim != 3:
+        raise InputError(f"the onfh writer saves 3D label maps; this layer is {data.ndim}D")
+    scan = labels_scan_geometry(data, attributes)
+    if tuple(data.shape) != scan.shape:
+        raise InputError(f"labels layer shape {data.shape} does not match its grid {scan.shape}")
+    return data, scan
+
+
 def write_labels(path: str, data, attributes: dict) -> list[str]:
     """npe2 single-layer writer for Labels layers: NIfTI on the original grid.
 
@@ -55,12 +66,7 @@ def write_labels(path: str, data, attributes: dict) -> list[str]:
     list of str
         The path written.
     """
-    data = np.asarray(data)
-    if data.ndim != 3:
-        raise InputError(f"the onfh writer saves 3D label maps; this layer is {data.ndim}D")
-    scan = labels_scan_geometry(data, attributes)
-    if tuple(data.shape) != scan.shape:
-        raise InputError(f"labels layer shape {data.shape} does not match its grid {scan.shape}")
+    data, scan = layer_on_grid(data, attributes)
     out = nifti_path(path)
     save_like(data, scan, out, dtype=label_dtype(data))
     return [str(out)]
