@@ -42,6 +42,13 @@ def _join_negative_points(argv: list[str]) -> list[str]:
     return out
 
 
+def _side_options(p) -> None:
+    """--side and its override (analyze and compare)."""
+    p.add_argument("--side", required=True, choices=("left", "right"), help="the patient's hip")
+    p.add_argument("--trust-side", action="store_true",
+                   help="keep --side even where the anatomy (femoral neck, acetabulum) shows the other hip")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="onfh", description="Femoral-head osteonecrosis MRI volumetry (see README.md).")
     parser.add_argument("--version", action="version", version=f"onfh {__version__}")
@@ -49,9 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze", help="measure one hip of one scan")
     p.add_argument("image", help="NIfTI, NRRD, MHA/MHD file, or DICOM folder/file")
-    p.add_argument("--side", required=True, choices=("left", "right"), help="the patient's hip")
-    p.add_argument("--trust-side", action="store_true",
-                   help="keep --side even where the anatomy (femoral neck, acetabulum) shows the other hip")
+    _side_options(p)
     p.add_argument("--out", required=True, help="output folder (replaced atomically)")
     p.add_argument("--labels", help="label map on the image grid (head and lesion labels), or a 3D Slicer "
                    "segmentation (.seg.nrrd) or DICOM SEG (head and lesion segments by name or SNOMED CT code)")
@@ -78,9 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="follow-up scans of one hip against its baseline: registration, regeneration")
     p.add_argument("baseline", help="baseline image")
     p.add_argument("followups", nargs="+", metavar="followup", help="follow-up image(s), in visit order")
-    p.add_argument("--side", required=True, choices=("left", "right"), help="the patient's hip")
-    p.add_argument("--trust-side", action="store_true",
-                   help="keep --side even where the anatomy (femoral neck, acetabulum) shows the other hip")
+    _side_options(p)
     p.add_argument("--out", required=True, help="output folder (replaced atomically)")
     p.add_argument("--baseline-labels", help="label map on the baseline grid (head and lesion labels); "
                    "without label maps every visit is segmented automatically")
