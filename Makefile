@@ -35,9 +35,21 @@ test: setup system-deps
 
 # Each script writes its JSON into benchmarks/results (analyze.json, segment.json, compare.json, batch.json,
 # batch_x4.json).
+# pyradiomics (the yardstick of run.py) lives in its own venv: 3.0.1 is the release that builds on
+# Python 3.11 (3.1.0's sdist lacks its C headers) and it needs numpy < 2 at build and run time.
 BENCHMARKS := run segment compare batch
-bench: setup
-	for b in $(BENCHMARKS); do test ! -f benchmarks/$$b.py || $(PY) benchmarks/$$b.py --out benchmarks/results || exit 1; done
+RADIOMICS_VENV := benchmarks/.venv-radiomics
+RADIOMICS_PY := $(RADIOMICS_VENV)/bin/python
+
+$(RADIOMICS_VENV)/.installed:
+	test -x $(RADIOMICS_PY) || $(PYTHON) -m venv $(RADIOMICS_VENV)
+	$(RADIOMICS_PY) -m pip install -q --disable-pip-version-check "numpy<2" setuptools wheel versioneer
+	$(RADIOMICS_PY) -m pip install -q --disable-pip-version-check --no-build-isolation pyradiomics==3.0.1
+	touch $@
+
+bench: setup $(RADIOMICS_VENV)/.installed
+	for b in $(BENCHMARKS); do test ! -f benchmarks/$$b.py || PYRADIOMICS_PYTHON=$(RADIOMICS_PY) \
+		$(PY) benchmarks/$$b.py --out benchmarks/results || exit 1; done
 	$(PY) benchmarks/batch.py --copies 4 --out benchmarks/results  # a 48-task cohort: batch_x4.json
 
 lint: setup

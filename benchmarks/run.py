@@ -5,8 +5,13 @@ the whole program as a separate process, as a user would, several times: wall ti
 and the child's peak resident memory. Phases are also timed in-process (load, mask import,
 measurement, reconstruction, writing) to show where the time goes.
 
-If ``PYRADIOMICS_PYTHON`` names a Python that has pyradiomics, its shape features on the same
-masks are timed the same way (whole process), for the comparison the foundation issue asks for.
+If ``PYRADIOMICS_PYTHON`` names a Python that has pyradiomics (``make bench`` builds one in
+``benchmarks/.venv-radiomics``: pyradiomics 3.0.1 pins numpy < 2, so it cannot share ``.venv``),
+its shape features on the same masks are timed the same way (whole process) and in-process (imports
+paid once, median of repeated extractions), and the JSON holds the ratios issue 16 sets goals for:
+``ratio_process`` (onfh analyze process / pyradiomics process, goal <= 1.0) and
+``ratio_in_process`` (onfh's per-scan in-process cost, as in ``onfh batch`` with imports paid once,
+/ pyradiomics' in-process extraction, goal <= 0.5).
 
 Usage: python benchmarks/run.py --out benchmarks/results [--repeat 5]
 """
@@ -17,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from _timing import time_process  # noqa: E402
 
 CASES = {
+    "coronal_200x200x26": {"shape": (200, 26, 200), "spacing": (0.75, 3.5, 0.75)},
     "coronal_512x512x40": {"shape": (512, 40, 512), "spacing": (0.7, 3.5, 0.7)},
     "isotropic_320x320x200": {"shape": (320, 320, 200), "spacing": (1.0, 1.0, 1.0)},
 }
@@ -47,6 +54,25 @@ for label in (1, 2):
     f.enableAllFeatures()
     f.execute()
 print(time.perf_counter() - t)
+"""
+
+#: pyradiomics in-process: the same extraction repeated with the imports paid once; prints the
+#: median seconds per scan (both labels).
+RADIOMICS_IN_PROCESS_SNIPPET = """
+import statistics, sys, time
+import SimpleITK as sitk
+from radiomics import shape
+times = []
+for _ in range(int(sys.argv[3])):
+    t = time.perf_counter()
+    img = sitk.ReadImage(sys.argv[1])
+    lab = sitk.ReadImage(sys.argv[2])
+    for label in (1, 2):
+        f = shape.RadiomicsShape(img, lab, label=label)
+        f.enableAllFeatures()
+        f.execute()
+    times.append(time.perf_counter() - t)
+print(statistics.median(times))
 """
 
 
@@ -110,6 +136,26 @@ def time_phases(img: Path, lab: Path, out: Path) -> dict:
     return {k: round(v, 3) for k, v in phases.items()}
 
 
+def time_in_process(img: Path, lab: Path, out: Path, repeat: int) -> dict:
+    """The whole ``analyze --labels`` job (load, import, measure, write every output) repeated in
+    this process, the imports paid beforehand: the per-scan cost of ``onfh batch``."""
+    import shutil
+    import statistics
+
+    from pipeline.app.analyze import run_analyze
+    from pipeline.config import Settings
+
+    settings = Settings()
+    walls = []
+    for _ in range(repeat + 1):  # the first run pays the lazy imports (matplotlib, skimage)
+        shutil.rmtree(out, ignore_errors=True)
+        t = time.perf_counter()
+        run_analyze(img, "right", out, settings, labels=lab)
+        walls.append(time.perf_counter() - t)
+    return {"wall_s_median": round(statistics.median(walls[1:]), 3), "wall_s_min": round(min(walls[1:]), 3),
+            "first_run_s": round(walls[0], 3), "repeat": repeat}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -120,7 +166,8 @@ def main() -> int:
     onfh = str(Path(sys.executable).with_name("onfh"))
     radiomics_python = os.environ.get("PYRADIOMICS_PYTHON")
     results = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                           "platform": platform.platform()}, "cases": {}}
+                           "platform": platform.platform(),
+                           "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}, "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name, case in CASES.items():
             folder = Path(tmp) / name
@@ -138,13 +185,24 @@ def main() -> int:
                 [onfh, "analyze", str(img), "--side", "right", "--out", str(folder / "out_light"), "--labels",
                  str(lab), "--config", str(light)], args.repeat)
             entry["phases_in_process"] = time_phases(img, lab, folder / "out_phases")
+            entry["onfh_in_process_per_scan"] = time_in_process(img, lab, folder / "out_in_process", args.repeat)
             if radiomics_python:
                 script = folder / "radiomics_shape.py"
                 script.write_text(RADIOMICS_SNIPPET)
                 entry["pyradiomics_shape_process"] = time_process(
                     [radiomics_python, str(script), str(img), str(lab)], args.repeat)
+                script_in = folder / "radiomics_shape_in_process.py"
+                script_in.write_text(RADIOMICS_IN_PROCESS_SNIPPET)
+                out = subprocess.run([radiomics_python, str(script_in), str(img), str(lab), str(args.repeat)],
+                                     capture_output=True, text=True, check=True).stdout
+                entry["pyradiomics_shape_in_process_s_median"] = round(float(out.split()[-1]), 3)
+                entry["ratio_process"] = round(entry["onfh_analyze_process"]["wall_s_median"]
+                                               / entry["pyradiomics_shape_process"]["wall_s_median"], 2)
+                entry["ratio_in_process"] = round(entry["onfh_in_process_per_scan"]["wall_s_median"]
+                                                  / entry["pyradiomics_shape_in_process_s_median"], 2)
             results["cases"][name] = entry
             print(name, json.dumps(entry), flush=True)
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     path = out_dir / "analyze.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(path)

@@ -117,6 +117,37 @@ class GateSettings(_Section):
     )
 
 
+class CollapseSettings(_Section):
+    region_min_elevation_deg: float = Field(
+        0.0, ge=0, lt=90, description="weight-bearing surface for the head depression: directions from the head centre "
+        "at least this far above the equator, degrees (0: w > 0; docs/method.md section 6)",
+    )
+    averaging_sigma_mm: float = Field(
+        1.0, gt=0, le=5, description="surface depth averaged with a Gaussian of this sigma over the surface, which "
+        "cancels most of the voxel staircase of a binary mask, mm",
+    )
+    reference_passes: int = Field(
+        2, ge=1, le=5, description="the reference sphere as the grid images it is built at the fitted sphere, then "
+        "again at the sphere matched to the intact surface through it (2 passes)",
+    )
+    detection_limit_factor: float = Field(
+        0.7, gt=0, le=2, description="detection limit = this x the scan voxel's extent along the radial direction; a "
+        "shallower depression is stage 'none' (set from the null distribution on intact heads, docs/method.md 6)",
+    )
+    nf_cutoff_pct: float = Field(
+        25.0, gt=0, le=100, description="literature cut-off flagged at or above this NF, % (Hip Int 2022: collapse "
+        "within a year 90.6 % vs 31.3 %)",
+    )
+    jic_cutoff_types: tuple[str, ...] = Field(
+        ("C2",), description="literature cut-off flagged for these JIC types (Kuroda et al., Bone Joint Res 2019: "
+        "C2 collapsed in 84.8 % at 5 years)",
+    )
+    small_lesion_nf_pct: float = Field(
+        10.0, gt=0, le=100, description="literature cut-off flagged for a follow-up below this NF, % (pilot study, "
+        "Bone Joint Res 2022: hips under 10 % at 3 months did not progress)",
+    )
+
+
 class OutputSettings(_Section):
     qc_png: bool = Field(True, description="draw qc.png (about 1-2 s per scan)")
     stl: bool = Field(True, description="write head.stl and lesion.stl")
@@ -319,16 +350,42 @@ class SideSettings(_Section):
     )
 
 
+class ReadsSettings(_Section):
+    """Reader studies and test-retest acquisitions in ``onfh batch`` (docs/method.md section 7)."""
+
+    combine: Literal["adjudicated_or_first", "adjudicated_or_mean", "mean", "first_reader"] = Field(
+        "adjudicated_or_mean",
+        description="the value of a scan read several times used downstream (cohort statistics, regeneration): the "
+        "adjudicator's read where one exists, else the readers' mean (adjudicated_or_mean, the core-lab convention), "
+        "or else the first read listed in the manifest (adjudicated_or_first: adding a reader then never changes a "
+        "locked cohort's figures); mean: always the readers' mean; first_reader: always the first read",
+    )
+    adjudicator: str = Field(
+        "adjudicator", min_length=1, description="the reader name of adjudicated reads (not counted in agreement)"
+    )
+    default_reader: str = Field(
+        "reader1", min_length=1, description="the reader of manifest rows whose reader cell is empty"
+    )
+    discordant_nf_points: float = Field(
+        5.0, gt=0, description="two reads of a scan whose necrotic fractions differ by more are discordant, % points"
+    )
+    min_lesion_dice: float = Field(
+        0.7, ge=0, le=1, description="two reads of a scan whose lesion masks overlap less (Dice) are discordant"
+    )
+
+
 class Settings(_Section):
     labels: LabelSettings = LabelSettings()
     head: HeadSettings = HeadSettings()
     reconstruction: ReconstructionSettings = ReconstructionSettings()
     location: LocationSettings = LocationSettings()
     gates: GateSettings = GateSettings()
+    collapse: CollapseSettings = CollapseSettings()
     outputs: OutputSettings = OutputSettings()
     segmentation: SegmentationSettings = SegmentationSettings()
     longitudinal: LongitudinalSettings = LongitudinalSettings()
     side: SideSettings = SideSettings()
+    reads: ReadsSettings = ReadsSettings()
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

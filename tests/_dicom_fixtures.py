@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import yaml
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -168,3 +169,12 @@ def write_enhanced(path, data, affine_ras, *, shared_geometry=True, slopes=None,
 
 def read_raw(path):
     return pydicom.dcmread(str(path))
+
+
+def light_config(folder):
+    """Settings without the outputs the DICOM SEG tests do not look at (faster): a YAML file in
+    ``folder``."""
+    path = Path(folder) / "light.yaml"
+    path.write_text(yaml.safe_dump({"outputs": {"qc_png": False, "stl": False},
+                                    "reconstruction": {"isotropic": False}}))
+    return path

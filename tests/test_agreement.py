@@ -75,3 +75,34 @@ def test_repeatability_coefficient():
     assert out["wsd_ci95"][0] < wsd < out["wsd_ci95"][1]
     assert A.within_noise(2.0, out["rc"]) is True and A.within_noise(5.0, out["rc"]) is False
     assert A.within_noise(None, out["rc"]) is None
+
+
+def test_reader_study_with_three_readers_uses_fleiss_kappa_and_every_pair():
+    # 5 scans read by 3 readers; JIC types chosen so that every scan has some disagreement or not
+    jic = {"s1": ("C1", "C1", "C2"), "s2": ("B", "B", "B"), "s3": ("C2", "C2", "C2"), "s4": ("A", "B", "B"),
+           "s5": ("C1", "C2", "C2")}
+    nf = {"s1": (20.0, 21.0, 19.5), "s2": (12.0, 12.5, 11.0), "s3": (30.0, 33.0, 31.0), "s4": (8.0, 9.0, 8.5),
+          "s5": (25.0, 24.0, 26.5)}
+    readers = ("r1", "r2", "r3")
+    reads = [{"key": f"{s}_{r}", "scan_key": s, "subject": s, "side": "right", "timepoint_months": 0.0, "repeat": 1,
+              "reader": r, "necrotic_fraction_pct": nf[s][i], "head_volume_ml": 50.0 + i,
+              "lesion_volume_ml": nf[s][i] / 2, "jic_type": jic[s][i], "size_class": "B"}
+             for s in jic for i, r in enumerate(readers)]
+    out = A.reader_study(reads, {}, "adjudicator", 2.5, 0.7)
+    # Fleiss (1971) by hand: P_i = (sum_j n_ij^2 - n) / (n (n - 1)), P_e = sum_j p_j^2
+    cats = ("A", "B", "C1", "C2")
+    counts = np.array([[jic[s].count(c) for c in cats] for s in jic], dtype=float)
+    n = 3
+    p_i = ((counts ** 2).sum(axis=1) - n) / (n * (n - 1))
+    p_j = counts.sum(axis=0) / counts.sum()
+    expected = (p_i.mean() - (p_j ** 2).sum()) / (1 - (p_j ** 2).sum())
+    assert out["classes"]["jic_type"]["fleiss"]["kappa"] == pytest.approx(expected, abs=1e-9)
+    assert out["measures"]["necrotic_fraction_pct"]["icc"]["n_readers"] == 3
+    assert sorted(out["measures"]["necrotic_fraction_pct"]["bland_altman"]) == ["r1 vs r2", "r1 vs r3", "r2 vs r3"]
+    assert len(out["pairs"]) == 15
+    # discordant: NF apart by more than 2.5 points or another JIC type, per pair; no adjudicator: open
+    want = {(s, a, b) for s in jic for (i, a), (j, b) in
+            ((x, y) for x in enumerate(readers) for y in enumerate(readers) if x[0] < y[0])
+            if abs(nf[s][i] - nf[s][j]) > 2.5 or jic[s][i] != jic[s][j]}
+    assert {(p["scan"], *p["readers"]) for p in out["discordant"]} == want
+    assert all(p["status"] == "open" for p in out["discordant"])

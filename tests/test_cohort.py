@@ -187,3 +187,32 @@ def test_empty_and_failed_cohorts_do_not_crash():
     failed = cohort_summary([{"subject": "X", "side": "left", "timepoint_months": 0.0, "status": "error"}], [])
     assert failed["n_scans_ok"] == 0
     cohort_markdown(failed)
+
+
+def test_one_read_per_scan_combines_to_the_same_cohort():
+    """A reader study where every scan has one read gives the cohort tables of a plain run."""
+    from pipeline.report.cohort import combine_reads
+
+    scans = [{**s, "key": f"{s['subject']}_{s['timepoint_months']}", "reader": "reader1", "repeat": 1}
+             for s in _scans()]
+    changes = [{**c, "key": f"{c['subject']}_{c['timepoint_months']}", "reader": "reader1"} for c in _changes()]
+    for rule in ("adjudicated_or_first", "adjudicated_or_mean", "mean", "first_reader"):
+        combined = cohort_summary(combine_reads(scans, rule, "adjudicator"),
+                                  combine_reads(changes, rule, "adjudicator", kind="change"))
+        assert combined == cohort_summary(_scans(), _changes()), rule
+
+
+def test_followup_changes_are_flagged_against_the_repeatability_coefficient():
+    from pipeline.report.cohort import followup_noise
+
+    scans = [{"subject": "S", "side": "left", "timepoint_months": t, "status": "ok", "necrotic_fraction_pct": nf}
+             for t, nf in ((0.0, 20.0), (3.0, 19.0), (12.0, 12.0))]
+    changes = [{"key": f"S_m{t:g}", "subject": "S", "side": "left", "timepoint_months": t, "status": "ok",
+                "baseline_lesion_ml": 10.0, "followup_lesion_ml": vt, "regeneration_pct": 100 * (10 - vt) / 10}
+               for t, vt in ((3.0, 9.6), (12.0, 6.0))]
+    m3, m12 = followup_noise(scans, changes, rc_nf=1.5, rc_lesion_ml=0.5)
+    assert m3["nf_change_points"] == -1.0 and m3["nf_change_within_noise"] is True
+    assert m3["lesion_change_ml"] == pytest.approx(-0.4) and m3["regeneration_within_noise"] is True
+    assert m12["nf_change_within_noise"] is False and m12["regeneration_within_noise"] is False
+    (none,) = followup_noise(scans, changes[:1], rc_nf=None, rc_lesion_ml=None)
+    assert none["nf_change_within_noise"] is None and none["regeneration_within_noise"] is None

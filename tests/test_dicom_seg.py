@@ -16,7 +16,7 @@ import numpy as np
 import pydicom
 import pytest
 import yaml
-from _dicom_fixtures import write_series
+from _dicom_fixtures import light_config, write_series
 
 from pipeline.app.cli import main
 from pipeline.io.dicom_seg import HEAD_SEGMENT_NUMBER, LESION_SEGMENT_NUMBER, read_dicom_seg
@@ -60,14 +60,6 @@ def _series(folder, kind: str, series_uid=None, seed=3):
     return paths, lab, labels
 
 
-def _light_config(folder):
-    """Settings without the outputs these tests do not look at (faster)."""
-    path = folder / "light.yaml"
-    path.write_text(yaml.safe_dump({"outputs": {"qc_png": False, "stl": False},
-                                    "reconstruction": {"isotropic": False}}))
-    return path
-
-
 def _run(capsys, *args) -> tuple[int, list[str]]:
     rc = main([str(a) for a in args])
     return rc, capsys.readouterr().err.strip().splitlines()
@@ -109,7 +101,7 @@ def oblique(tmp_path_factory):
 
 def _analyse(kind: str, tmp) -> dict:
     paths, lab, labels = _series(tmp, kind)
-    config = [] if kind == "oblique" else ["--config", _light_config(tmp)]
+    config = [] if kind == "oblique" else ["--config", light_config(tmp)]
     out, again = tmp / "out", tmp / "again"
     assert main([str(a) for a in ("analyze", tmp / "dcm", "--labels", labels, "--side", "right", "--out", out,
                                   "--dicom-seg", *config)]) == 0
@@ -251,6 +243,24 @@ def test_dicom_seg_refused_for_nifti_input(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_batch_refuses_dicom_seg_for_a_nifti_row_before_any_scan(tmp_path, capsys):
+    """outputs.dicom_seg with a NIfTI row after a DICOM one: exit 2 and one line naming the row,
+    before the DICOM row runs; no output folder."""
+    _series(tmp_path, "oblique")
+    aff, lab = _geometry("oblique")
+    save_nifti(tmp_path / "img.nii.gz", (lab * 100).astype(np.int16), aff)
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("subject,side,timepoint_months,image,labels\n"
+                        "S01,right,0,dcm,labels.nii.gz\n"
+                        "S02,right,0,img.nii.gz,labels.nii.gz\n")
+    config = tmp_path / "seg.yaml"
+    config.write_text(yaml.safe_dump({"outputs": {"dicom_seg": True, "qc_png": False, "stl": False}}))
+    rc, err = _run(capsys, "batch", manifest, "--out", tmp_path / "out", "--config", config, "--workers", "1")
+    assert rc == 2 and len(err) == 1, err
+    assert "line 3" in err[0] and "S02 right hip" in err[0] and "DICOM input only" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
 def test_seg_of_another_series_is_refused(oblique, tmp_path, capsys):
     analysed = oblique
     _series(tmp_path, "oblique", seed=5)  # same grid, another SeriesInstanceUID
@@ -289,7 +299,7 @@ def test_labelmap_seg_from_highdicom_is_read(tmp_path_factory, tmp_path, capsys)
     # the head segment holds the head outside the lesion: onfh adds the lesion to it
     rc, err = _run(capsys, "analyze", analysed["tmp"] / "dcm", "--labels", tmp_path / "labelmap.dcm", "--side",
                    "right", "--out", tmp_path / "out", "--head-segment", "bone", "--lesion-segment", "dead bone",
-                   "--config", _light_config(tmp_path))
+                   "--config", light_config(tmp_path))
     assert rc == 0, err
     first, again = _metrics(analysed["out"]), _metrics(tmp_path / "out")
     for key in FIGURES:
@@ -309,7 +319,7 @@ def test_compare_writes_each_visit_and_the_regeneration(tmp_path, capsys):
     out = tmp_path / "cmp"
     rc, err = _run(capsys, "compare", visits[0][0], visits[1][0], "--side", "right", "--out", out,
                    "--baseline-labels", visits[0][1], "--followup-labels", visits[1][1], "--dicom-seg",
-                   "--config", _light_config(tmp_path))
+                   "--config", light_config(tmp_path))
     assert rc == 0, err
     longitudinal = json.loads((out / "longitudinal.json").read_text())
     entry = longitudinal["followups"][0]
@@ -336,7 +346,7 @@ def test_empty_lesion_gives_a_valid_seg(tmp_path, capsys):
     img = (np.random.default_rng(1).normal(300, 20, SHAPE) + 300 * (lab > 0)).astype(np.int16)
     write_series(tmp_path / "dcm", img, aff, patient_name="DOE^JANE", patient_id="SECRET123")
     labels = save_nifti(tmp_path / "labels.nii.gz", lab, aff)
-    config = _light_config(tmp_path)
+    config = light_config(tmp_path)
     rc, err = _run(capsys, "analyze", tmp_path / "dcm", "--labels", labels, "--side", "right", "--out",
                    tmp_path / "out", "--dicom-seg", "--config", config)
     assert rc == 0, err
@@ -362,7 +372,7 @@ def test_enhanced_multiframe_source(tmp_path, capsys):
     path = write_enhanced(tmp_path / "mr" / "enhanced.dcm", img, aff, patient_name="DOE^JANE", patient_id="SECRET123")
     labels = save_nifti(tmp_path / "labels.nii.gz", lab, aff)
     rc, err = _run(capsys, "analyze", path, "--labels", labels, "--side", "right", "--out", tmp_path / "out",
-                   "--dicom-seg", "--config", _light_config(tmp_path))
+                   "--dicom-seg", "--config", light_config(tmp_path))
     assert rc == 0, err
     for name in ("seg.dcm", "sr.dcm"):
         errors, warnings = _dciodvfy(tmp_path / "out" / name)
@@ -392,7 +402,7 @@ def test_automatic_segmentation_is_marked_automatic(tmp_path):
     from pipeline.io.dicom_seg import write_dicom_outputs
 
     _series(tmp_path, "oblique")
-    analysis = run_analyze(tmp_path / "dcm", "right", tmp_path / "out", load_settings(_light_config(tmp_path)),
+    analysis = run_analyze(tmp_path / "dcm", "right", tmp_path / "out", load_settings(light_config(tmp_path)),
                            labels=tmp_path / "labels.nii.gz")
     # as segment_hip records it (pipeline.segment.SegmentationResult.record)
     analysis.result = replace(analysis.result, segmentation={"method": "automatic", "parameters": {}})

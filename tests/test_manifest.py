@@ -140,7 +140,7 @@ def test_a_quoted_field_over_two_lines_keeps_later_line_numbers(study, capsys, t
     ("S01,right,0,missing.nii.gz,,", "line 3: image 'missing.nii.gz' does not exist"),
     ("S01,right,0,../store/mri/c.nii.gz,,", "line 3: image path '../store/mri/c.nii.gz' is outside the manifest's "
                                             "folder (give files elsewhere as absolute paths)"),
-    ("S02,left,0,a.nii.gz,,", "line 3: S02 left hip at 0 months is listed twice"),
+    ("S02,left,0,a.nii.gz,,", "line 3: S02 left hip at 0 months is listed twice (also on line 2)"),
 ])
 def test_row_refusals_name_line_and_column(study, capsys, tmp_path, row, message):
     lines = ["subject,side,timepoint_months,image,acetabular_edge,outcome", "S02,left,0,b.nii.gz,,", row]

@@ -119,20 +119,23 @@ def test_widget_equals_cli_and_exports_the_same_files(make_napari_viewer, qtbot,
     np.testing.assert_allclose(plane.data_to_world([0, 0, 0])[1], centre[1], atol=1e-9)
     np.testing.assert_allclose(plane.data_to_world([5, 0, 7])[1], centre[1], atol=1e-9)
 
-    worker = widget.export(tmp_path / "gui")
+    widget.reader_edit.setText("jdoe")
+    worker = widget.export(tmp_path / "reads")
     assert worker is not None
     qtbot.waitUntil(lambda: widget.last_export is not None and not widget.busy, timeout=WAIT_MS)
-    exported = json.loads((tmp_path / "gui" / "metrics.json").read_text())
+    gui = tmp_path / "reads" / "jdoe" / "hip"  # the reader's folder, the image's name
+    assert widget.last_export == gui
+    exported = json.loads((gui / "metrics.json").read_text())
     assert {k: v for k, v in exported.items() if k != "provenance"} == {
         k: v for k, v in cli.items() if k != "provenance"}
     assert exported["provenance"]["config_sha256"] == cli["provenance"]["config_sha256"]
     for name in ("labels.nii.gz", "zones.nii.gz"):
-        a, b = nib.load(str(tmp_path / "gui" / name)), nib.load(str(tmp_path / "cli" / name))
+        a, b = nib.load(str(gui / name)), nib.load(str(tmp_path / "cli" / name))
         np.testing.assert_array_equal(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj))
         np.testing.assert_array_equal(a.affine, b.affine)
     for name in ("head.stl", "lesion.stl"):
-        assert (tmp_path / "gui" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes()
-    assert (tmp_path / "gui" / "qc.png").stat().st_size > 10_000
+        assert (gui / name).read_bytes() == (tmp_path / "cli" / name).read_bytes()
+    assert (gui / "qc.png").stat().st_size > 10_000
 
 
 def test_painting_lesion_voxels_and_remeasuring(make_napari_viewer, qtbot, hip_files, tmp_path):
@@ -338,17 +341,20 @@ def _fast_config(tmp_path):
 
 
 def test_export_into_a_folder_holding_other_files_is_refused(make_napari_viewer, qtbot, hip_files, tmp_path):
-    """Export never replaces a folder holding files onfh did not write (e.g. the scan's own)."""
+    """Export never replaces a folder holding files onfh did not write (e.g. the scan's own), and
+    then saves no read either."""
     viewer = make_napari_viewer()
     widget = open_with_widget(viewer, hip_files, edge=EDGE)
+    widget.reader_edit.setText("jdoe")
     measure(qtbot, widget)
-    study = tmp_path / "study"
-    study.mkdir()
+    study = tmp_path / "reads" / "jdoe" / "hip"
+    study.mkdir(parents=True)
     (study / "report_draft.docx").write_bytes(b"the reader's own file")
-    worker = widget.export(study)
+    worker = widget.export(tmp_path / "reads")
     assert worker is not None
     qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
     assert widget.last_export is None
     assert "report_draft.docx" in widget.error and "did not write" in widget.error
     assert [p.name for p in study.iterdir()] == ["report_draft.docx"]
+    assert [p.name for p in study.parent.iterdir()] == ["hip"]  # no labels file, no audit entry
     assert (study / "report_draft.docx").read_bytes() == b"the reader's own file"

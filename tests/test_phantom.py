@@ -359,6 +359,8 @@ MANIFEST_COLUMNS = [
     "femur_mask",
     "acetabular_edge",
     "outcome",
+    "reader",
+    "repeat",
 ]
 
 

@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from matplotlib.collections import PathCollection, PolyCollection  # noqa: E402
+from matplotlib.collections import PathCollection  # noqa: E402
 
 from pipeline.config import Settings  # noqa: E402
 from pipeline.geometry.frame import HeadFrame, plane_points  # noqa: E402
@@ -117,39 +117,67 @@ def test_anterior_view_projection_sees_the_patient_from_the_front():
     assert qc.project_anterior_view(c, c) == pytest.approx([0, 0, 0])
 
 
+def _lesion_pixels_xy(ax):
+    """Screen mm (x, y) of the 3D panel's pixels that show the lesion (red), read from the image."""
+    (image,) = [im for im in ax.get_images() if im.get_gid() == "meshes"]
+    rgb = np.asarray(image.get_array(), dtype=float)
+    left, right, bottom, top = image.get_extent()
+    n_rows, n_cols = rgb.shape[:2]
+    red = (rgb[..., 0] - rgb[..., 1] > 0.3) & (rgb[..., 0] - rgb[..., 2] > 0.3)
+    rows, cols = np.nonzero(red)
+    x = left + (cols + 0.5) * (right - left) / n_cols
+    y = bottom + (rows + 0.5) * (top - bottom) / n_rows
+    return x, y, rgb
+
+
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_3d_panel_draws_the_lateral_lesion_on_the_patients_side(side, request):
     analysis, fig = request.getfixturevalue(side)
     ax = _panel(fig, "3D")
-    (meshes,) = [c for c in ax.collections if isinstance(c, PolyCollection) and c.get_gid() == "meshes"]
-    polys = meshes.get_paths()
-    is_lesion = meshes.get_facecolors()[:, 3] > 0.5  # the lesion is the opaque mesh, the head the faint one
-    assert is_lesion.any() and (~is_lesion).any()
-    lesion_xy = np.concatenate([p.vertices for p, les in zip(polys, is_lesion) if les])
+    x, y, rgb = _lesion_pixels_xy(ax)
+    assert len(x) > 100
+    # the faint head shows around the lesion (grey, darker than the background)
+    grey = (np.ptp(rgb, axis=-1) < 0.05) & (rgb[..., 0] < 0.9)
+    assert grey.sum() > len(x) / 2
     # Lateral-superior lesion: patient's right hip -> viewer's left; left hip -> viewer's right.
-    assert np.sign(lesion_xy[:, 0].mean()) == (-1 if side == "right" else 1)
-    assert lesion_xy[:, 1].mean() > 5.0
+    assert np.sign(x.mean()) == (-1 if side == "right" else 1)
+    assert y.mean() > 5.0
     assert _edge_texts(ax) == {"left": "R", "right": "L", "top": "S", "bottom": "I"}
 
 
 @pytest.mark.parametrize("ap", [1.0, -1.0])
-def test_3d_panel_paints_far_faces_first(ap):
-    """Painter's order: an anterior lesion is painted after most of the head (the viewer sees it
-    through the head's faint front only), a posterior one before most of it."""
+def test_3d_panel_shows_the_nearest_surface(ap):
+    """Depth order: an anterior lesion is the head's front surface where it shows (seen through
+    nothing but the head's faint front), a posterior one lies behind the head's front; both are
+    drawn over the head's far side, and each pixel's colour is composed far to near."""
     scan, head, _, centre, _ = _hip("right")
     v = (voxel_centres(head.shape, scan.affine) - centre)[..., 1]
     lesion = head & (ap * v > 10.0)
     hip = SimpleNamespace(scan=scan, head=head, lesion=lesion)
-    fig, ax = plt.subplots()
-    try:
-        qc._meshes(ax, hip, HeadFrame(centre, R, "right"))
-        (meshes,) = ax.collections
-        rank = np.arange(len(meshes.get_paths()))
-        is_lesion = meshes.get_facecolors()[:, 3] > 0.5
-        later = rank[is_lesion].mean() > rank[~is_lesion].mean()
-        assert later == (ap > 0)
-    finally:
-        plt.close(fig)
+    view = qc.depth_view(hip, HeadFrame(centre, R, "right"))
+    shown = np.isfinite(view.lesion_front)
+    assert shown.sum() > 100
+    gap = (view.head_front - view.lesion_front)[shown]
+    if ap > 0:
+        assert np.median(gap) < 1.0  # the lesion is the head's front there
+    else:
+        assert np.median(gap) > 10.0  # a head's depth of faint tissue lies in front of it
+    assert np.median(view.lesion_front[shown] - view.head_back[shown]) > 1.0  # in front of the head's far side
+    # the same pixels composed by hand: background, head far side, lesion far and near, head near
+    r, c = np.argwhere(shown)[len(np.argwhere(shown)) // 2]
+    assert view.rgb[r, c, 0] - view.rgb[r, c, 1] > 0.3  # red shows through the faint head
+    unshown = np.isfinite(view.head_front) & ~shown
+    assert np.all(np.ptp(view.rgb[unshown], axis=-1) < 1e-9)  # grey only where no lesion
+
+
+def test_picture_is_written_as_png(right, tmp_path):
+    analysis, _ = right
+    path = tmp_path / "qc.png"
+    qc.write_qc_png(path, analysis, "", SETTINGS)
+    from PIL import Image
+
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size == (1300, 500)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ from pipeline.masks.labels import import_masks
 from pipeline.measures.hip import measure_hip
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
-ROWS = list(csv.DictReader(open(SAMPLE / "manifest.csv")))
+# The truth label maps are the default reader's reads (empty reader cell); the reader study's other
+# reads (reader2, the adjudicator) are no truth of their own.
+ROWS = [r for r in csv.DictReader(open(SAMPLE / "manifest.csv")) if not r.get("reader")]
 
 
 def _truth(row):
@@ -34,7 +36,7 @@ def measured():
         analysis = measure_hip(scan, head, lesion, row["side"], settings, seg, warnings,
                                acetabular_edge=truth["acetabular_edge_ras_mm"],
                                acetabular_roof_medial=truth["acetabular_roof_medial_ras_mm"])
-        out[(row["subject"], row["side"], row["timepoint_months"])] = (analysis, truth)
+        out[(row["subject"], row["side"], row["timepoint_months"], row.get("repeat"))] = (analysis, truth)
     return out
 
 

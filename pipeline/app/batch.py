@@ -21,6 +21,14 @@ are rebuilt from the records at the end, sorted by hip and timepoint, with the s
 timepoint and outcome of the *current* manifest. Identical inputs give identical tables whatever
 the worker count, the order of completion or the number of interruptions, apart from the
 ``elapsed_s`` column.
+
+A manifest with ``reader`` or ``repeat`` columns (docs/method.md section 7) makes every read its
+own scan task and folder (``scans/S01_right_m00_reader2``), compares each reader's follow-up
+against the same reader's baseline, and adds the reader study: ``reader`` and ``repeat`` columns
+in the tables, the value used downstream per scan by ``reads.combine``
+(:func:`pipeline.report.cohort.combine_reads`), agreement.json (ICC, Bland-Altman, kappa, lesion
+Dice and HD95 per scan and reader pair), repeatability.json (test-retest pairs), adjudication.csv
+(discordant read pairs) and the Agreement section of cohort.md and report.html.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from pathlib import Path
 
 from pipeline import __version__
 from pipeline.errors import InputError
-from pipeline.io.manifest import ScanRow, read_manifest
+from pipeline.io.manifest import ScanRow, has_reads, read_manifest
 from pipeline.io.outputs import (
     check_output_dir,
     clean_json,
@@ -65,6 +73,16 @@ CHANGE_COLUMNS = (
     "key", "subject", "side", "timepoint_months", "baseline_key", "outcome", "status", "error",
     *FollowupMetrics.CSV_COLUMNS, "folder", "elapsed_s",
 )
+#: scans.csv of a reader study (a manifest with reader or repeat columns): who read which acquisition.
+READ_SCAN_COLUMNS = (*SCAN_COLUMNS[:4], "repeat", "reader", *SCAN_COLUMNS[4:])
+#: changes.csv of a reader study: the reader whose two reads were compared, and the change against
+#: the repeatability coefficient (docs/method.md section 7).
+READ_CHANGE_COLUMNS = (*CHANGE_COLUMNS[:4], "reader", *CHANGE_COLUMNS[4:-2], "nf_change_points",
+                       "nf_change_within_noise", "regeneration_within_noise", *CHANGE_COLUMNS[-2:])
+#: adjudication.csv: the discordant read pairs of a reader study.
+ADJUDICATION_COLUMNS = ("scan", "subject", "side", "timepoint_months", "repeat", "reader_a", "reader_b", "reasons",
+                        "necrotic_fraction_a", "necrotic_fraction_b", "jic_type_a", "jic_type_b", "lesion_dice",
+                        "lesion_hd95_mm", "status", "adjudicated_read")
 #: Columns that may differ between two runs on identical inputs.
 TIMING_COLUMNS = ("elapsed_s",)
 
@@ -75,13 +93,24 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 
 # planning -----------------------------------------------------------------------------------
 def plan_tasks(rows: list[ScanRow], out_dir: Path, settings) -> list[dict]:
-    """Change and scan tasks as plain, picklable dicts (they travel to Dask workers), longest first."""
+    """Change and scan tasks as plain, picklable dicts (they travel to Dask workers), longest first.
+
+    A follow-up is compared with the baseline read by the same reader, first acquisitions only
+    (repeat acquisitions serve the repeatability): each reader's regeneration comes from that
+    reader's own masks at both visits.
+    """
     config_json = settings.canonical_json()
-    baselines = {(r.subject, r.side): r for r in rows if r.timepoint_months == 0}
+    default = settings.reads.default_reader
+
+    def hip(r):
+        return r.subject, r.side, r.reader or default
+
+    first = [r for r in rows if (r.repeat or 1) == 1]
+    baselines = {hip(r): r for r in first if r.timepoint_months == 0}
     records = out_dir / RECORDS
     tasks = []
-    for row in rows:
-        base = baselines.get((row.subject, row.side))
+    for row in first:
+        base = baselines.get(hip(row))
         if row.timepoint_months > 0 and base is not None:
             tasks.append(_task("change", row, out_dir / "changes" / row.key, records, config_json, base))
     for row in rows:
@@ -163,7 +192,7 @@ def fingerprint(task: dict, hashes: InputHashes | None = None) -> str:
     side and landmarks (not file names or locations: a moved cohort keeps its fingerprints)."""
     hashes = hashes or InputHashes(Path(os.devnull))
     digest = hashlib.sha256()
-    digest.update(f"{task['kind']}|{__version__}|{task['config_json']}".encode())
+    digest.update(f"{task['kind']}|{__version__}|{_result_settings(task['config_json'])}".encode())
     inputs = scan_inputs if task["kind"] == "scan" else change_inputs
     for row in (task["baseline"], task["row"]):
         if row is None:
@@ -172,6 +201,15 @@ def fingerprint(task: dict, hashes: InputHashes | None = None) -> str:
             digest.update(f"|{name}:{hashes.sha256(path)}".encode())
         digest.update(f"|{row['side']}|{row.get('acetabular_edge')}".encode())
     return digest.hexdigest()
+
+
+def _result_settings(config_json: str) -> str:
+    """The settings that decide a task's figures: all but ``reads`` (how reads are combined and
+    which pairs count as discordant is decided when the tables are built; changing it must not
+    redo a cohort's scans)."""
+    config = json.loads(config_json)
+    config.pop("reads", None)
+    return json.dumps(config, sort_keys=True, separators=(",", ":"))
 
 
 # running one task (in a worker) ---------------------------------------------------------------
@@ -232,9 +270,16 @@ def _run_scan(task: dict, settings) -> dict:
         row["image"], row["side"], task["folder"], settings, labels=inputs.get("labels"),
         head_mask=inputs.get("head_mask"), lesion_mask=inputs.get("lesion_mask"),
         femur_mask=inputs.get("femur_mask"), edge=row.get("acetabular_edge"),
-        title=f"{row['subject']} {row['side']} {row['timepoint_months']:g} months", path_base=task.get("path_base"),
+        title=f"{row['subject']} {row['side']} {row['timepoint_months']:g} months{_read_title(row)}",
+        path_base=task.get("path_base"),
     )
     return scan_record(analysis.result)
+
+
+def _read_title(row: dict) -> str:
+    """", repeat 2, reader2" for a picture's title (nothing for a manifest without reads)."""
+    return "".join(f", {text}" for text in (f"repeat {row['repeat']}" if row.get("repeat") else "",
+                                            f"read by {row['reader']}" if row.get("reader") else "") if text)
 
 
 def scan_record(result: HipMetrics) -> dict:
@@ -257,7 +302,7 @@ def _run_change(task: dict, settings) -> dict:
         base["image"], [row["image"]], row["side"], task["folder"], settings,
         baseline_labels=base.get("labels"), followup_labels=[row.get("labels")],
         acetabular_edge=base.get("acetabular_edge"),
-        title=f"{row['subject']} {row['side']} {row['timepoint_months']:g} vs 0 months",
+        title=f"{row['subject']} {row['side']} {row['timepoint_months']:g} vs 0 months{_read_title(row)}",
         path_base=task.get("path_base"),
     )
     return change_record(Longitudinal.from_json(result))
@@ -286,6 +331,9 @@ def run_batch(manifest: str | Path, out_dir: str | Path, settings, workers: int 
     if workers is not None and workers < 1:
         raise InputError("--workers must be at least 1")
     rows = read_manifest(manifest, require_exists=False)
+    _check_reader_names(rows, settings, Path(manifest).name)
+    if settings.outputs.dicom_seg:
+        _check_dicom_rows(rows, Path(manifest).name)
     out_dir = check_output_dir(out_dir, "batch").resolve()
     records_dir = out_dir / RECORDS
     created = not out_dir.exists()
@@ -299,6 +347,30 @@ def run_batch(manifest: str | Path, out_dir: str | Path, settings, workers: int 
         if created and not any(records_dir.glob("*-*.json")):
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
+
+
+def _check_dicom_rows(rows, manifest_name: str) -> None:
+    """Refuse ``outputs.dicom_seg`` for a cohort with a non-DICOM image before any scan runs: a
+    SEG refers to DICOM instances, and the row would otherwise fail only when its turn came."""
+    from pipeline.io.dicom_seg import check_dicom_input
+
+    for row in rows:
+        try:
+            check_dicom_input(row.image)
+        except InputError as exc:
+            raise InputError(f"manifest {manifest_name} line {row.line} ({row.describe()}): {exc}") from None
+
+
+def _check_reader_names(rows: list[ScanRow], settings, name: str) -> None:
+    """A reader named like the default reader is that reader: with an unnamed row of the same scan
+    it would be the same read twice."""
+    default = settings.reads.default_reader
+    unnamed = {r.scan_key: r for r in rows if not r.reader}
+    for r in rows:
+        if r.reader == default and r.scan_key in unnamed:
+            raise InputError(f"manifest {name} line {r.line}: {r.describe()} is also line "
+                             f"{unnamed[r.scan_key].line}, whose empty reader cell means the default reader "
+                             f"{default!r} (reads.default_reader)")
 
 
 def _run_locked(out_dir: Path, records_dir: Path, rows, settings, workers, scheduler, resume, stream,
@@ -336,7 +408,7 @@ def _run_locked(out_dir: Path, records_dir: Path, rows, settings, workers, sched
                 progress.update(task, record)
         finally:
             progress.close()
-        write_tables(out_dir, tasks, records)
+        write_tables(out_dir, tasks, records, settings, reads=has_reads(rows))
     failed = sum(1 for r in records.values() if r["status"] != "ok")
     progress.line(f"{len(records) - failed} of {len(records)} tasks ok, {failed} failed; "
                   f"report: {out_dir / 'report.html'}")
@@ -585,8 +657,10 @@ def _clock(seconds: float | None) -> str:
 
 
 # tables, statistics, report -------------------------------------------------------------------
-def table_rows(tasks: list[dict], records: dict[str, dict], kind: str, root: Path) -> list[dict]:
-    """Records joined with the current manifest's facts, sorted by hip and timepoint."""
+def table_rows(tasks: list[dict], records: dict[str, dict], kind: str, root: Path,
+               default_reader: str = "reader1") -> list[dict]:
+    """Records joined with the current manifest's facts, sorted by hip, timepoint, acquisition and
+    manifest order (the order of the reads of one scan: the first read listed comes first)."""
     rows = []
     for task in tasks:
         record = records.get(record_name(task))
@@ -595,28 +669,179 @@ def table_rows(tasks: list[dict], records: dict[str, dict], kind: str, root: Pat
         row = task["row"]
         facts = {"key": task["key"], "subject": row["subject"], "side": row["side"],
                  "timepoint_months": row["timepoint_months"], "outcome": row.get("outcome"),
-                 "folder": Path(os.path.relpath(task["folder"], root)).as_posix()}
+                 "folder": Path(os.path.relpath(task["folder"], root)).as_posix(),
+                 "reader": row.get("reader") or default_reader, "repeat": row.get("repeat") or 1,
+                 "scan_key": _scan_key(row), "line": row.get("line", 0)}
         if task["baseline"]:
             facts["baseline_key"] = task["baseline"]["key"]
         rows.append({**record, **facts})
-    return sorted(rows, key=lambda r: (r["subject"], r["side"], r["timepoint_months"]))
+    return sorted(rows, key=lambda r: (r["subject"], r["side"], r["timepoint_months"], r["repeat"], r["line"]))
 
 
-def write_tables(out_dir: Path, tasks: list[dict], records: dict[str, dict]) -> None:
-    """scans.csv, changes.csv, cohort.json, cohort.md and report.html from the records."""
+def _scan_key(row: dict) -> str:
+    """The acquisition's key (the read's key without its reader) of a task's row dict."""
+    return ScanRow(row["subject"], row["side"], row["timepoint_months"], Path(row["image"]),
+                   repeat=row.get("repeat")).scan_key
+
+
+def write_tables(out_dir: Path, tasks: list[dict], records: dict[str, dict], settings=None,
+                 reads: bool = False) -> None:
+    """scans.csv, changes.csv, cohort.json, cohort.md and report.html from the records; for a
+    reader study (``reads``) also agreement.json, repeatability.json and adjudication.csv."""
+    from pipeline.config import Settings
     from pipeline.report.cohort import cohort_markdown, cohort_summary
     from pipeline.report.html import write_report
 
-    scans = table_rows(tasks, records, "scan", out_dir)
-    changes = table_rows(tasks, records, "change", out_dir)
-    _atomic_text(out_dir / "scans.csv", to_csv(scans, SCAN_COLUMNS))
-    _atomic_text(out_dir / "changes.csv", to_csv(changes, CHANGE_COLUMNS))
-    summary = cohort_summary(scans, changes)
-    tmp = out_dir / "cohort.json.tmp"
-    write_json(tmp, summary)
-    os.replace(tmp, out_dir / "cohort.json")
-    _atomic_text(out_dir / "cohort.md", cohort_markdown(summary))
-    write_report(out_dir, scans, changes, summary)
+    settings = settings or Settings()
+    scans = table_rows(tasks, records, "scan", out_dir, settings.reads.default_reader)
+    changes = table_rows(tasks, records, "change", out_dir, settings.reads.default_reader)
+    if not reads:
+        _atomic_text(out_dir / "scans.csv", to_csv(scans, SCAN_COLUMNS))
+        _atomic_text(out_dir / "changes.csv", to_csv(changes, CHANGE_COLUMNS))
+        summary = cohort_summary(scans, changes)
+        _write_json(out_dir / "cohort.json", summary)
+        _atomic_text(out_dir / "cohort.md", cohort_markdown(summary))
+        write_report(out_dir, scans, changes, summary)
+        return
+    study = reader_study_outputs(out_dir, scans, changes, settings.reads)
+    _atomic_text(out_dir / "scans.csv", to_csv(scans, READ_SCAN_COLUMNS))
+    _atomic_text(out_dir / "changes.csv", to_csv(changes, READ_CHANGE_COLUMNS))
+    _atomic_text(out_dir / "adjudication.csv", to_csv(study["adjudication"], ADJUDICATION_COLUMNS))
+    _write_json(out_dir / "agreement.json", study["agreement"])
+    _write_json(out_dir / "repeatability.json", study["repeatability"])
+    summary = cohort_summary(study["scans"], study["changes"])
+    summary["reads"] = study["reads"]
+    _write_json(out_dir / "cohort.json", summary)
+    _atomic_text(out_dir / "cohort.md", cohort_markdown(summary, study["agreement"], study["repeatability"]))
+    write_report(out_dir, scans, changes, summary, study)
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write_json(tmp, data)
+    os.replace(tmp, path)
+
+
+def reader_study_outputs(out_dir: Path, scans: list[dict], changes: list[dict], reads) -> dict:
+    """The reader study of a batch from its read records (docs/method.md section 7).
+
+    Parameters
+    ----------
+    out_dir : Path
+        The batch folder (each read's ``labels.nii.gz`` is read for the lesion Dice and HD95).
+    scans, changes : list of dict
+        :func:`table_rows` of the scan and change tasks, every read.
+    reads : ReadsSettings
+        ``combine``, ``adjudicator``, ``discordant_nf_points``, ``min_lesion_dice``.
+
+    Returns
+    -------
+    dict
+        ``scans`` and ``changes`` (one record per hip and timepoint, combined), ``agreement``,
+        ``repeatability``, ``adjudication`` (rows of adjudication.csv) and ``reads`` (cohort.json's
+        summary of the reads). The change rows gain the NF change and the within-noise flags.
+    """
+    from pipeline.report import agreement as A
+    from pipeline.report.cohort import COMBINE_RULES, combine_reads, followup_noise
+
+    ok = [s for s in scans if s.get("status") == "ok"]
+    overlaps = {}
+    for scan_key in dict.fromkeys(s["scan_key"] for s in ok):
+        same = [s for s in ok if s["scan_key"] == scan_key and s["reader"] != reads.adjudicator]
+        for i, a in enumerate(same):
+            for b in same[i + 1:]:
+                overlaps[(scan_key, a["reader"], b["reader"])] = _overlap(out_dir, a, b)
+    agreement = A.reader_study(ok, overlaps, reads.adjudicator, reads.discordant_nf_points, reads.min_lesion_dice)
+    agreement = {"schema": "onfh-agreement/1", "combine": reads.combine, "rule": COMBINE_RULES[reads.combine],
+                 **agreement}
+
+    # test-retest: the first two acquisitions of a hip at one timepoint, combined as downstream but
+    # over the readers who read both (a reader read only once would add reader variance to the
+    # acquisition's), and per reader
+    reads_of: dict[tuple, dict[int, list]] = {}
+    for s in ok:
+        reads_of.setdefault((s["subject"], s["side"], s["timepoint_months"]), {}).setdefault(s["repeat"], []).append(s)
+    pairs = []
+    for acquisitions in reads_of.values():
+        if len(acquisitions) < 2:
+            continue
+        first, second = (acquisitions[r] for r in sorted(acquisitions)[:2])
+        common = {s["reader"] for s in first} & {s["reader"] for s in second}
+        pair = []
+        for reads_of_one in (first, second):
+            used = [s for s in reads_of_one if s["reader"] in common] or reads_of_one
+            pair.extend(combine_reads(used, reads.combine, reads.adjudicator, per_acquisition=True))
+        pairs.append(tuple(pair))
+    per_reader: dict[str, list] = {}
+    for reader in dict.fromkeys(s["reader"] for s in ok):
+        mine: dict[tuple, dict[int, dict]] = {}
+        for s in ok:
+            if s["reader"] == reader:
+                mine.setdefault((s["subject"], s["side"], s["timepoint_months"]), {})[s["repeat"]] = s
+        found = [tuple(v[r] for r in sorted(v)[:2]) for v in mine.values() if len(v) >= 2]
+        if found:
+            per_reader[reader] = found
+    repeatability = {"schema": "onfh-repeatability/1", **A.repeatability_study(pairs, per_reader)}
+    rc_nf, rc_lesion = A.rc_of(repeatability, "necrotic_fraction_pct"), A.rc_of(repeatability, "lesion_volume_ml")
+
+    combined_scans = combine_reads(scans, reads.combine, reads.adjudicator)
+    combined_changes = combine_reads(changes, reads.combine, reads.adjudicator, kind="change")
+    # each reader's comparison against that reader's own reads of the two visits
+    nf = {(s["subject"], s["side"], s["timepoint_months"], s["reader"]): s.get("necrotic_fraction_pct")
+          for s in ok if s["repeat"] == 1}
+    for c in changes:
+        before = nf.get((c["subject"], c["side"], 0, c["reader"]))
+        after = nf.get((c["subject"], c["side"], c["timepoint_months"], c["reader"]))
+        change = None if before is None or after is None or c.get("status") != "ok" else after - before
+        v0, vt = c.get("baseline_lesion_ml"), c.get("followup_lesion_ml")
+        c["nf_change_points"] = change
+        c["nf_change_within_noise"] = A.within_noise(change, rc_nf)
+        c["regeneration_within_noise"] = A.within_noise(None if v0 is None or vt is None else vt - v0, rc_lesion)
+
+    adjudication = [{"scan": p["scan"], "subject": p["subject"], "side": p["side"],
+                     "timepoint_months": p["timepoint_months"], "repeat": p["repeat"], "reader_a": p["readers"][0],
+                     "reader_b": p["readers"][1], "reasons": "; ".join(p["discordant"]),
+                     "necrotic_fraction_a": p["necrotic_fraction_pct"][0],
+                     "necrotic_fraction_b": p["necrotic_fraction_pct"][1], "jic_type_a": p["jic_type"][0],
+                     "jic_type_b": p["jic_type"][1], "lesion_dice": p["lesion_dice"],
+                     "lesion_hd95_mm": p["lesion_hd95_mm"], "status": p["status"],
+                     "adjudicated_read": p["adjudicated_read"]} for p in agreement["discordant"]]
+    sources: dict[str, int] = {}
+    for c in combined_scans:
+        if c.get("combined_by"):
+            name = "mean of reads" if c["combined_by"].startswith("mean") else c["combined_by"]
+            sources[name] = sources.get(name, 0) + 1
+    summary = {
+        "combine": reads.combine, "rule": COMBINE_RULES[reads.combine], "adjudicator": reads.adjudicator,
+        "readers": list(dict.fromkeys(s["reader"] for s in scans if s["reader"] != reads.adjudicator)),
+        "n_adjudicated_reads": sum(s["reader"] == reads.adjudicator for s in scans),
+        "n_reads": len(scans), "n_reads_ok": len(ok),
+        "n_repeat_acquisitions": len({s["scan_key"] for s in scans if s["repeat"] > 1}),
+        "scans_by_source": dict(sorted(sources.items())),
+        "discordant_pairs": {"open": sum(p["status"] == "open" for p in agreement["discordant"]),
+                             "resolved": sum(p["status"] == "resolved" for p in agreement["discordant"])},
+        "followup_changes": followup_noise(combined_scans, combined_changes, rc_nf, rc_lesion),
+    }
+    return {"scans": combined_scans, "changes": combined_changes, "agreement": agreement,
+            "repeatability": repeatability, "adjudication": adjudication, "reads": summary}
+
+
+def _overlap(out_dir: Path, a: dict, b: dict) -> dict:
+    """Lesion Dice and HD95 of two reads of one scan, from the label maps in their folders."""
+    import nibabel as nib
+    import numpy as np
+
+    from pipeline.report.agreement import lesion_overlap
+
+    try:
+        maps = [nib.load(str(out_dir / r["folder"] / "labels.nii.gz")) for r in (a, b)]
+        arrays = [np.asarray(m.dataobj) for m in maps]
+    except (OSError, ValueError) as exc:
+        return {"lesion_dice": None, "lesion_hd95_mm": None, "reason": f"label map unreadable: {one_line(exc)}"}
+    if arrays[0].shape != arrays[1].shape or not np.allclose(maps[0].affine, maps[1].affine, atol=1e-3):
+        return {"lesion_dice": None, "lesion_hd95_mm": None, "reason": "the reads' label maps lie on different grids"}
+    spacing = np.sqrt((maps[0].affine[:3, :3] ** 2).sum(axis=0))
+    return lesion_overlap(arrays[0] == 2, arrays[1] == 2, spacing)
 
 
 def to_csv(records: list[dict], columns: tuple) -> str:

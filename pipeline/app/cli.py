@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spacing", help="voxel size SX,SY,SZ mm for files whose header has none")
 
     p = sub.add_parser("batch", help="a cohort from a manifest: every scan, every follow-up against baseline")
-    p.add_argument("manifest", help="CSV: subject, side, timepoint_months, image [, labels, ...]")
+    p.add_argument("manifest", help="CSV: subject, side, timepoint_months, image [, labels, ..., reader, repeat]")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--config", help="YAML settings")
     p.add_argument("--workers", type=int, help="local worker processes (default: the core count)")
@@ -122,6 +122,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", action="store_true",
                    help="compare the last IMAGE (follow-up) with the first (baseline) on opening")
     p.add_argument("--screenshot", metavar="PNG", help="write a picture of the window and exit (no interaction)")
+    p.add_argument("--reader", metavar="NAME", help="your reader name: Export saves the read under it, with an "
+                   "audit entry")
+    p.add_argument("--worklist", metavar="FILE", help="a blinded worklist (onfh worklist): step through its cases, "
+                   "shown by code only")
+
+    p = sub.add_parser("worklist", help="a reader's blinded reading order of a manifest (and its key file)")
+    p.add_argument("manifest", help="CSV: subject, side, timepoint_months, image [, labels, ...]")
+    p.add_argument("--reader", required=True, metavar="NAME", help="the reader (letters, digits, '.', '_', '-')")
+    p.add_argument("--out", required=True, metavar="FILE", help="the worklist CSV; the key goes to FILE.key.csv")
+    p.add_argument("--seed", type=int, help="shuffle seed (default: derived from the reader name)")
+
+    p = sub.add_parser("audit", help="audit trails of saved reads")
+    audit = p.add_subparsers(dest="audit_command", metavar="verify", required=True, parser_class=_Parser)
+    p = audit.add_parser("verify", help="check an audit.jsonl: exit 0 if every entry is intact, else 2 naming "
+                         "the first broken line")
+    p.add_argument("file", help="audit.jsonl")
     return parser
 
 
@@ -280,11 +296,33 @@ def _cmd_review(args) -> int:
 
     return run_review(args.images, labels=args.labels, side=args.side, config=args.config,
                       screenshot=args.screenshot, measure=args.measure, compare=args.compare,
-                      edge=parse_point(args.acetabular_edge) if args.acetabular_edge else None)
+                      edge=parse_point(args.acetabular_edge) if args.acetabular_edge else None,
+                      reader=args.reader, worklist=args.worklist)
+
+
+def _cmd_worklist(args) -> int:
+    from pipeline.io.worklist import write_worklist
+
+    out, key, seed = write_worklist(args.manifest, args.reader, args.out, args.seed)
+    print(f"{out} (key for the coordinator only: {key}; seed {seed})")
+    return 0
+
+
+def _cmd_audit(args) -> int:
+    from pipeline.io.audit import entries, last_line_sha256, verify
+
+    broken = verify(args.file)
+    if broken is not None:
+        raise InputError(f"audit log {args.file} is broken at {broken}")
+    count = len(entries(args.file))
+    # the last line's hash, to keep elsewhere: a log cut after its last entry is caught only against it
+    print(f"{count} {'entry' if count == 1 else 'entries'} intact; last line SHA-256 {last_line_sha256(args.file)}")
+    return 0
 
 
 _COMMANDS = {"analyze": _cmd_analyze, "batch": _cmd_batch, "compare": _cmd_compare, "info": _cmd_info,
-             "sample-data": _cmd_sample_data, "review": _cmd_review}
+             "sample-data": _cmd_sample_data, "review": _cmd_review, "worklist": _cmd_worklist,
+             "audit": _cmd_audit}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -268,9 +268,15 @@ def fit_sphere(
     best, best_score = 0, -1
     for start in range(0, len(radii), 256):
         c = local_c[start : start + 256]
-        d2 = sq_pts[None, :] - 2.0 * c @ local_pts.T + (c**2).sum(axis=1)[:, None]
-        dist = np.sqrt(np.maximum(d2, 0.0))
-        scores = (np.abs(dist - radii[start : start + 256, None]) <= inlier_mm).sum(axis=1)
+        # the same arithmetic as sqrt(max(|p|² - 2 p·c + |c|², 0)) - r, in place (no temporaries)
+        d = 2.0 * c @ local_pts.T
+        np.subtract(sq_pts[None, :], d, out=d)
+        d += (c**2).sum(axis=1)[:, None]
+        np.maximum(d, 0.0, out=d)
+        np.sqrt(d, out=d)
+        d -= radii[start : start + 256, None]
+        np.abs(d, out=d)
+        scores = np.count_nonzero(d <= inlier_mm, axis=1)
         k = int(np.argmax(scores))
         if scores[k] > best_score:
             best, best_score = start + k, int(scores[k])

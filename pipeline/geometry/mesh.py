@@ -3,6 +3,15 @@ interpolation to isotropic voxels (docs/method.md section 3).
 
 Meshes are built in voxel-index space and mapped through the full affine, so oblique (and even
 sheared) grids give exact world-space surfaces. Measurement meshes are never smoothed.
+
+Marching cubes uses the classic Lorensen-Cline case table (scikit-image ``method="lorensen"``,
+its full 256-case table: every ambiguous face separates the inside corners, so neighbouring cubes
+always agree and the mesh is closed). That is the triangulation pyradiomics' shape features use;
+pyradiomics folds the table to 128 cases by complement symmetry, which leaves cracks where an
+ambiguous face is resolved one way by one cube and the other way by its neighbour, so its
+MeshVolume then depends on where the mask sits in the image (docs/method.md section 3).
+
+SciPy is imported by the functions that use it (interpolation needs none of it).
 """
 
 from __future__ import annotations
@@ -10,13 +19,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from pipeline.geometry.affine import bounding_box, box_start, index_to_mm, voxel_spacing
 
+#: Marching-cubes case table of measurement meshes (scikit-image ``marching_cubes(method=...)``):
+#: "lorensen", the classic table pyradiomics' MeshVolume uses, closed wherever pyradiomics' own
+#: mesh is (see the module docstring and docs/method.md section 3).
+MC_METHOD = "lorensen"
+
 
 def mask_mesh(mask: np.ndarray, affine: np.ndarray, step: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Marching cubes at level 0.5 on an unsmoothed binary mask.
+    """Marching cubes (classic Lorensen-Cline table, :data:`MC_METHOD`) at level 0.5 on an
+    unsmoothed binary mask.
 
     Parameters
     ----------
@@ -41,7 +55,7 @@ def mask_mesh(mask: np.ndarray, affine: np.ndarray, step: int = 1) -> tuple[np.n
     box = bounding_box(mask, margin=1)
     # Pad so that a mask touching the array edge still gives a closed surface.
     crop = np.pad(mask[box], 1).astype(np.float32)
-    verts, faces, _, _ = marching_cubes(crop, level=0.5, step_size=step, allow_degenerate=False)
+    verts, faces, _, _ = marching_cubes(crop, level=0.5, step_size=step, allow_degenerate=False, method=MC_METHOD)
     world = index_to_mm(affine, verts + (box_start(box) - 1))
     faces = faces.astype(np.int64)
     if _signed_volume(world, faces) < 0:
@@ -153,21 +167,37 @@ def isotropic_reconstructions(
     n_out = np.maximum(np.floor((hi - lo) / steps + 1e-9).astype(int), 1)
     first = -0.5 + steps / 2
     coords = [f + np.arange(n) * s for f, n, s in zip(first, n_out, steps)]
-    gi, gj = np.meshgrid(coords[0], coords[1], indexing="ij")
     results = []
     for mask in masks:
         sdf = signed_distance(_crop_padded(mask, lo, hi), spacing)
-        iso = np.empty(tuple(n_out), dtype=bool)
-        # Slab by slab keeps memory at one output slab of coordinates.
-        for k, ck in enumerate(coords[2]):
-            pts = np.stack([gi, gj, np.full_like(gi, ck)])
-            iso[:, :, k] = ndimage.map_coordinates(sdf, pts, order=1, mode="nearest") > 0
-        results.append(iso)
+        results.append(resample_trilinear(sdf, coords) > 0)
     direction = affine[:3, :3] / spacing
     iso_affine = np.eye(4)
     iso_affine[:3, :3] = direction * voxel_mm
     iso_affine[:3, 3] = affine[:3, :3] @ (lo + first) + affine[:3, 3]
     return results, iso_affine
+
+
+def resample_trilinear(volume: np.ndarray, coords) -> np.ndarray:
+    """Trilinear interpolation of ``volume`` on the tensor grid ``coords`` (one array of continuous
+    indices per axis), coordinates clamped to the volume (``mode="nearest"``).
+
+    Trilinear interpolation is the product of three linear ones, so on a tensor grid it is done
+    one axis at a time: the same values as ``scipy.ndimage.map_coordinates(order=1)`` at every
+    grid point, but each step only gathers two slabs instead of eight corners per point.
+    """
+    out = np.asarray(volume, dtype=np.float64)
+    for axis, c in enumerate(coords):
+        n = out.shape[axis]
+        c = np.clip(np.asarray(c, dtype=np.float64), 0.0, n - 1)
+        i0 = np.minimum(np.floor(c).astype(np.intp), max(n - 2, 0))
+        i1 = np.minimum(i0 + 1, n - 1)
+        w = c - i0
+        shape = [1] * out.ndim
+        shape[axis] = len(c)
+        w = w.reshape(shape)
+        out = np.take(out, i0, axis=axis) * (1.0 - w) + np.take(out, i1, axis=axis) * w
+    return out
 
 
 def _crop_padded(mask: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -184,6 +214,8 @@ def signed_distance(mask: np.ndarray, spacing) -> np.ndarray:
 
     The zero level lies half-way between neighbouring inside and outside voxel centres.
     """
+    from scipy import ndimage
+
     mask = np.asarray(mask, dtype=bool)
     inside = ndimage.distance_transform_edt(mask, sampling=spacing)
     outside = ndimage.distance_transform_edt(~mask, sampling=spacing)

@@ -584,30 +584,17 @@ def _slices_by_position(ds, scan, n: int, name: str, tolerance_mm: float) -> np.
     return out
 
 
-def read_dicom_seg(path: str | Path, scan, tolerance_mm: float = 0.01) -> list[Segment]:
-    """The segments of a DICOM Segmentation (BINARY, FRACTIONAL or LABELMAP) on ``scan``'s grid.
-
-    Each frame is placed on the image slice of the source instance it references
-    (ReferencedSOPInstanceUID, and ReferencedFrameNumber for a multi-frame source, against
-    ``scan.meta["slice_sop_uids"]``) or, when some frame references none of them, by its plane
-    position and orientation, which must then lie on the image's slices within ``tolerance_mm``.
-    A FRACTIONAL segment counts where its value is at least half its maximum.
-
-    Returns
-    -------
-    list of Segment
-        One per SegmentSequence item: its label, property-type code, segment number; the masks
-        are read on demand (``Segment.get_mask``) on the canonical grid.
+def _open_seg(path: Path):
+    """(dataset, name for messages, SegmentationType) of a DICOM Segmentation file.
 
     Raises
     ------
     InputError
-        Unreadable file, not a segmentation, a SEG of another series (ReferencedSeriesSequence),
-        frames of another size, or frames that cannot be placed on the image.
+        Unreadable file, not a segmentation, or a SegmentationType other than BINARY,
+        FRACTIONAL or LABELMAP.
     """
     import pydicom
 
-    path = Path(path)
     name = f"DICOM SEG {path.name}"
     try:
         with warnings.catch_warnings():
@@ -620,19 +607,54 @@ def read_dicom_seg(path: str | Path, scan, tolerance_mm: float = 0.01) -> list[S
     kind = str(ds.get("SegmentationType", "") or "")
     if kind not in ("BINARY", "FRACTIONAL", "LABELMAP"):
         raise InputError(f"{name} has SegmentationType {kind or '(none)'}: expected BINARY, FRACTIONAL or LABELMAP")
-    series = [str(item.get("SeriesInstanceUID", "")) for item in ds.get("ReferencedSeriesSequence") or []]
-    own = str(scan.meta.get("series_uid", "") or "")
-    if own and series and own not in series:
-        raise InputError(f"{name} segments series {series[0]}, not the image's series {own}: give the SEG of "
-                         "this series")
+    return ds, name, kind
+
+
+def _rgb(item) -> tuple[float, float, float] | None:
+    """RecommendedDisplayCIELabValue as RGB in 0-1 (as 3D Slicer's colours are), or None."""
+    value = item.get("RecommendedDisplayCIELabValue")
+    if value is None or len(value) != 3:
+        return None
+    try:
+        from highdicom.color import CIELabColor
+
+        return tuple(c / 255.0 for c in CIELabColor.from_dicom_value(tuple(int(v) for v in value)).to_rgb(clip=True))
+    except (TypeError, ValueError):
+        return None
+
+
+def _segments_on(ds, name: str, kind: str, slices: np.ndarray, shape: tuple[int, int, int],
+                 to_canonical) -> list[Segment]:
+    """The segments of an open SEG whose frame i lies on slice ``slices[i]`` of a grid.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        The SEG (:func:`_open_seg`).
+    name : str
+        The file as named in messages.
+    kind : {"BINARY", "FRACTIONAL", "LABELMAP"}
+    slices : ndarray of int, shape (frames,)
+        The slice (third index of the grid in its own voxel order) of every frame.
+    shape : (columns, rows, slices)
+        The grid in its own voxel order; frames are (rows, columns).
+    to_canonical : callable
+        Puts an array of ``shape`` into the canonical order the masks are returned in
+        (``Scan.from_source_order``).
+
+    Returns
+    -------
+    list of Segment
+        One per SegmentSequence item, masks read on demand; a FRACTIONAL segment counts where
+        its value is at least half its maximum.
+
+    Raises
+    ------
+    InputError
+        A frame that names no segment, undecodable pixels, or no segments at all.
+    """
+    n = len(slices)
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    shape = scan.source_shape
-    if (cols, rows) != shape[:2]:
-        raise InputError(f"{name} has frames of {cols}x{rows} pixels, the image's slices are {shape[0]}x{shape[1]}")
-    n = int(ds.get("NumberOfFrames", 1) or 1)
-    slices = _slices_by_reference(ds, scan, n) if own else None
-    if slices is None:
-        slices = _slices_by_position(ds, scan, n, name, tolerance_mm)
     per = ds.get("PerFrameFunctionalGroupsSequence")
     numbers = np.zeros(n, dtype=int)  # the segment of each frame (BINARY, FRACTIONAL)
     if kind != "LABELMAP":
@@ -671,7 +693,7 @@ def read_dicom_seg(path: str | Path, scan, tolerance_mm: float = 0.01) -> list[S
             else:
                 plane = frames[i] >= threshold if threshold is not None else frames[i] != 0
             volume[:, :, slices[i]] |= plane.T
-        return scan.from_source_order(volume)
+        return to_canonical(volume)
 
     segments = []
     for item in ds.get("SegmentSequence") or []:
@@ -685,9 +707,194 @@ def read_dicom_seg(path: str | Path, scan, tolerance_mm: float = 0.01) -> list[S
         if category is not None:
             meta["category"] = [str(category.CodingSchemeDesignator), str(category.CodeValue),
                                 str(category.get("CodeMeaning", ""))]
+        if _rgb(item) is not None:
+            meta["color"] = _rgb(item)
         segments.append(Segment(name=str(item.get("SegmentLabel", "") or f"segment {number}"), code=code,
                                 label_value=number, layer=0, meta=meta,
                                 load=lambda number=number: load(number)))
     if not segments:
         raise InputError(f"{name} describes no segments (SegmentSequence)")
     return segments
+
+
+def read_dicom_seg(path: str | Path, scan, tolerance_mm: float = 0.01) -> list[Segment]:
+    """The segments of a DICOM Segmentation (BINARY, FRACTIONAL or LABELMAP) on ``scan``'s grid.
+
+    Each frame is placed on the image slice of the source instance it references
+    (ReferencedSOPInstanceUID, and ReferencedFrameNumber for a multi-frame source, against
+    ``scan.meta["slice_sop_uids"]``) or, when some frame references none of them, by its plane
+    position and orientation, which must then lie on the image's slices within ``tolerance_mm``.
+    A FRACTIONAL segment counts where its value is at least half its maximum.
+
+    Returns
+    -------
+    list of Segment
+        One per SegmentSequence item: its label, property-type code, segment number; the masks
+        are read on demand (``Segment.get_mask``) on the canonical grid.
+
+    Raises
+    ------
+    InputError
+        Unreadable file, not a segmentation, a SEG of another series (ReferencedSeriesSequence),
+        frames of another size, or frames that cannot be placed on the image.
+    """
+    path = Path(path)
+    ds, name, kind = _open_seg(path)
+    series = [str(item.get("SeriesInstanceUID", "")) for item in ds.get("ReferencedSeriesSequence") or []]
+    own = str(scan.meta.get("series_uid", "") or "")
+    if own and series and own not in series:
+        raise InputError(f"{name} segments series {series[0]}, not the image's series {own}: give the SEG of "
+                         "this series")
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    shape = scan.source_shape
+    if (cols, rows) != shape[:2]:
+        raise InputError(f"{name} has frames of {cols}x{rows} pixels, the image's slices are {shape[0]}x{shape[1]}")
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    slices = _slices_by_reference(ds, scan, n) if own else None
+    if slices is None:
+        slices = _slices_by_position(ds, scan, n, name, tolerance_mm)
+    return _segments_on(ds, name, kind, slices, shape, scan.from_source_order)
+
+
+def _own_slices(ds, path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The grid a SEG's frames span, from their own plane positions: (RAS affine of the grid in
+    (columns, rows, slices) voxel order, slice of every frame).
+
+    The frames are checked as the DICOM loader checks an Enhanced image's (pipeline/io/dicom.py:
+    ``_frames``, ``_check_orientations``, ``_in_plane_axes``, ``_slice_drift``), except that frames
+    of different segments may share a position and positions may be missing (empty frames are
+    usually left out): every position must then lie on one even grid of slices, whose step is
+    the frames' SpacingBetweenSlices or else the smallest step between their positions (within
+    the loader's tolerance, 5 % of a step). The grid's step is then the distance from the lowest
+    to the highest position over the number of steps between them (as the loader takes a
+    series' step from its positions), its origin the lowest frame's ImagePositionPatient.
+
+    Raises
+    ------
+    InputError
+        A frame without position, orientation or pixel spacing; mixed orientations or pixel
+        spacings; positions off an even grid; tilted or shifted slices; one plane of unknown
+        thickness.
+    """
+    from pipeline.io import dicom as loader
+
+    frames = loader._frames([loader._File(path, ds)])
+    if not frames:
+        raise InputError(f"{name} has no frames")
+    for tag, attr in (("ImagePositionPatient (PlanePositionSequence)", "ipp"),
+                      ("ImageOrientationPatient (PlaneOrientationSequence)", "iop"),
+                      ("PixelSpacing (PixelMeasuresSequence)", "pixel_spacing")):
+        missing = next((f for f in frames if getattr(f, attr) is None), None)
+        if missing is not None:
+            raise InputError(f"{name}: {missing.label} has no {tag}: the SEG cannot be placed without its "
+                             "source series (open it together with the series' images)")
+    loader._check_orientations(frames, name)
+    row, col, normal, pixel_spacing = loader._in_plane_axes(frames, name)
+    ipp = np.array([f.ipp for f in frames])
+    d = ipp @ normal
+    order = [int(i) for i in np.argsort(d, kind="stable")]
+    depth = d - d[order[0]]
+    # frames of several segments share a position: the step is between distinct positions
+    along = depth[order]
+    distinct = along[np.concatenate([[True], np.diff(along) >= loader.SAME_POSITION_MM])]
+    spacing = _spacing_between_slices(ds)
+    if spacing is None and len(distinct) > 1:
+        spacing = float(np.diff(distinct).min())
+    if spacing is None:
+        # one plane: no step places a frame, but the voxels still need a depth in mm
+        spacing = _float_or_none(_frame_group(ds, 0, "PixelMeasuresSequence"), "SliceThickness")
+        if spacing is None:
+            raise InputError(f"{name} has frames in one plane only and no SpacingBetweenSlices or SliceThickness: "
+                             "the depth of its voxels is unknown")
+    index = depth / spacing
+    off = np.abs(index - np.round(index)) * spacing
+    tolerance = max(loader.STEP_TOLERANCE_MM, 0.05 * spacing)
+    if off.max() > tolerance:
+        k = int(np.argmax(off))
+        raise InputError(f"{name}: {frames[k].label} lies {off[k]:.3f} mm off an even grid of {spacing:.4g} mm "
+                         "slice steps (uneven spacing): refusing to stack its frames as one volume")
+    index = np.round(index).astype(int)
+    if index.max() > 0:
+        # the step the positions span, as the loader takes a series' (a rounded header value
+        # would put the far slices of a long slab off their frames)
+        spacing = float(depth.max() / index.max())
+    if len(distinct) > 1:
+        drift = loader._slice_drift(ipp[order], d[order], normal, pixel_spacing)
+        if drift.tilted:
+            loader._refuse_tilt(frames, order, drift, spacing, name)
+    else:
+        shift = np.linalg.norm(ipp - ipp[order[0]], axis=1)
+        if shift.max() > loader.TILT_TOLERANCE_PIXELS * pixel_spacing.min():
+            k = int(np.argmax(shift))
+            raise InputError(f"{name}: {frames[k].label} is shifted {shift[k]:.2f} mm in-plane from the other "
+                             "frames of its plane: not one volume")
+    lps = np.eye(4)
+    lps[:3, 0] = row * pixel_spacing[1]
+    lps[:3, 1] = col * pixel_spacing[0]
+    lps[:3, 2] = normal * spacing
+    lps[:3, 3] = ipp[order[0]]
+    return LPS_TO_RAS @ lps, index
+
+
+def _float_or_none(item, keyword: str) -> float | None:
+    try:
+        value = float(item.get(keyword)) if item is not None else None
+    except (TypeError, ValueError):
+        return None
+    return value if value is not None and np.isfinite(value) and value > 0 else None
+
+
+def _spacing_between_slices(ds) -> float | None:
+    """The SEG's SpacingBetweenSlices (shared or per-frame PixelMeasuresSequence), mm; None when
+    absent, zero (which some writers use for "unknown") or not the same for every frame."""
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    values = {_float_or_none(_frame_group(ds, i, "PixelMeasuresSequence"), "SpacingBetweenSlices") for i in range(n)}
+    return values.pop() if len(values) == 1 else None
+
+
+def read_dicom_seg_own_grid(path: str | Path) -> tuple:
+    """A DICOM Segmentation on the grid its own frames span, without the source series.
+
+    For a viewer opening the SEG alone (napari): the frames' plane positions, orientation and
+    pixel spacing (functional groups, per-frame or shared) give the grid (:func:`_own_slices`),
+    from the lowest to the highest frame position along the slice normal, whatever the order of
+    the frames in the file; positions without a frame (empty frames left out) are empty slices.
+    For onfh's own ``seg.dcm`` this is the source series' grid cut to the slices the segments
+    touch: the same voxels in space, so it overlays the image (and pastes back onto it with
+    :func:`pipeline.io.scan.place_on_grid`).
+
+    Parameters
+    ----------
+    path : str or Path
+        A BINARY, FRACTIONAL or LABELMAP DICOM SEG.
+
+    Returns
+    -------
+    grid : Scan
+        Canonical (closest-RAS) order, ``affine`` canonical voxel index -> RAS mm; ``data`` is
+        zeros (the grid only); ``meta["format"]`` is "dicom-seg".
+    segments : list of Segment
+        As :func:`read_dicom_seg` gives them (names, SNOMED property codes, segment numbers as
+        label values, display colours in ``meta["color"]``), masks on ``grid``.
+
+    Raises
+    ------
+    InputError
+        Not a readable segmentation, or frames that do not stack into one volume (see
+        :func:`_own_slices`).
+    """
+    from pipeline.io.scan import Scan
+
+    path = Path(path)
+    ds, name, kind = _open_seg(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's warnings on header values: the checks here speak
+        affine, slices = _own_slices(ds, path, name)
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    shape = (cols, rows, int(slices.max()) + 1)
+    try:
+        grid = Scan.from_source(np.zeros(shape, np.uint8), affine,
+                                {"path": str(path), "format": "dicom-seg", "warnings": []})
+    except InputError as exc:
+        raise InputError(f"{name}: {exc}") from None
+    return grid, _segments_on(ds, name, kind, slices, shape, grid.from_source_order)

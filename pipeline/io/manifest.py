@@ -1,7 +1,7 @@
 """Cohort manifests (docs/design.md): one row per scan of one hip.
 
 Columns: ``subject, side, timepoint_months, image`` and optionally ``labels, head_mask, lesion_mask,
-femur_mask, acetabular_edge, outcome``. Fields are separated by commas, semicolons or tabs (found
+femur_mask, acetabular_edge, outcome, reader, repeat``. Fields are separated by commas, semicolons or tabs (found
 from the header line: spreadsheets in many locales write semicolons); a comma inside a field of a
 comma-separated file (``acetabular_edge``) needs quotes. A UTF-8 byte-order mark and CRLF line
 ends are fine.
@@ -9,6 +9,13 @@ ends are fine.
 A relative path is relative to the manifest's folder and must stay inside it (a manifest cannot
 reach arbitrary files of a shared machine through ``..``); an absolute path is used as written
 (core labs keep their data stores elsewhere).
+
+Reads and repeats (docs/method.md section 7): rows with the same subject, side and timepoint but
+different ``reader`` are reads of one scan, each with its own masks (a row without masks is the
+automatic segmentation, which may be named as a reader, e.g. ``onfh``). An empty ``reader`` is the
+default reader (setting ``reads.default_reader``). ``repeat`` numbers repeated acquisitions of one
+hip at one timepoint (test-retest: 1, 2; empty = 1). The reads of one acquisition must share its
+image. A manifest without these columns means one read of one acquisition per row, as before.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from pipeline.io.parsing import parse_point
 REQUIRED = ("subject", "side", "timepoint_months", "image")
 OPTIONAL_PATHS = ("labels", "head_mask", "lesion_mask", "femur_mask")
 OUTCOMES = ("healed", "progressed", "arthroplasty")
+#: Columns of reader studies and test-retest acquisitions (optional).
+READ_COLUMNS = ("reader", "repeat")
 #: Subjects name output folders: letters, digits, ".", "_", "-" only (no path separators).
 SUBJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 #: Field separators a manifest may use, in order of preference when the header fits several.
@@ -46,12 +55,41 @@ class ScanRow:
     acetabular_edge: tuple[float, float, float] | None = None
     outcome: str | None = None
     line: int = 0
+    #: who read the scan (None: the default reader, ``reads.default_reader``)
+    reader: str | None = None
+    #: acquisition number at this timepoint (None: the first; 2, 3, ... repeat acquisitions)
+    repeat: int | None = None
+
+    @property
+    def scan_key(self) -> str:
+        """Folder-safe name of this acquisition of this hip, read by anyone: ``S01_right_m03``,
+        ``S01_right_m03_rep2`` for a repeat acquisition."""
+        months = f"{self.timepoint_months:g}".replace(".", "p")
+        key = f"{self.subject}_{self.side}_m{months.zfill(2)}"
+        return key if (self.repeat or 1) == 1 else f"{key}_rep{self.repeat}"
 
     @property
     def key(self) -> str:
-        """Folder-safe name of this scan of this hip, e.g. ``S01_right_m03``."""
-        months = f"{self.timepoint_months:g}".replace(".", "p")
-        return f"{self.subject}_{self.side}_m{months.zfill(2)}"
+        """Folder-safe name of this read, e.g. ``S01_right_m03``, ``S01_right_m03_reader2``.
+
+        The default reader's first acquisition keeps the name it had before reads existed, so that
+        adding a second reader to a cohort keeps its folders and records (``--resume``)."""
+        return self.scan_key if not self.reader else f"{self.scan_key}_{self.reader}"
+
+    def describe(self) -> str:
+        """"S01 right hip at 3 months" (with the reader and repeat when given)."""
+        text = f"{self.subject} {self.side} hip at {self.timepoint_months:g} months"
+        if self.repeat:
+            text += f", repeat {self.repeat}"
+        if self.reader:
+            text += f", reader {self.reader}"
+        return text
+
+
+def has_reads(rows: list[ScanRow]) -> bool:
+    """Whether a manifest names readers or repeat acquisitions (then batch writes the reader-study
+    outputs: agreement.json, repeatability.json, adjudication.csv)."""
+    return any(r.reader or r.repeat for r in rows)
 
 
 def read_manifest(path: str | Path, require_exists: bool = True) -> list[ScanRow]:
@@ -81,7 +119,8 @@ def read_manifest(path: str | Path, require_exists: bool = True) -> list[ScanRow
         raise InputError(f"manifest {path.name} lacks column(s) {', '.join(missing)} (its header line gives: "
                          f"{found})")
     base = path.parent.resolve()
-    rows, seen = [], set()
+    rows: list[ScanRow] = []
+    seen: dict[str, ScanRow] = {}
     for n, fields in records:
         where = f"manifest {path.name} line {n}"
         if not any(f.strip() for f in fields):
@@ -118,15 +157,48 @@ def read_manifest(path: str | Path, require_exists: bool = True) -> list[ScanRow
                  for name in ("image",) + OPTIONAL_PATHS}
         if paths["image"] is None:
             raise InputError(f"{where}: image is empty (a path is required)")
+        reader, repeat = _read_fields(row, where)
         scan = ScanRow(row["subject"], side, months, paths["image"], paths["labels"], paths["head_mask"],
-                       paths["lesion_mask"], paths["femur_mask"], edge, outcome, n)
+                       paths["lesion_mask"], paths["femur_mask"], edge, outcome, n, reader, repeat)
         if scan.key in seen:
-            raise InputError(f"{where}: {scan.subject} {side} hip at {months:g} months is listed twice")
-        seen.add(scan.key)
+            raise InputError(f"{where}: {scan.describe()} is listed twice (also on line {seen[scan.key].line})")
+        seen[scan.key] = scan
         rows.append(scan)
     if not rows:
         raise InputError(f"manifest {path.name} lists no scans")
+    _one_image_per_acquisition(rows, path.name)
     return _hip_outcomes(rows, path.name)
+
+
+def _read_fields(row: dict, where: str) -> tuple[str | None, int | None]:
+    """The ``reader`` (folder-safe name or None) and ``repeat`` (1, 2, ... or None) of a row."""
+    reader = row.get("reader") or None
+    if reader is not None and not SUBJECT.fullmatch(reader):
+        raise InputError(f"{where}: reader {reader!r} may hold only letters, digits, '.', '_' and '-' "
+                         "(it names output folders)")
+    text = row.get("repeat") or ""
+    if not text:
+        return reader, None
+    try:
+        repeat = float(text)
+    except ValueError:
+        repeat = float("nan")
+    if not (math.isfinite(repeat) and repeat >= 1 and repeat == int(repeat)):
+        raise InputError(f"{where}: repeat must be 1, 2, ... (the acquisition's number at this timepoint), "
+                         f"not {text!r}")
+    return reader, int(repeat)
+
+
+def _one_image_per_acquisition(rows: list[ScanRow], name: str) -> None:
+    """Reads of one acquisition compare masks voxel by voxel: they must read the same image."""
+    first: dict[str, ScanRow] = {}
+    for r in rows:
+        other = first.setdefault(r.scan_key, r)
+        if other.image != r.image:
+            raise InputError(f"manifest {name} line {r.line}: a read of {r.subject} {r.side} at "
+                             f"{r.timepoint_months:g} months (repeat {r.repeat or 1}) gives image "
+                             f"{r.image.name}, line {other.line} gives {other.image.name}: reads of one "
+                             "acquisition share its image (a new acquisition needs its own repeat number)")
 
 
 def _delimiter(header: str) -> str:
@@ -135,7 +207,7 @@ def _delimiter(header: str) -> str:
     Decided on the header alone, where no field holds a separator, so that a semicolon file
     whose fields contain commas (acetabular_edge -31.2,4,7) is not taken for a comma file.
     """
-    known = set(REQUIRED + OPTIONAL_PATHS + ("acetabular_edge", "outcome"))
+    known = set(REQUIRED + OPTIONAL_PATHS + ("acetabular_edge", "outcome") + READ_COLUMNS)
 
     def score(delimiter):
         fields = next(csv.reader([header], delimiter=delimiter, skipinitialspace=True), [])

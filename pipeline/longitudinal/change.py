@@ -68,6 +68,7 @@ from pipeline.geometry.affine import (
 from pipeline.geometry.frame import HeadFrame
 from pipeline.geometry.side import side_of_x
 from pipeline.itk_threads import one_itk_thread
+from pipeline.measures.collapse import followup_literature_flags
 from pipeline.measures.location import AP_REGIONS, JIC_ZONES, ZONE_LABELS, zone_indices
 from pipeline.measures.results import FollowupMetrics, HipMetrics
 
@@ -729,6 +730,23 @@ def head_shape_change(baseline: HipMetrics, followup: HipMetrics) -> dict:
     }
 
 
+def depression_change_mm(baseline: HipMetrics, followup: HipMetrics) -> float | None:
+    """Follow-up minus baseline head depression (docs/method.md section 6), each measured in its own
+    space against its own sphere, mm; None when either is unknown. Within about twice the larger
+    detection limit of the two visits a change is not told from the grid's effect."""
+    a, b = baseline.head_depression_mm, followup.head_depression_mm
+    return None if a is None or b is None else float(b - a)
+
+
+def new_collapse(baseline: HipMetrics, followup: HipMetrics) -> bool | None:
+    """True when the head had no collapse at baseline ("none") and has one at the follow-up (IIIA
+    or IIIB): the ARCO 2019 stage III the follow-up reached; None when either call is unknown."""
+    a, b = baseline.arco2019_collapse, followup.arco2019_collapse
+    if a is None or b is None:
+        return None
+    return a == "none" and b in ("IIIA", "IIIB")
+
+
 # --------------------------------------------------------------------------------------------
 # checks that the two visits show the same hip
 # --------------------------------------------------------------------------------------------
@@ -904,6 +922,9 @@ def compare_visits(baseline, followup, settings) -> Comparison:
         followup_lesion_in_baseline_ml=int(lesion_t.sum()) * ml,
         zones=zones,
         head_change=head_shape_change(m0, m1),
+        head_depression_change_mm=depression_change_mm(m0, m1),
+        new_collapse=new_collapse(m0, m1),
+        literature_flags=followup_literature_flags(m1.necrotic_fraction_pct, settings),
         registration={
             "method": reg.method,
             "transform": tx.as_dict(),

@@ -17,6 +17,7 @@ from pipeline.geometry.mesh import isotropic_reconstructions, mask_mesh, mesh_vo
 from pipeline.geometry.side import check_side, confirm_side, read_side
 from pipeline.io.scan import Scan
 from pipeline.measures import volumes as measure
+from pipeline.measures.collapse import head_depression, literature_flags
 from pipeline.measures.location import location_metrics, weight_bearing_span, zone_map
 from pipeline.measures.results import SCHEMA_VERSION, HipMetrics
 
@@ -106,10 +107,16 @@ def measure_hip(
     warnings += side_warnings + location_warnings
     meshes = {"head": head_mesh, "lesion": lesion_mesh}
     reconstruction = None
+    surface, iso_voxel = head_mesh, None
     if settings.reconstruction.isotropic:
         reconstruction, iso_meshes = _reconstruct(head, lesion, affine, settings)
+        surface, iso_voxel = iso_meshes["head"], settings.reconstruction.voxel_mm
         if settings.reconstruction.stl_from_isotropic:
             meshes = iso_meshes
+    # head depression on the surface already meshed (docs/method.md section 6)
+    collapse = head_depression(head, affine, fit, frame, settings, span=span, mesh=surface, scan_affine=affine,
+                               iso_voxel_mm=iso_voxel)
+    collapse["collapse"]["surface"] = "isotropic reconstruction" if iso_voxel else "head mask"
 
     # the one place a HipMetrics is assembled (its field order is the key order of metrics.json)
     result = HipMetrics(
@@ -137,6 +144,10 @@ def measure_hip(
         koo_kim_index=location["koo_kim_index"],
         centroid_latitude_deg=location["centroid_latitude_deg"],
         centroid_longitude_deg=location["centroid_longitude_deg"],
+        head_depression_mm=collapse["head_depression_mm"],
+        arco2019_collapse=collapse["arco2019_collapse"],
+        collapse=collapse["collapse"],
+        literature_flags=literature_flags(nf, location["jic_type"], settings),
         reconstruction=reconstruction,
         segmentation=segmentation,
         review_flags=review_flags,

@@ -89,6 +89,9 @@ class HipMetrics:
         "sphere_fit_rms_mm", "weight_bearing_source", "segmentation", "review", "n_warnings", "image_sha256",
     )
 
+    #: Keys added to schema 1.0 later (docs/method.md 6); a file written before them reads them as null.
+    _ADDED: ClassVar[tuple[str, ...]] = ("head_depression_mm", "arco2019_collapse", "collapse", "literature_flags")
+
     schema_version: str = SCHEMA_VERSION
     #: "left" or "right"
     side: str
@@ -136,6 +139,16 @@ class HipMetrics:
     centroid_latitude_deg: float | None = None
     #: lesion centroid longitude (0 lateral, +90 anterior), degrees
     centroid_longitude_deg: float | None = None
+    #: largest inward depth of the weight-bearing surface below the fitted head sphere, mm (docs/method.md 6)
+    head_depression_mm: float | None = None
+    #: ARCO 2019 collapse: "none" (below the detection limit), "IIIA" (<= 2 mm) or "IIIB" (> 2 mm)
+    arco2019_collapse: str | None = None
+    #: the depression: location_uvw_mm, location_ras_mm, jic_zone, depressed_area_mm2 (mm^2),
+    #: missing_volume_ml (mL), detection_limit_mm, depth_to_limit, detection_limit_factor, region,
+    #: averaging_sigma_mm, reference_center_ras_mm, reference_radius_mm, method, surface
+    collapse: dict | None = None
+    #: literature cut-offs the hip meets (NF >= 25 %, JIC C2), each worded as a cut-off, never a prediction
+    literature_flags: list[str] = field(default_factory=list)
     #: isotropic reconstruction: method, voxel_mm, head/lesion volumes and mesh volumes (mL), NF (%)
     reconstruction: dict | None = None
     #: how the masks were obtained: method, parameters, an automatic segmentation's confidence
@@ -167,7 +180,7 @@ class HipMetrics:
     def from_json(cls, data, what: str = "metrics.json") -> HipMetrics:
         """Read a ``metrics.json`` content (dict or JSON text) back; InputError for another schema."""
         data = _document(data, what)
-        _check_keys(data, _names(cls), ("provenance",), what, cls.SCHEMA_VERSION)
+        _check_keys(data, _names(cls), ("provenance", *cls._ADDED), what, cls.SCHEMA_VERSION)
         return cls(**copy.deepcopy(data))
 
     # derived figures --------------------------------------------------------------------------
@@ -327,9 +340,11 @@ class FollowupMetrics:
     HEADLINE_KEYS: ClassVar[tuple[str, ...]] = (
         "regeneration_pct", "regeneration_pct_isotropic", "baseline_lesion_ml", "followup_lesion_ml",
         "regenerated_ml", "new_ml", "persistent_ml", "followup_lesion_in_baseline_ml", "zones", "head_change",
-        "registration",
+        "head_depression_change_mm", "new_collapse", "registration",
     )
     _WRITTEN: ClassVar[tuple[str, ...]] = ("index", "folder", "files")
+    #: Keys added to schema 1.0 later (docs/method.md 6); a file written before them reads them as null.
+    _ADDED: ClassVar[tuple[str, ...]] = ("head_depression_change_mm", "new_collapse", "literature_flags")
 
     #: 1, 2, ... in command-line order
     index: int | None = None
@@ -360,6 +375,12 @@ class FollowupMetrics:
     zones: dict | None
     #: head volume, radius, sphere-fit RMS and sphere-fill changes (a collapse hint)
     head_change: dict | None
+    #: follow-up minus baseline head depression, each in its own space, mm (docs/method.md 6)
+    head_depression_change_mm: float | None = None
+    #: True when the baseline's ARCO 2019 collapse is "none" and the follow-up's IIIA or IIIB; None if unknown
+    new_collapse: bool | None = None
+    #: literature cut-offs of the follow-up (NF < 10 %, read at 3 months in the pilot study), worded as cut-offs
+    literature_flags: list[str] = field(default_factory=list)
     #: the rigid registration: method, transform, rotation_deg, translation_mm, head_dice, ...
     registration: dict | None
     #: warnings of the comparison itself
@@ -382,7 +403,7 @@ class FollowupMetrics:
     @classmethod
     def from_json(cls, data, what: str = "longitudinal.json follow-up") -> FollowupMetrics:
         data = _document(data, what)
-        _check_keys(data, _names(cls), cls._WRITTEN, what, cls.SCHEMA_VERSION)
+        _check_keys(data, _names(cls), (*cls._WRITTEN, *cls._ADDED), what, cls.SCHEMA_VERSION)
         data = copy.deepcopy(data)
         data["followup"] = HipMetrics.from_json(data["followup"], f"{what}: followup")
         return cls(**data)
@@ -534,7 +555,7 @@ class Longitudinal:
         data = _document(data, what)
         known = ("schema_version", "side", "baseline", "followups", "change_map_labels", "provenance",
                  *cls._DERIVED)
-        _check_keys(data, known, ("provenance",), what, cls.SCHEMA_VERSION)
+        _check_keys(data, known, ("provenance", *FollowupMetrics._ADDED), what, cls.SCHEMA_VERSION)
         if not isinstance(data["followups"], list) or not data["followups"]:
             raise InputError(f"{what}: followups must be a non-empty list")
         return cls(

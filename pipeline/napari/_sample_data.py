@@ -54,7 +54,9 @@ def sample_manifest(generate: bool = True) -> Path:
 
 def load_sample(key: str) -> list[tuple]:
     """Layer data for one scan of the cohort: image, label map, acetabular edge(s)."""
-    rows = [row for row in read_manifest(sample_manifest()) if stem(row.image) == key]
+    # one row per hip: the sample's reader study adds other readers' reads and repeat acquisitions
+    rows = [row for row in read_manifest(sample_manifest())
+            if stem(row.image) == key and not row.reader and (row.repeat or 1) == 1]
     if not rows:
         raise KeyError(f"sample {key!r} is not in the cohort manifest")
     first = rows[0]

@@ -55,12 +55,26 @@ def slicer_layer_data(path: str | Path, scan: Scan | None = None, settings: Sett
     else:
         tol = settings.labels.grid_tolerance_mm if tolerance_mm is None else tolerance_mm
         grid, segments = scan, read_slicer_segmentation(path, scan, tol)
-    name = slicer_stem(path)
+    return segments_layer_data(segments, grid, slicer_stem(path), path, settings)
+
+
+def segments_layer_data(segments: list[Segment], grid: Scan, name: str, path: str | Path,
+                        settings: Settings | None = None, prefix: str = "slicer") -> list[tuple]:
+    """Labels layer data tuples for the named segments of a multi-segment file on ``grid``.
+
+    Head and lesion told apart (:func:`pipeline.masks.segments.pick_segments`): one head/lesion
+    label map; otherwise one layer per ``Segment.layer`` with the file's label values. Names and
+    codes go to ``features``, the segment records to ``metadata[prefix + "_segments"]`` (the
+    picked names to ``metadata[prefix + "_picked"]``). Shared by 3D Slicer files and DICOM SEG
+    (pipeline/napari/_reader.py: dicom_seg_layer_data).
+    """
+    settings = settings or Settings()
+    key = f"{prefix}_segments"
     records = [s.record() for s in segments]
     try:
         h, les = pick_segments(segments)
     except InputError:
-        return _per_layer(segments, grid, name, path, records)
+        return _per_layer(segments, grid, name, Path(path), records, key)
     head, lesion = segments[h], segments[les]
     label_map = label_map_from_segments(head.get_mask(), lesion.get_mask(), settings)
     top = max(settings.labels.head, settings.labels.lesion)
@@ -68,14 +82,15 @@ def slicer_layer_data(path: str | Path, scan: Scan | None = None, settings: Sett
     for value, seg in ((settings.labels.head, head), (settings.labels.lesion, lesion)):
         names[value], codes[value] = seg.name, _code_text(seg)
     data = labels_layer_data(label_map, grid, name, path,
-                             extra_meta={SEGMENTS_KEY: records,
-                                         "slicer_picked": {"head": head.name, "lesion": lesion.name}})
+                             extra_meta={key: records,
+                                         f"{prefix}_picked": {"head": head.name, "lesion": lesion.name}})
     data[1]["features"] = {"index": list(range(top + 1)), "segment": names, "code": codes}
     return [data]
 
 
-def _per_layer(segments: list[Segment], grid: Scan, name: str, path: Path, records: list[dict]) -> list[tuple]:
-    """One Labels layer per Slicer layer, with Slicer's label values, names and colours."""
+def _per_layer(segments: list[Segment], grid: Scan, name: str, path: Path, records: list[dict],
+               key: str = SEGMENTS_KEY) -> list[tuple]:
+    """One Labels layer per layer of the file, with its label values, names and colours."""
     layers = sorted({int(s.layer or 0) for s in segments})
     out = []
     for layer in layers:
@@ -93,7 +108,7 @@ def _per_layer(segments: list[Segment], grid: Scan, name: str, path: Path, recor
                 colours[value] = tuple(float(c) for c in s.meta["color"]) + (1.0,)
         title = name if len(layers) == 1 else f"{name} layer {layer}"
         tup = labels_layer_data(data, grid, title, path,
-                                extra_meta={SEGMENTS_KEY: [r for r, s in zip(records, segments) if s in members]})
+                                extra_meta={key: [r for r, s in zip(records, segments) if s in members]})
         tup[1]["features"] = {"index": list(range(top + 1)), "segment": names, "code": codes}
         tup[1]["colormap"] = colours
         out.append(tup)

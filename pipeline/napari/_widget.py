@@ -4,7 +4,9 @@ Pick the scan, its label map (1 head, 2 lesion by default), the side and optiona
 landmarks (Points layers, world = RAS mm); "Measure" runs :func:`._measure.measure_label_map`
 (the CLI's own measurement) in a napari worker thread and shows the figures, a zone map and the
 mid-coronal / mid-sagittal planes. After painting, "Re-measure" updates everything; "Export..."
-writes exactly what ``onfh analyze`` writes (:func:`pipeline.app.analyze.write_analysis`).
+saves the read under the reader's name (the label map with its audit entry,
+:func:`._writer.save_read`) and writes exactly what ``onfh analyze`` writes for it
+(:func:`pipeline.app.analyze.write_analysis`).
 
 "Segment automatically" runs the automatic segmentation of ``onfh analyze`` without masks
 (:func:`._measure.segment_label_map`, in a worker thread; points of a "lesion seed" Points layer
@@ -14,6 +16,7 @@ gives the figures of ``onfh analyze IMAGE --side S``; edited, the record says so
 
 from __future__ import annotations
 
+import hashlib
 import time
 import traceback
 import weakref
@@ -44,8 +47,9 @@ from qtpy.QtWidgets import (
 
 from pipeline.config import load_settings
 from pipeline.errors import InputError
+from pipeline.io.audit import check_reader
 from pipeline.io.info import obliquity_deg
-from pipeline.io.scan import load_labels
+from pipeline.io.scan import Scan, load_labels, place_on_grid
 from pipeline.napari._layers import (
     META_KEY,
     SCAN_KEY,
@@ -64,6 +68,7 @@ from pipeline.napari._measure import (
     segment_label_map,
     zones_layer_data,
 )
+from pipeline.napari._writer import read_paths, save_read
 
 NONE = "(none)"
 OBLIQUE_NOTE_DEG = 0.5
@@ -236,14 +241,27 @@ def _segment_job(scan, side, settings, seeds):
     return segment_label_map(scan, side, settings, seeds)
 
 
-def _export_job(analysis, out_dir, settings):
-    """Worker generator: writes the CLI's outputs for a measured hip."""
+def _export_job(analysis, folder, settings, read):
+    """Worker generator: saves the read (label map and audit entry) and the CLI's outputs for it.
+
+    ``read`` is (label map, reader, case, reason, labels as opened). Returns (analysis folder,
+    audit entry).
+    """
     from pipeline.app.analyze import write_analysis
+    from pipeline.io.outputs import check_output_dir
 
     started = time.perf_counter()
+    label_map, reader, case, reason, opened = read
+    _, out_dir, _ = read_paths(folder, reader, case)
+    check_output_dir(out_dir, "analyze")  # refused before the read is touched
     yield f"writing {out_dir}"
-    write_analysis(analysis, out_dir, settings, started)
-    return Path(out_dir)
+    entry = save_read(label_map, analysis.scan, folder, reader, case, reason, opened,
+                      before_commit=lambda: write_analysis(analysis, out_dir, settings, started))
+    return out_dir, entry
+
+
+def _digest(data) -> str:
+    return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
 
 
 class WorkerWidget:
@@ -296,6 +314,11 @@ class AnalyzeHipWidget(WorkerWidget, QWidget):
         self._pending_export: Path | None = None
         self._edited: set[int] = set()
         self._watched: list = []
+        #: each Labels layer's data and data-to-world matrix when first seen (the "labels as opened")
+        self._opened: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        #: digest of each Labels layer's data when last saved as a read
+        self._saved: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.last_read: dict | None = None
         self._build()
         layers_events = self.viewer.layers.events
         layers_events.inserted.connect(self.reset_choices)
@@ -420,6 +443,16 @@ class AnalyzeHipWidget(WorkerWidget, QWidget):
         layout : QVBoxLayout
             The widget's layout, to which the rows are added.
         """
+        read_form = QFormLayout()
+        self.reader_edit = QLineEdit()
+        self.reader_edit.setPlaceholderText("your reader ID, e.g. jdoe (required to export)")
+        self.reader_edit.setToolTip("Export saves the read under this name: <folder>/<reader>/<image>_labels.nii.gz, "
+                                    "with an entry in <folder>/<reader>/audit.jsonl")
+        self.reason_edit = QLineEdit()
+        self.reason_edit.setPlaceholderText("reason for the change (required to replace a saved read)")
+        read_form.addRow("Reader", self.reader_edit)
+        read_form.addRow("Reason", self.reason_edit)
+        layout.addLayout(read_form)
         actions = QHBoxLayout()
         self.measure_button = QPushButton("Measure")
         self.measure_button.clicked.connect(self.measure)
@@ -478,6 +511,8 @@ class AnalyzeHipWidget(WorkerWidget, QWidget):
         labels_layers = self._layers_of("labels")
         for layer in labels_layers:
             watch_edits(layer)
+            if layer not in self._opened:
+                self._opened[layer] = (np.array(layer.data, copy=True), data_to_world_matrix(layer))
         labels = [layer.name for layer in labels_layers]
         points = [NONE] + [layer.name for layer in self._layers_of("points")]
         before = self.image_box.currentText()
@@ -781,30 +816,102 @@ class AnalyzeHipWidget(WorkerWidget, QWidget):
 
     # export -----------------------------------------------------------------------------------
     def _export_clicked(self) -> None:
+        if self._reader() is None:
+            return
         folder = QFileDialog.getExistingDirectory(
-            self, "Export into a new or empty folder, or an earlier export (other files are never replaced)")
+            self, "Export the read into a reads folder (under <folder>/<reader>/; other files are never replaced)")
         if folder:
             self.export(folder)
 
-    def export(self, out_dir):
-        """Write labels, zones, meshes, metrics.json and qc.png into ``out_dir`` like ``onfh analyze``.
+    def _reader(self) -> str | None:
+        """The reader name, checked; None (and the reason shown) when it is missing or unusable."""
+        try:
+            return check_reader(self.reader_edit.text())
+        except InputError as exc:
+            self._show_error(str(exc))
+            return None
 
-        When the inputs changed since the last measurement, the hip is re-measured first (the
-        table and layers are updated) and the export follows. Returns the running worker.
+    def _opened_on(self, layer, scan) -> np.ndarray | None:
+        """The labels layer as first seen, on the scan's grid (None if unknown or elsewhere)."""
+        opened = self._opened.get(layer)
+        if opened is None:
+            return None
+        data, matrix = opened
+        try:
+            placed = place_on_grid(Scan.from_source(data, matrix), scan, self.settings.labels.grid_tolerance_mm,
+                                   what="labels as opened")
+        except InputError:
+            return None
+        return np.asarray(placed, dtype=np.int32)
+
+    def export(self, folder):
+        """Save the read and write what ``onfh analyze`` writes, under ``folder/<reader>/``.
+
+        The labels layer measured is saved as ``<reader>/<image>_labels.nii.gz`` with an audit
+        entry in ``<reader>/audit.jsonl`` (:func:`._writer.save_read`: voxels added and removed per
+        label against the file's previous content, or the labels as opened; the reason typed), and
+        labels, zones, meshes, metrics.json and qc.png go to ``<reader>/<image>/``. Refused (no file
+        written) without a reader name. When the inputs changed since the last measurement, the
+        hip is re-measured first and the export follows. Returns the running worker.
         """
         if self.busy:
             return None
+        reader = self._reader()
+        if reader is None:
+            return None
         if self.stale or self.analysis is None:
-            self._pending_export = Path(out_dir)
+            self._pending_export = Path(folder)
             return self.measure()
         self._pending_export = None
+        try:
+            layer = self._layer(self.labels_box, "a labels layer")
+            scan = self.analysis.scan
+            label_map = labels_on_scan(layer, scan, self.settings.labels.grid_tolerance_mm)
+            read = (label_map, reader, self.image_box.currentText(), self.reason_edit.text(),
+                    self._opened_on(layer, scan))
+            read_paths(folder, reader, read[2])
+        except InputError as exc:
+            self._show_error(str(exc))
+            return None
+        digest = _digest(layer.data)
 
-        def done(path):
-            self.last_export = path
-            self.status.setText(f"Exported to {path}")
+        def done(result):
+            out_dir, entry = result
+            self.last_export = out_dir
+            self.last_read = entry
+            self._saved[layer] = digest
+            self.reason_edit.clear()  # a reason is for one change
+            self.status.setText(f"Read saved by {entry['reader']} ({entry['action']}: {Path(entry['path']).name}, "
+                                f"audit entry added); exported to {out_dir}")
 
-        return self._start(_export_job, (self.analysis, Path(out_dir), self.settings), done,
+        return self._start(_export_job, (self.analysis, Path(folder), self.settings, read), done,
                            "onfh: exporting", total=1)
+
+    def unsaved_layers(self) -> list[str]:
+        """Names of Labels layers changed since they were opened or last saved as a read."""
+        out = []
+        for layer in self._layers_of("labels"):
+            saved = self._saved.get(layer)
+            if saved is None and layer in self._opened:
+                saved = _digest(self._opened[layer][0])
+            if saved is not None and saved != _digest(layer.data):
+                out.append(layer.name)
+        return out
+
+    def clear_results(self) -> None:
+        """Forget the measurement and remove its result layers (a new case is opened)."""
+        for layer in [lay for lay in self.viewer.layers if lay.name.startswith(RESULT_PREFIX)]:
+            self.viewer.layers.remove(layer)
+        self.analysis = None
+        self.stale = False
+        self.error = None
+        self.table.setRowCount(0)
+        self.warnings_text.clear()
+        self.auto_note.setVisible(False)
+        self.measure_button.setText("Measure")
+        self.export_button.setEnabled(False)
+        self.reason_edit.clear()
+        self.status.setText("")
 
 
 __all__ = ["AnalyzeHipWidget", "set_view", "SCAN_KEY"]

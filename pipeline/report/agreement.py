@@ -104,6 +104,11 @@ def cohen_kappa(a, b, categories=None, ordered: bool = False) -> dict:
         The classes in their order (needed for weighting); default: sorted classes seen.
     ordered : bool
         Weight disagreements by their distance in ``categories`` (size class A < B < C).
+
+    Returns
+    -------
+    dict
+        ``n`` pairs, ``kappa``, ``weighted``, ``ci95`` (asymptotic, clipped to [-1, 1]).
     """
     from statsmodels.stats.inter_rater import cohens_kappa
 
@@ -114,8 +119,9 @@ def cohen_kappa(a, b, categories=None, ordered: bool = False) -> dict:
     for x, y in pairs:
         table[index[x], index[y]] += 1
     result = cohens_kappa(table, wt="linear" if ordered else None)
+    # the asymptotic interval can pass 1 on small samples; kappa itself cannot
     return {"n": len(pairs), "kappa": float(result.kappa), "weighted": "linear" if ordered else None,
-            "ci95": [float(result.kappa_low), float(result.kappa_upp)]}
+            "ci95": [float(np.clip(result.kappa_low, -1.0, 1.0)), float(np.clip(result.kappa_upp, -1.0, 1.0))]}
 
 
 def fleiss_kappa(counts) -> dict:
@@ -160,3 +166,258 @@ def within_noise(change: float | None, rc: float | None) -> bool | None:
     if change is None or rc is None:
         return None
     return abs(float(change)) < float(rc)
+
+
+# masks of two reads ---------------------------------------------------------------------------
+def surface(mask: np.ndarray) -> np.ndarray:
+    """The mask's surface voxels: those with a face neighbour outside the mask (or the array)."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask, dtype=bool)
+    inner = ndimage.binary_erosion(np.pad(mask, 1), structure=ndimage.generate_binary_structure(3, 1))
+    return mask & ~inner[1:-1, 1:-1, 1:-1]
+
+
+def hausdorff95(a: np.ndarray, b: np.ndarray, spacing) -> float | None:
+    """Surface-based 95th-percentile Hausdorff distance of two masks on one voxel grid, mm.
+
+    The distances from each surface voxel centre of one mask to the nearest surface voxel centre
+    of the other (Euclidean distance transforms with the voxel spacing), 95th percentile of each
+    direction, the larger of the two (the symmetric HD95 of the BraTS evaluation and MONAI).
+
+    Parameters
+    ----------
+    a, b : ndarray of bool
+        Masks on the same grid.
+    spacing : sequence of 3 floats
+        Voxel edge lengths along the array axes, mm.
+
+    Returns
+    -------
+    float or None
+        None when either mask is empty (no surface to measure from).
+    """
+    from scipy import ndimage
+
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"masks on different grids: {a.shape} and {b.shape}")
+    if not a.any() or not b.any():
+        return None
+    # Surfaces lie inside the bounding box of a | b, and so does every nearest surface voxel: the
+    # distance transforms on that box (padded by one voxel of background) are exact, and cheap.
+    idx = np.argwhere(a | b)
+    lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
+    box = tuple(slice(int(l), int(h)) for l, h in zip(lo, hi))
+    sa, sb = surface(np.pad(a[box], 1)), surface(np.pad(b[box], 1))
+    spacing = [float(s) for s in spacing]
+    to_b = ndimage.distance_transform_edt(~sb, sampling=spacing)[sa]
+    to_a = ndimage.distance_transform_edt(~sa, sampling=spacing)[sb]
+    return float(max(np.percentile(to_b, 95), np.percentile(to_a, 95)))
+
+
+def lesion_overlap(a: np.ndarray, b: np.ndarray, spacing) -> dict:
+    """Dice and HD95 (mm) of two reads' lesion masks, with the reason when either is undefined."""
+    from pipeline.longitudinal.change import dice
+
+    d = dice(a, b)
+    hd = hausdorff95(a, b, spacing)
+    reason = None
+    if d is None:
+        reason = "both lesion masks are empty"
+    elif hd is None:
+        reason = "one lesion mask is empty: no Hausdorff distance"
+    return {"lesion_dice": d, "lesion_hd95_mm": hd, "reason": reason}
+
+
+# a reader study -------------------------------------------------------------------------------
+#: Continuous figures compared between readers, with their units.
+MEASURES = {"head_volume_ml": "mL", "lesion_volume_ml": "mL", "necrotic_fraction_pct": "%"}
+#: Classes compared between readers: their order and whether kappa is weighted (ordered classes).
+CATEGORIES = {"jic_type": (("A", "B", "C1", "C2"), False), "size_class": (("A", "B", "C"), True)}
+
+
+def _null(reason: str) -> dict:
+    return {"value": None, "reason": reason}
+
+
+def _try(fn, *args, **kwargs) -> dict:
+    """A statistic, or ``{"value": None, "reason": ...}`` when the data cannot give it."""
+    import warnings
+
+    try:
+        # degenerate tables (one class, no variance) warn inside the libraries; they are reported
+        # here as a null with its reason instead
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            out = fn(*args, **kwargs)
+    except InputError as exc:
+        return _null(str(exc))
+    except (ValueError, ZeroDivisionError, FloatingPointError) as exc:
+        return _null(f"undefined: {exc}")
+    return _finite_or_reason(out)
+
+
+def _finite_or_reason(out: dict) -> dict:
+    """NaN statistics (no variance between targets, one class only) become null with a reason."""
+    found = []
+
+    def clean(v):
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, float) and not math.isfinite(v):
+            found.append(v)
+            return None
+        return v
+
+    out = clean(out)
+    if found:
+        out["reason"] = ("partly undefined for these data (a constant or perfectly agreeing table: no variation "
+                         "between scans or readers, or one class only)")
+    return out
+
+
+def reader_pairs(readers) -> list[tuple[str, str]]:
+    """Every pair of readers, in the order given."""
+    readers = list(readers)
+    return [(a, b) for i, a in enumerate(readers) for b in readers[i + 1:]]
+
+
+def reader_study(reads: list[dict], overlaps: dict, adjudicator: str, discordant_nf_points: float,
+                 min_lesion_dice: float) -> dict:
+    """The agreement of the readers of a batch (agreement.json).
+
+    Parameters
+    ----------
+    reads : list of dict
+        scans.csv records of the successful reads: ``scan_key`` (the acquisition), ``key`` (the
+        read), ``reader`` and the figures of :data:`MEASURES` and :data:`CATEGORIES`, in manifest
+        order.
+    overlaps : dict
+        ``{(scan_key, reader_a, reader_b): lesion_overlap(...)}`` for the read pairs of each scan.
+    adjudicator : str
+        Reader name of adjudicated reads: a resolution, not an independent read, so left out of
+        the agreement statistics.
+    discordant_nf_points, min_lesion_dice : float
+        A pair is discordant when the NFs differ by more than ``discordant_nf_points`` points,
+        the JIC types differ, or the lesion Dice is below ``min_lesion_dice``.
+
+    Returns
+    -------
+    dict
+        ``readers``, ``n_scans``, per measure the ICC over all readers and Bland-Altman per pair,
+        per class Cohen's kappa per pair (and Fleiss' kappa over all readers when more than two),
+        ``pairs`` (one per scan and reader pair: figures, Dice, HD95, discordance) and
+        ``discordant`` (the pairs with a reason, resolved or open).
+    """
+    readers = list(dict.fromkeys(r["reader"] for r in reads if r["reader"] != adjudicator))
+    by_scan: dict[str, dict[str, dict]] = {}
+    for r in reads:
+        by_scan.setdefault(r["scan_key"], {}).setdefault(r["reader"], r)
+    pairs = reader_pairs(readers)
+    out = {"readers": readers, "adjudicator": adjudicator,
+           "n_scans_read_twice": sum(1 for s in by_scan.values() if len(set(s) - {adjudicator}) >= 2),
+           "measures": {}, "classes": {}, "pairs": [], "discordant": [],
+           "thresholds": {"discordant_nf_points": discordant_nf_points, "min_lesion_dice": min_lesion_dice}}
+    for measure, unit in MEASURES.items():
+        ratings = {s: {r: row[measure] for r, row in rows.items() if r != adjudicator and row.get(measure) is not None}
+                   for s, rows in by_scan.items()}
+        entry = {"unit": unit}
+        if len(readers) < 2:
+            entry["icc"] = _null("needs at least 2 readers")
+        else:
+            entry["icc"] = _try(icc, {s: v for s, v in ratings.items() if len(v) >= 2})
+        entry["bland_altman"] = {}
+        for a, b in pairs:
+            both = [(s, v[a], v[b]) for s, v in ratings.items() if a in v and b in v]
+            entry["bland_altman"][f"{a} vs {b}"] = {
+                "difference": f"{b} - {a}", **_try(bland_altman, [x for _, x, _ in both], [y for _, _, y in both]),
+                "points": [{"scan": s, "values": [x, y]} for s, x, y in both]}
+        out["measures"][measure] = entry
+    for name, (cats, ordered) in CATEGORIES.items():
+        entry = {"weighted": "linear" if ordered else None, "categories": list(cats), "cohen": {}}
+        for a, b in pairs:
+            both = [(rows[a].get(name), rows[b].get(name)) for rows in by_scan.values() if a in rows and b in rows]
+            both = [(x, y) for x, y in both if x is not None and y is not None]
+            entry["cohen"][f"{a} vs {b}"] = (_try(cohen_kappa, [x for x, _ in both], [y for _, y in both], cats,
+                                                   ordered) if len(both) >= 2 else
+                                             _null(f"{len(both)} scan(s) classed by both: kappa needs at least 2"))
+        if len(readers) > 2:
+            table = [[sum(rows[r].get(name) == c for r in readers) for c in cats] for rows in by_scan.values()
+                     if all(r in rows and rows[r].get(name) is not None for r in readers)]
+            entry["fleiss"] = (_try(fleiss_kappa, table) if len(table) >= 2 else
+                               _null(f"{len(table)} scan(s) classed by every reader: kappa needs at least 2"))
+        out["classes"][name] = entry
+    for scan_key, rows in by_scan.items():
+        adjudicated = rows.get(adjudicator)
+        for a, b in pairs:
+            if a not in rows or b not in rows:
+                continue
+            ra, rb = rows[a], rows[b]
+            ov = overlaps.get((scan_key, a, b)) or {"lesion_dice": None, "lesion_hd95_mm": None,
+                                                    "reason": "no label maps"}
+            nf_a, nf_b = ra.get("necrotic_fraction_pct"), rb.get("necrotic_fraction_pct")
+            nf_diff = None if nf_a is None or nf_b is None else nf_b - nf_a
+            reasons = []
+            if nf_diff is not None and abs(nf_diff) > discordant_nf_points:
+                reasons.append(f"NF differs by {abs(nf_diff):.1f} points (> {discordant_nf_points:g})")
+            if ra.get("jic_type") != rb.get("jic_type"):
+                reasons.append(f"JIC type {ra.get('jic_type') or 'none'} vs {rb.get('jic_type') or 'none'}")
+            if ov["lesion_dice"] is not None and ov["lesion_dice"] < min_lesion_dice:
+                reasons.append(f"lesion Dice {ov['lesion_dice']:.2f} (< {min_lesion_dice:g})")
+            pair = {"scan": scan_key, "subject": ra["subject"], "side": ra["side"],
+                    "timepoint_months": ra["timepoint_months"], "repeat": ra.get("repeat"),
+                    "readers": [a, b], "reads": [ra["key"], rb["key"]],
+                    "necrotic_fraction_pct": [nf_a, nf_b], "nf_difference_points": nf_diff,
+                    "jic_type": [ra.get("jic_type"), rb.get("jic_type")],
+                    "size_class": [ra.get("size_class"), rb.get("size_class")], **ov,
+                    "discordant": reasons,
+                    "status": None if not reasons else ("resolved" if adjudicated else "open"),
+                    "adjudicated_read": adjudicated["key"] if adjudicated and reasons else None}
+            out["pairs"].append(pair)
+            if reasons:
+                out["discordant"].append(pair)
+    return out
+
+
+def repeatability_study(pairs: list[tuple[dict, dict]], by_reader: dict[str, list[tuple[dict, dict]]]) -> dict:
+    """Test-retest repeatability of each measure (repeatability.json, QIBA).
+
+    Parameters
+    ----------
+    pairs : list of (dict, dict)
+        The values used downstream (combined reads) of the first two acquisitions of a hip at one
+        timepoint, each a dict of the :data:`MEASURES` figures (and ``key``).
+    by_reader : dict
+        The same pairs read by one reader, per reader.
+
+    Returns
+    -------
+    dict
+        ``n_pairs``, ``pairs`` (keys and differences) and per measure ``wsd``, ``wsd_ci95``,
+        ``wcv``, ``rc`` (= 2.77 wSD), ``rc_ci95``, or null with the reason; the same per reader.
+    """
+    def stats(pairs):
+        return {m: {"unit": u, **_try(repeatability, [p[0].get(m) for p in pairs], [p[1].get(m) for p in pairs])}
+                for m, u in MEASURES.items()}
+
+    return {
+        "n_pairs": len(pairs),
+        "pairs": [{"scans": [a["key"], b["key"]], **{f"{m}_difference": _diff(a.get(m), b.get(m)) for m in MEASURES}}
+                  for a, b in pairs],
+        "measures": stats(pairs),
+        "by_reader": {r: {"n_pairs": len(p), "measures": stats(p)} for r, p in by_reader.items()},
+    }
+
+
+def _diff(a, b):
+    return None if a is None or b is None else float(b) - float(a)
+
+
+def rc_of(study: dict | None, measure: str) -> float | None:
+    """The repeatability coefficient of ``measure`` in a :func:`repeatability_study`, or None."""
+    if not study:
+        return None
+    return (study["measures"].get(measure) or {}).get("rc")

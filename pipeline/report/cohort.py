@@ -220,7 +220,224 @@ def cohort_summary(scans: list[dict], changes: list[dict]) -> dict:
     }
 
 
-def cohort_markdown(summary: dict) -> str:
+# reads: several readers, repeat acquisitions ---------------------------------------------------
+#: Continuous scans.csv figures that the mean rules average over the readers.
+MEAN_SCAN_FIGURES = ("head_volume_ml", "lesion_volume_ml", "necrotic_fraction_pct", "cna_deg", "arc_coronal_deg",
+                     "arc_sagittal_deg", "head_radius_mm", "sphere_fit_rms_mm")
+#: Continuous changes.csv figures that the mean rules average over the readers' comparisons.
+MEAN_CHANGE_FIGURES = ("baseline_lesion_ml", "followup_lesion_ml", "regeneration_pct", "regenerated_ml", "new_ml",
+                       "persistent_ml")
+#: The rules of setting ``reads.combine``, as the outputs state them.
+COMBINE_RULES = {
+    "adjudicated_or_first": "the adjudicator's read where one exists, else the first read listed in the manifest; "
+                            "every figure, classes included, comes from that one read",
+    "adjudicated_or_mean": "the adjudicator's read where one exists, else the mean of the readers' continuous "
+                           "figures (volumes, NF, angles; regeneration: the mean of the readers' regeneration); "
+                           "size class and Kerboul grade recomputed from the mean NF and CNA; JIC and ARCO types "
+                           "from the first read listed",
+    "mean": "the mean of the readers' continuous figures (adjudicated reads left out); size class and Kerboul grade "
+            "recomputed from the mean NF and CNA; JIC and ARCO types from the first read listed",
+    "first_reader": "the first read listed in the manifest (adjudicated reads left out); every figure from that read",
+}
+ACQUISITION_RULE = ("a hip scanned twice or more at one timepoint (repeat acquisitions) enters the cohort with "
+                    "its first measured acquisition; the repeats serve the test-retest repeatability")
+
+
+def combine_reads(reads: list[dict], rule: str, adjudicator: str, kind: str = "scan",
+                  per_acquisition: bool = False) -> list[dict]:
+    """One record per scan (or per follow-up comparison) from the records of its reads.
+
+    Parameters
+    ----------
+    reads : list of dict
+        scans.csv (``kind="scan"``) or changes.csv (``kind="change"``) records, each with
+        ``subject``, ``side``, ``timepoint_months``, ``repeat`` (scans), ``reader``, ``status``,
+        in manifest order.
+    rule : str
+        A key of :data:`COMBINE_RULES` (setting ``reads.combine``).
+    adjudicator : str
+        Reader name of adjudicated reads.
+    kind : {"scan", "change"}
+    per_acquisition : bool
+        One record per acquisition (``scan_key``: repeat acquisitions apart) instead of per hip and
+        timepoint.
+
+    Returns
+    -------
+    list of dict
+        One record per hip and timepoint (scans: the first acquisition with a successful read; see
+        :data:`ACQUISITION_RULE`), the reference read's record with the combined figures, plus
+        ``combined_from`` (the keys of the reads used) and ``combined_by`` ("adjudicated", "first
+        read" or "mean of n reads"). A scan none of whose reads succeeded is one failed record.
+    """
+    if rule not in COMBINE_RULES:
+        raise ValueError(f"unknown combine rule {rule!r}")
+    figures = MEAN_SCAN_FIGURES if kind == "scan" else MEAN_CHANGE_FIGURES
+    hips: dict[tuple, list[dict]] = {}
+    for r in reads:
+        hips.setdefault(r["scan_key"] if per_acquisition else (r["subject"], r["side"], float(r["timepoint_months"])),
+                        []).append(r)
+    out = []
+    for rows in hips.values():
+        ok = [r for r in rows if r.get("status") == "ok"]
+        if not ok:
+            out.append({**rows[0], "combined_from": [r["key"] for r in rows], "combined_by": None})
+            continue
+        first_acquisition = min(int(r.get("repeat") or 1) for r in ok)
+        ok = [r for r in ok if int(r.get("repeat") or 1) == first_acquisition]
+        out.append(_combine(ok, rule, adjudicator, figures, kind))
+    return out
+
+
+def _combine(ok: list[dict], rule: str, adjudicator: str, figures: tuple, kind: str) -> dict:
+    adjudicated = [r for r in ok if r.get("reader") == adjudicator]
+    readers = [r for r in ok if r.get("reader") != adjudicator] or ok
+    if adjudicated and rule.startswith("adjudicated_or_"):
+        return {**adjudicated[0], "combined_from": [adjudicated[0]["key"]], "combined_by": "adjudicated"}
+    if rule in ("adjudicated_or_first", "first_reader") or len(readers) == 1:
+        return {**readers[0], "combined_from": [readers[0]["key"]], "combined_by": "first read"}
+    out = {**readers[0], "combined_from": [r["key"] for r in readers], "combined_by": f"mean of {len(readers)} reads"}
+    for name in figures:
+        values = [float(r[name]) for r in readers if r.get(name) is not None]
+        out[name] = float(np.mean(values)) if values else None
+    if kind == "scan":
+        from pipeline.measures.location import kerboul_grade_of
+        from pipeline.measures.volumes import size_class
+
+        out["size_class"] = size_class(out["necrotic_fraction_pct"])
+        out["kerboul_grade"] = None if out["cna_deg"] is None else kerboul_grade_of(out["cna_deg"])
+    else:
+        zones = [r.get("zones") or {} for r in readers]
+        names = sorted({z for d in zones for z in d})
+        out["zones"] = {z: float(np.mean([float(d.get(z) or 0.0) for d in zones])) for z in names}
+    return out
+
+
+def followup_noise(scans: list[dict], changes: list[dict], rc_nf: float | None,
+                   rc_lesion_ml: float | None) -> list[dict]:
+    """Each follow-up's NF change and regeneration against the repeatability coefficients.
+
+    Parameters
+    ----------
+    scans, changes : list of dict
+        Combined records (:func:`combine_reads`) of the scans and the comparisons.
+    rc_nf, rc_lesion_ml : float or None
+        Repeatability coefficients of the NF (points) and the lesion volume (mL).
+
+    Returns
+    -------
+    list of dict
+        One per comparison: ``nf_change_points`` (follow-up minus baseline NF) and
+        ``nf_change_within_noise`` (|change| < RC), ``lesion_change_ml`` and
+        ``regeneration_within_noise`` (the lesion volume change behind the regeneration is within
+        its RC); the flags are None without an RC.
+    """
+    from pipeline.report.agreement import within_noise
+
+    nf = {(s["subject"], s["side"], float(s["timepoint_months"])): s.get("necrotic_fraction_pct")
+          for s in scans if s.get("status") == "ok"}
+    out = []
+    for c in changes:
+        if c.get("status") != "ok":
+            continue
+        hip = (c["subject"], c["side"])
+        before, after = nf.get((*hip, 0.0)), nf.get((*hip, float(c["timepoint_months"])))
+        nf_change = None if before is None or after is None else after - before
+        v0, vt = c.get("baseline_lesion_ml"), c.get("followup_lesion_ml")
+        lesion_change = None if v0 is None or vt is None else vt - v0
+        out.append({"key": c["key"], "subject": c["subject"], "side": c["side"],
+                    "timepoint_months": c["timepoint_months"], "nf_change_points": nf_change, "rc_nf_points": rc_nf,
+                    "nf_change_within_noise": within_noise(nf_change, rc_nf),
+                    "regeneration_pct": c.get("regeneration_pct"), "lesion_change_ml": lesion_change,
+                    "rc_lesion_ml": rc_lesion_ml,
+                    "regeneration_within_noise": within_noise(lesion_change, rc_lesion_ml)})
+    return out
+
+
+def reads_markdown(reads: dict, agreement: dict | None, repeatability: dict | None) -> str:
+    """The ``## Agreement`` section of cohort.md (and report.html): combine rule, ICCs, Bland-Altman,
+    kappas, Dice and HD95 per scan, discordant reads, repeatability, follow-ups within noise."""
+    def f(v, fmt=".2f"):
+        return "-" if v is None else format(v, fmt)
+
+    def ci(d):
+        lo, hi = (d or {}).get("ci95") or (None, None)
+        return f"{f(lo)} to {f(hi)}"
+
+    lines = ["## Agreement", "",
+             f"{reads['n_reads_ok']} of {reads['n_reads']} reads measured: {len(reads['readers'])} reader(s) "
+             f"({', '.join(reads['readers'])}) and {reads['n_adjudicated_reads']} adjudicated read(s) (reader "
+             f"{reads['adjudicator']}). "
+             f"Value used for the cohort (reads.combine = {reads['combine']}): {reads['rule']}. "
+             f"Scans by source: {', '.join(f'{n} {k}' for k, n in reads['scans_by_source'].items()) or 'none'}. "
+             + ACQUISITION_RULE[0].upper() + ACQUISITION_RULE[1:] + ".", ""]
+    if agreement:
+        lines += ["### Intraclass correlation (all readers, scans read by every reader)", "",
+                  "| measure | n scans | ICC(2,1) absolute agreement | 95 % CI | ICC(3,1) consistency | 95 % CI "
+                  "| note |", "|---|---|---|---|---|---|---|"]
+        for measure, d in agreement["measures"].items():
+            i = d["icc"]
+            a, c = i.get("ICC(2,1)"), i.get("ICC(3,1)")
+            lines.append(f"| {measure} | {i.get('n_targets', '-')} | {f((a or {}).get('icc'), '.3f')} | {ci(a)} | "
+                         f"{f((c or {}).get('icc'), '.3f')} | {ci(c)} | {i.get('reason') or ''} |")
+        lines += ["", "### Bland-Altman (difference = second reader - first)", "",
+                  "| measure | readers | n | bias | 95 % limits of agreement | note |", "|---|---|---|---|---|---|"]
+        for measure, d in agreement["measures"].items():
+            for pair, ba in d["bland_altman"].items():
+                lines.append(f"| {measure} ({d['unit']}) | {pair} | {ba.get('n', '-')} | {f(ba.get('bias'))} | "
+                             f"{f(ba.get('lower'))} to {f(ba.get('upper'))} | {ba.get('reason') or ''} |")
+        lines += ["", "### Kappa (JIC type unweighted; size class linearly weighted)", "",
+                  "| class | readers | n | kappa | 95 % CI | note |", "|---|---|---|---|---|---|"]
+        for name, d in agreement["classes"].items():
+            for pair, k in d["cohen"].items():
+                lines.append(f"| {name} | {pair} (Cohen) | {k.get('n', '-')} | {f(k.get('kappa'), '.3f')} | {ci(k)} | "
+                             f"{k.get('reason') or ''} |")
+            if "fleiss" in d:
+                k = d["fleiss"]
+                lines.append(f"| {name} | all (Fleiss) | {k.get('n', '-')} | {f(k.get('kappa'), '.3f')} | - | "
+                             f"{k.get('reason') or ''} |")
+        lines += ["", "### Lesion masks per scan and reader pair", "",
+                  "| scan | readers | NF (%) | JIC | lesion Dice | HD95 (mm) | discordant | status |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for p in agreement["pairs"]:
+            nf = " / ".join(f(v, ".1f") for v in p["necrotic_fraction_pct"])
+            jic = " / ".join(v or "-" for v in p["jic_type"])
+            lines.append(f"| {p['scan']} | {' vs '.join(p['readers'])} | {nf} | {jic} | {f(p['lesion_dice'], '.3f')} | "
+                         f"{f(p['lesion_hd95_mm'])} | {'; '.join(p['discordant']) or 'no'} | "
+                         f"{p['status'] or '-'}{' by ' + p['adjudicated_read'] if p['adjudicated_read'] else ''} |")
+        t = agreement["thresholds"]
+        lines += ["", f"Discordant: NF differing by more than {t['discordant_nf_points']:g} points, different JIC "
+                  f"types, or lesion Dice under {t['min_lesion_dice']:g} (adjudication.csv); an adjudicator's read of "
+                  "the scan resolves it."]
+    if repeatability:
+        lines += ["", f"### Test-retest repeatability ({repeatability['n_pairs']} pair(s) of acquisitions)", "",
+                  "| measure | n | wSD | 95 % CI | wCV (%) | RC = 2.77 wSD | 95 % CI | note |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for measure, d in repeatability["measures"].items():
+            lines.append(f"| {measure} ({d['unit']}) | {d.get('n', '-')} | {f(d.get('wsd'))} | "
+                         f"{f((d.get('wsd_ci95') or [None])[0])} to {f((d.get('wsd_ci95') or [None, None])[1])} | "
+                         f"{f(None if d.get('wcv') is None else 100 * d['wcv'], '.1f')} | {f(d.get('rc'))} | "
+                         f"{f((d.get('rc_ci95') or [None])[0])} to {f((d.get('rc_ci95') or [None, None])[1])} | "
+                         f"{d.get('reason') or ''} |")
+    changes = reads.get("followup_changes") or []
+    if changes:
+        def flag(v):
+            return "-" if v is None else ("within noise" if v else "beyond noise")
+
+        lines += ["", "### Follow-up changes against the repeatability coefficient", "",
+                  "| follow-up | NF change (points) | within RC? | regeneration (%) | lesion change (mL) "
+                  "| within RC? |",
+                  "|---|---|---|---|---|---|"]
+        for c in changes:
+            lines.append(f"| {c['key']} | {f(c['nf_change_points'], '.1f')} | {flag(c['nf_change_within_noise'])} | "
+                         f"{f(c['regeneration_pct'], '.1f')} | {f(c['lesion_change_ml'])} | "
+                         f"{flag(c['regeneration_within_noise'])} |")
+        lines += ["", "A change smaller than the repeatability coefficient (RC) cannot be told from measurement "
+                  "noise; without test-retest pairs there is no RC and no flag."]
+    return "\n".join(lines) + "\n"
+
+
+def cohort_markdown(summary: dict, agreement: dict | None = None, repeatability: dict | None = None) -> str:
     """cohort.md: the tables in the pilot study's layout."""
     def f(v, fmt=".1f"):
         return "-" if v is None else format(v, fmt)
@@ -271,4 +488,6 @@ def cohort_markdown(summary: dict) -> str:
         for name, d in groups.items():
             lines.append(f"| {tp} | {name} | {d['n_hips']} | {f(d['regenerated_ml'], '.2f')} | "
                          + " | ".join(f(d["share_pct"][z]) for z in ZONES + REGIONS) + " |")
+    if summary.get("reads"):
+        lines += ["", reads_markdown(summary["reads"], agreement, repeatability).rstrip("\n")]
     return "\n".join(lines) + "\n"

@@ -3,7 +3,10 @@
 The cohort tables (cohort.md rendered), every hip's necrotic fraction over time coloured by
 outcome, where regeneration happened (JIC zones and antero-posterior regions, by outcome), and a
 QC thumbnail per scan and per comparison, each linking to its folder (relative links, so the
-output folder can be moved or shared whole). Tasks that failed are listed with their error.
+output folder can be moved or shared whole). Tasks that failed are listed with their error. A
+reader study adds the Agreement section: the combine rule, ICCs, a Bland-Altman plot per reader
+pair, kappas, lesion Dice and HD95 per scan, the discordant reads (open ones flagged at the top),
+test-retest repeatability and the follow-ups whose change lies within measurement noise.
 Pictures are PNG (plots) and JPEG (thumbnails) in ``data:`` URIs: the page needs no other file.
 """
 
@@ -26,12 +29,25 @@ THUMBNAIL_LIMIT = 200
 LABELLED_HIPS = 30
 
 
-def write_report(out_dir: Path, scans: list[dict], changes: list[dict], summary: dict) -> Path:
-    """Write ``out_dir/report.html`` atomically and return its path."""
+def write_report(out_dir: Path, scans: list[dict], changes: list[dict], summary: dict,
+                 study: dict | None = None) -> Path:
+    """Write ``out_dir/report.html`` atomically and return its path.
+
+    Parameters
+    ----------
+    out_dir : Path
+    scans, changes : list of dict
+        Every read's scans.csv and changes.csv record.
+    summary : dict
+        cohort.json.
+    study : dict, optional
+        A reader study (:func:`pipeline.app.batch.reader_study_outputs`): combined ``scans``,
+        ``agreement``, ``repeatability``; adds the Agreement section.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
-    from pipeline.report.cohort import REGIONS, ZONES, cohort_markdown
+    from pipeline.report.cohort import REGIONS, ZONES, cohort_markdown, reads_markdown
 
     parts = [_HEAD, "<h1>onfh cohort report</h1>",
              f"<p class='lead'>{summary['n_scans_ok']} of {summary['n_scans']} scans measured, "
@@ -44,15 +60,26 @@ def write_report(out_dir: Path, scans: list[dict], changes: list[dict], summary:
         parts.append("<h2>Failed</h2><ul class='failed'>" + "".join(
             f"<li><b>{'scan' if r in scans else 'comparison'} {html.escape(r['key'])}</b>: "
             f"{html.escape(r.get('error') or '')}</li>" for r in failed) + "</ul>")
+    open_pairs = [p for p in (study or {}).get("agreement", {}).get("discordant", []) if p["status"] == "open"]
+    if open_pairs:
+        parts.append("<p class='err'><b>" + f"{len(open_pairs)} discordant read pair(s) await adjudication" + "</b>: "
+                     + "; ".join(html.escape(f"{p['scan']} ({' vs '.join(p['readers'])}: {', '.join(p['discordant'])})")
+                                 for p in open_pairs) + " (adjudication.csv, section Agreement).</p>")
     parts.append("<div class='plots'>")
-    parts.append("<figure><figcaption>Necrotic fraction over time, one line per hip, coloured by outcome"
-                 "</figcaption>" + _img(_nf_plot(scans)) + "</figure>")
+    caption = "Necrotic fraction over time, one line per hip, coloured by outcome"
+    if study:
+        caption += f" (value used for the cohort: reads.combine = {summary['reads']['combine']})"
+    parts.append(f"<figure><figcaption>{html.escape(caption)}</figcaption>"
+                 + _img(_nf_plot(study["scans"] if study else scans)) + "</figure>")
     if any(groups for groups in summary["regenerated_share_by_zone"].values()):
         parts.append("<figure><figcaption>Where regeneration happened: share of the regenerated volume per JIC "
                      "zone and antero-posterior region</figcaption>"
                      + _img(_zone_plot(summary, ZONES, REGIONS)) + "</figure>")
     parts.append("</div>")
-    parts.append("<h2>Cohort tables</h2>" + _markdown_tables(cohort_markdown(summary)))
+    plain = {k: v for k, v in summary.items() if k != "reads"}  # the reads get their own section below
+    parts.append("<h2>Cohort tables</h2>" + _markdown_tables(cohort_markdown(plain)))
+    if study:
+        parts.append(_agreement_section(summary["reads"], study, reads_markdown))
     parts.append("<h2>Scans</h2>" + _gallery(out_dir, scans, _scan_caption))
     if changes:
         parts.append("<h2>Follow-up against baseline</h2>" + _gallery(out_dir, changes, _change_caption))
@@ -82,6 +109,48 @@ def _gallery(out_dir: Path, records: list[dict], caption, limit: int = THUMBNAIL
     return html_text
 
 
+def _agreement_section(reads: dict, study: dict, reads_markdown) -> str:
+    """The Agreement section: Bland-Altman plots per reader pair, then the tables of cohort.md."""
+    agreement = study["agreement"]
+    out = ["<h2>Agreement</h2>"]
+    figures = []
+    pairs = list(next(iter(agreement["measures"].values()))["bland_altman"]) if agreement["measures"] else []
+    for pair in pairs:
+        if any(agreement["measures"][m]["bland_altman"][pair].get("bias") is not None for m in agreement["measures"]):
+            figures.append(f"<figure><figcaption>Bland-Altman, {html.escape(pair)}: difference against mean, bias "
+                           "and 95 % limits of agreement</figcaption>" + _img(_bland_altman_plot(agreement, pair))
+                           + "</figure>")
+    if figures:
+        out.append("<div class='plots'>" + "".join(figures) + "</div>")
+    text = reads_markdown(reads, agreement, study["repeatability"])
+    out.append(_markdown_tables(text.split("\n", 1)[1]))  # its "## Agreement" is the heading above
+    return "\n".join(out)
+
+
+def _bland_altman_plot(agreement: dict, pair: str):
+    """One panel per measure: each scan's difference (second - first reader) against the pair's mean."""
+    import matplotlib.pyplot as plt
+
+    measures = agreement["measures"]
+    fig, axes = plt.subplots(1, len(measures), figsize=(3.0 * len(measures), 3.0), dpi=100, squeeze=False)
+    for ax, (name, d) in zip(axes[0], measures.items()):
+        ba = d["bland_altman"][pair]
+        points = [p["values"] for p in ba.get("points", [])]
+        ax.scatter([(a + b) / 2 for a, b in points], [b - a for a, b in points], s=18, color="#1a5fb4", zorder=3)
+        if ba.get("bias") is not None:
+            ax.axhline(ba["bias"], color="#333333", lw=1.0)
+            for limit in (ba["lower"], ba["upper"]):
+                ax.axhline(limit, color="#b22222", lw=0.9, ls="--")
+        ax.axhline(0, color="#aaaaaa", lw=0.6, ls=":")
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel(f"mean of the two reads ({d['unit']})", fontsize=7)
+        ax.set_ylabel(f"{ba['difference']} ({d['unit']})", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.grid(color="#eeeeee")
+    fig.tight_layout()
+    return fig
+
+
 def _fmt(value, spec=".1f", unit="") -> str:
     return "-" if value is None else f"{format(value, spec)}{unit}"
 
@@ -90,7 +159,8 @@ def _scan_caption(r: dict) -> str:
     if r.get("status") != "ok":
         return f"<span class='err'>failed: {html.escape(r.get('error') or '')}</span>"
     nf = _fmt(r.get("necrotic_fraction_pct"), ".1f", " %")
-    caption = html.escape(f"{r.get('outcome') or 'no outcome'}; NF {nf}, "
+    read = f"read by {r['reader']}; " if r.get("scan_key") and r["key"] != r["scan_key"] else ""
+    caption = html.escape(f"{read}{r.get('outcome') or 'no outcome'}; NF {nf}, "
                           f"lesion {_fmt(r.get('lesion_volume_ml'), '.2f', ' mL')}, JIC {r.get('jic_type') or '-'}, "
                           f"{r.get('n_warnings') or 0} warning(s)")
     review = r.get("review") or ""

@@ -258,6 +258,14 @@ class HipState:
         Show the core-decompression drill track (a follow-up after surgery).
     track_signal : float or None
         Track signal (None: contrast default); later visits show a partly filled track.
+    dent_mm : float
+        Collapse: depth of a flat dent in the head, mm (0: none). The head (and femur) beyond the
+        plane normal to ``dent_direction`` at r - dent_mm from the head centre is removed, a
+        spherical cap: the head's depression below its sphere is dent_mm, at c + (r - dent_mm) a,
+        and the volume missing from the sphere pi h^2 (3 r - h) / 3 (docs/method.md section 6).
+    dent_direction : (3,) float or None
+        Hip-local (u, v, w) axis a of the dent; None: the lesion's direction (straight up, w, for
+        a healthy head).
     """
 
     regeneration_pct: float = 0.0
@@ -265,6 +273,8 @@ class HipState:
     mitchell: str | None = None
     track: bool = False
     track_signal: float | None = None
+    dent_mm: float = 0.0
+    dent_direction: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -681,6 +691,28 @@ class Hip:
         start = entry - 3.0 * direction  # start outside the cortex so the cortical hole is complete
         return start, entry
 
+    # -- collapse dent ----------------------------------------------------------------------------
+    def dent(self, state: HipState | None):
+        """(unit axis a, depth h) of a visit's dent (:attr:`HipState.dent_mm`), or None."""
+        if state is None or state.dent_mm <= 0:
+            return None
+        if state.dent_direction is not None:
+            axis = state.dent_direction
+        else:
+            axis = self.lesion.direction if self.lesion is not None else (0.0, 0.0, 1.0)
+        return _unit(axis), float(state.dent_mm)
+
+    def _cut_dent(self, d, u, v, w, dent, rho=None):
+        """A distance function with the dent removed: the set minus {(p . a) > r - h, |p| < r + 1}."""
+        if dent is None:
+            return d
+        a, h = dent
+        a = a.tolist()
+        if rho is None:
+            rho = np.sqrt(u * u + v * v + w * w)
+        plane = u * a[0] + v * a[1] + w * a[2] - (self.r - h)
+        return np.maximum(d, np.minimum(plane, self.r + 1.0 - rho))
+
     # -- femur ----------------------------------------------------------------------------------
     def neck_radius(self, t):
         """Neck radius at distance t along the neck axis: the waist rho up to 3 mm past the cut
@@ -689,7 +721,7 @@ class Hip:
         m, k = 10.0, 0.5
         return self.rho + np.where(x < m, k * x * x / (2 * m), k * (x - m / 2))
 
-    def femur_sdf(self, u, v, w, parts=False):
+    def femur_sdf(self, u, v, w, parts=False, dent=None):
         n, s, J = self.n.tolist(), self.s.tolist(), self.J.tolist()
         rr2 = u * u + v * v + w * w
         rho = np.sqrt(rr2)
@@ -714,12 +746,15 @@ class Hip:
             fc = self.fovea_c.tolist()
             d_fov = np.sqrt((u - fc[0]) ** 2 + (v - fc[1]) ** 2 + (w - fc[2]) ** 2) - self.fovea_r
             d = np.maximum(d, -d_fov)
+        if dent is not None:
+            d = self._cut_dent(d, u, v, w, dent, rho)
         if parts:
             return d, dict(rho=rho, t=t, q=q, d_neck=d_neck, d_ball=d_ball)
         return d
 
-    def head_sdf(self, u, v, w, rho=None, t=None):
-        """Neck-plane head: femur ∩ ball(c, r) ∩ {(p-c).n <= sqrt(r^2 - rho^2)}.
+    def head_sdf(self, u, v, w, rho=None, t=None, dent=None):
+        """Neck-plane head: femur ∩ ball(c, r) ∩ {(p-c).n <= sqrt(r^2 - rho^2)}, less a
+        collapse dent (:meth:`dent`) when one is given.
 
         The femur holds the whole cut ball except the foveal pit (the head is a hard union with
         the ball, and the neck inside the ball is narrower than the ball), so the set is computed
@@ -735,6 +770,8 @@ class Hip:
             fc = self.fovea_c.tolist()
             d_fov = np.sqrt((u - fc[0]) ** 2 + (v - fc[1]) ** 2 + (w - fc[2]) ** 2) - self.fovea_r
             d = np.maximum(d, -d_fov)
+        if dent is not None:
+            d = self._cut_dent(d, u, v, w, dent, rho)
         return d
 
     def lesion_set_sdf(self, u, v, w, state: HipState, change_mm: float, head=None):
@@ -785,7 +822,7 @@ class Hip:
         lower ``dist`` to the nearest boundary (all in place; float32, hip-local coordinates)."""
         ct = self.contrast
         p = self.params
-        fem, fp = self.femur_sdf(u, v, w, parts=True)
+        fem, fp = self.femur_sdf(u, v, w, parts=True, dent=self.dent(state))
         rho, t, q = fp["rho"], fp["t"], fp["q"]
         cup = self._cup_parts(u, v, w, rho)
         da, wf, r_inner, r_outer, roof, cone = cup
@@ -1256,6 +1293,9 @@ def hip_truth(
     u_lat = float((edge_w - c_w) @ e_lat)
     u_med = float((roof_w - c_w) @ e_lat)
     hv = head_volume_ml(hip)
+    dent = hip.dent(visit.state(side))
+    if dent is not None:  # a collapse dent removes its cap from the head (the lesion truth ignores it)
+        hv -= math.pi * dent[1] ** 2 * (3.0 * hip.r - dent[1]) / 3.0 / 1000.0
     out = {
         "side": side,
         "head_center_ras_mm": c_w.tolist(),
@@ -1272,6 +1312,14 @@ def hip_truth(
         "head_volume_ml": hv,
         "fovea": bool(hip.params.fovea),
     }
+    if dent is not None:  # only then: every other truth record stays as it was
+        axis, depth = dent
+        out["dent"] = {
+            "head_depression_mm": depth,
+            "axis_ras": (R @ hip.dir_to_body(axis)).tolist(),
+            "deepest_point_ras_mm": world((hip.r - depth) * axis).tolist(),
+            "missing_volume_ml": math.pi * depth**2 * (3.0 * hip.r - depth) / 3.0 / 1000.0,
+        }
     state = visit.state(side)
     jic, ap = _zone_names()
     empty = {
@@ -1585,15 +1633,16 @@ def _set_sdf(subject: Subject, side: str, visit: Visit, name: str, x, y, z):
     u = hip.sigma * (x - float(hip.c[0]))
     v = y - float(hip.c[1])
     w = z - float(hip.c[2])
+    dent = hip.dent(visit.state(side))
     if name == "femur":
-        d = hip.femur_sdf(u, v, w)
+        d = hip.femur_sdf(u, v, w, dent=dent)
     elif name == "hipbone":
         d = hip.hipbone_sdf(u, v, w)
     elif name == "head":
-        d = hip.head_sdf(u, v, w)
+        d = hip.head_sdf(u, v, w, dent=dent)
     elif name == "lesion":
         state = visit.state(side)
-        head = hip.head_sdf(u, v, w)
+        head = hip.head_sdf(u, v, w, dent=dent)
         d = np.full(u.shape, FAR, dtype=u.dtype)
         near = np.nonzero(head < 3.0)[0]
         if near.size:

@@ -12,6 +12,15 @@ Five subjects, nine scans, ten hip entries in the manifest:
   healthy left head; the manifest lists the image once per side.
 * ONFH05 left hip, 1 mm isotropic 3D, large lesion, foveal pit and patchy red marrow.
 
+A small reader study rides on it (docs/method.md section 7), after the cohort's own draws so that
+none of its files change: the truth label maps are reader1's reads (rows with an empty ``reader``,
+the default reader); ``reader2`` re-reads four baselines (ONFH01, ONFH02, ONFH03, ONFH05), its
+lesion margin moved in-plane by up to two voxels outward or one inward in places; on ONFH03 (the
+faint Mitchell A lesion) reader2 draws the margin 4.2 mm wider all round, a discordant read that
+the ``adjudicator`` resolves by taking reader1's masks. ONFH01 and ONFH03 have a repeat
+acquisition at baseline (``repeat`` 2: the patient repositioned by about 1 mm and 1 degree, the
+slices shifted, new noise), the test-retest pairs of the repeatability.
+
 Files are written deterministically: the same seed gives byte-identical files (gzip with a
 zero timestamp). Every path in the manifest is relative to the manifest's folder.
 """
@@ -19,6 +28,7 @@ zero timestamp). Every path in the manifest is relative to the manifest's folder
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import json
 import time
@@ -435,9 +445,11 @@ def write_sample_cohort(out_dir: Path, progress: Callable[[str], None] | None = 
         say = progress or (lambda msg: None)
         t_start = time.perf_counter()
         rows, records = [], []
+        built = {}
         for si, sspec in enumerate(cohort_definition(seed)):
             t0 = time.perf_counter()
             subject = P.build_subject(sspec.params)
+            built[sspec.params.name] = (si, sspec, subject)
             say(f"{sspec.params.name}: model built ({time.perf_counter() - t0:.1f} s)")
             baseline = sspec.scans[0].visit
             for ci, spec in enumerate(sspec.scans):
@@ -456,6 +468,10 @@ def write_sample_cohort(out_dir: Path, progress: Callable[[str], None] | None = 
                 records += scan_records
                 say(f"{stem}: {rendered.image.shape} written ({time.perf_counter() - t0:.1f} s)")
 
+        # the reader study comes after the cohort: its draws cannot shift the cohort's files
+        study_rows, study_records = _write_reader_study(tmp_dir, seed, built, rows, say)
+        rows += study_rows
+        records += study_records
         _write_manifest(tmp_dir / "manifest.csv", rows)
         (tmp_dir / "truth.json").write_text(json.dumps(_truth_document(seed, records), indent=1) + "\n")
     say(f"cohort written to {final} ({time.perf_counter() - t_start:.1f} s)")
@@ -526,6 +542,130 @@ def _write_scan(tmp_dir: Path, stem: str, sspec: SubjectSpec, spec: ScanSpec, su
     return rows, records
 
 
+# ----------------------------------------------------------------------------------------------
+# the reader study
+# ----------------------------------------------------------------------------------------------
+#: Scans (image stems) that reader2 re-reads: concordant margins, except on :data:`DISCORDANT`.
+SECOND_READER = ("ONFH01_m00_cor", "ONFH02_m00_cor", "ONFH03_m00_obl", "ONFH05_m00_3d")
+#: The scan reader2 reads discordantly (margin 6 in-plane voxels wider) and the adjudicator resolves.
+DISCORDANT = "ONFH03_m00_obl"
+#: Repeat acquisitions: subject -> (index of the repeated scan, patient rotation degrees about x, y,
+#: z, translation mm, shift of the slice stack mm). About 1 mm and 1 degree of repositioning, the
+#: slices landing elsewhere on the anatomy: the test-retest variation of a re-scan on the same day.
+REPEATS = {
+    "ONFH01": (0, (0.8, -0.6, 1.0), (1.1, -0.7, 0.9), (0.3, -0.4, 1.3)),
+    "ONFH03": (0, (-0.7, 0.9, -0.5), (-0.8, 1.0, -0.6), (-0.35, 0.25, -1.6)),
+}
+
+
+def second_reader_labels(labels: np.ndarray, affine: np.ndarray, rng: np.random.Generator, out_voxels: int,
+                         in_voxels: int, out_share: float, in_share: float, smooth_mm: float = 2.1) -> np.ndarray:
+    """Another reader's label map: the lesion margin moved, in places, within each slice.
+
+    A reader draws slice by slice, so the margin moves in the slice plane (the two finest axes when
+    the slices are thick). A smooth random field (Gaussian, ``smooth_mm``) splits the head into
+    places where the margin moves out by up to ``out_voxels`` (the field's top ``out_share``), in
+    by up to ``in_voxels`` (its bottom ``in_share``), or stays.
+
+    Parameters
+    ----------
+    labels : ndarray of uint8
+        0 background, 1 head outside the lesion, 2 lesion.
+    affine : ndarray
+        The voxel-to-RAS affine (spacing and slice axis).
+    rng : numpy.random.Generator
+    out_voxels, in_voxels : int
+    out_share, in_share : float
+        Shares of the field (0-1) where the margin moves out and in.
+
+    Returns
+    -------
+    ndarray of uint8
+        The same head (label 1 or 2 where ``labels`` is), another lesion inside it.
+    """
+    from scipy import ndimage
+
+    head, lesion = labels > 0, labels == 2
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    step = ndimage.generate_binary_structure(3, 1).copy()
+    axis = int(np.argmax(spacing))
+    if spacing[axis] > 1.5 * spacing.min():  # thick slices: no step across them
+        for k in (0, 2):
+            index = [1, 1, 1]
+            index[axis] = k
+            step[tuple(index)] = False
+    field = ndimage.gaussian_filter(rng.standard_normal(labels.shape), smooth_mm / spacing)
+    low, high = np.quantile(field, [in_share, 1.0 - out_share])
+    grown = ndimage.binary_dilation(lesion, step, iterations=out_voxels) & head if out_voxels else lesion
+    kept = ndimage.binary_erosion(lesion, step, iterations=in_voxels) if in_voxels else lesion
+    drawn = lesion.copy()
+    drawn[(field >= high) & grown] = True
+    drawn[(field <= low) & lesion & ~kept] = False
+    out = np.zeros_like(labels)
+    out[head] = 1
+    out[drawn] = 2
+    return out
+
+
+def _write_reader_study(tmp_dir: Path, seed: int, built: dict, rows: list[dict], say) -> tuple[list, list]:
+    """Reader2's label maps, the adjudicator's read, the repeat acquisitions; their manifest rows.
+
+    Parameters
+    ----------
+    tmp_dir : Path
+        The folder being written (the cohort's files are in it).
+    seed : int
+        Master seed (the study's draws use their own generators under it).
+    built : dict
+        Subject name -> (index, SubjectSpec, built subject model).
+    rows : list of dict
+        The cohort's manifest rows (reader1's reads).
+    say : callable
+
+    Returns
+    -------
+    rows : list of dict
+        Manifest rows of the reader study, after the cohort's.
+    records : list of dict
+        Truth records of the repeat acquisitions.
+    """
+    first = {(r["image"].removesuffix(".nii.gz"), r["side"]): r for r in rows}
+    study_rows, records = [], []
+    for i, stem in enumerate(SECOND_READER):
+        (row,) = [r for (s, _), r in first.items() if s == stem]
+        img = nib.load(str(tmp_dir / row["labels"]))
+        labels = np.asarray(img.dataobj).astype(np.uint8)
+        rng = np.random.default_rng([seed, 7, i])
+        if stem == DISCORDANT:  # the faint band of a Mitchell A lesion, drawn 4.2 mm wider all round
+            drawn = second_reader_labels(labels, img.affine, rng, 6, 0, 1.0, 0.0)
+        else:
+            drawn = second_reader_labels(labels, img.affine, rng, 2, 1, 0.4, 0.3)
+        name = f"{stem}_labels_reader2.nii.gz"
+        _write_nifti(tmp_dir / name, drawn, img.affine, "reader2: 1 head 2 lesion")
+        study_rows.append({**row, "labels": name, "reader": "reader2"})
+        if stem == DISCORDANT:
+            study_rows.append({**row, "reader": "adjudicator"})  # sides with reader1: reader1's masks
+        say(f"{stem}: reader2's label map written")
+    for subject_name, (index, rotation_deg, translation_mm, stack_shift_mm) in REPEATS.items():
+        si, sspec, subject = built[subject_name]
+        spec = sspec.scans[index]
+        acq = spec.acquisition
+        again = ScanSpec(
+            f"{spec.tag}_rep2",
+            P.Visit(spec.visit.months, rotation_deg=rotation_deg, translation_mm=translation_mm),
+            dataclasses.replace(acq, centre_ras=tuple(float(c + d) for c, d in zip(acq.centre_ras, stack_shift_mm))),
+            spec.sides,
+        )
+        t0 = time.perf_counter()
+        rendered = P.render_scan(subject, again.visit, again.acquisition, again.sides, seed=[seed, si, index, 2])
+        new_rows, new_records = _write_scan(tmp_dir, f"{subject_name}_{again.tag}", sspec, again, subject, rendered,
+                                            sspec.scans[0].visit)
+        study_rows += [{**r, "repeat": "2"} for r in new_rows]
+        records += new_records
+        say(f"{subject_name}_{again.tag}: repeat acquisition written ({time.perf_counter() - t0:.1f} s)")
+    return study_rows, records
+
+
 def _write_manifest(path: Path, rows: list[dict]) -> None:
     """Write the cohort manifest (CSV, one row per hip and visit).
 
@@ -537,8 +677,8 @@ def _write_manifest(path: Path, rows: list[dict]) -> None:
     """
     with path.open("w", newline="") as fh:
         cols = ["subject", "side", "timepoint_months", "image", "labels", "femur_mask", "acetabular_edge",
-                "outcome"]
-        wr = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")
+                "outcome", "reader", "repeat"]
+        wr = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n", restval="")
         wr.writeheader()
         wr.writerows(rows)
 
