@@ -15,7 +15,8 @@ SHROUT_FLEISS = [[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5,
 def test_icc_forms_match_shrout_and_fleiss():
     ratings = {t: {f"judge{j}": v for j, v in enumerate(row)} for t, row in enumerate(SHROUT_FLEISS)}
     out = A.icc(ratings)
-    # the paper's Table 4: ICC(2,1) = .29, ICC(3,1) = .71
+    # the paper's Table 4: ICC(1,1) = .17, ICC(2,1) = .29, ICC(3,1) = .71
+    assert out["ICC(1,1)"]["icc"] == pytest.approx(0.17, abs=0.005)
     assert out["ICC(2,1)"]["icc"] == pytest.approx(0.29, abs=0.005)
     assert out["ICC(3,1)"]["icc"] == pytest.approx(0.71, abs=0.005)
     assert "absolute agreement" in out["ICC(2,1)"]["form"] and "consistency" in out["ICC(3,1)"]["form"]

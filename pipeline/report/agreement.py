@@ -32,7 +32,7 @@ RC_FACTOR = Z95 * math.sqrt(2.0)
 
 
 def icc(ratings: dict) -> dict:
-    """ICC(2,1) absolute agreement and ICC(3,1) consistency of several readers.
+    """ICC(2,1) absolute agreement and ICC(3,1) consistency (and ICC(1,1)) of several readers.
 
     Parameters
     ----------
@@ -43,7 +43,7 @@ def icc(ratings: dict) -> dict:
     Returns
     -------
     dict
-        ``ICC(2,1)`` and ``ICC(3,1)``, each ``{"form", "icc", "ci95"}``, with ``n_targets`` and
+        ``ICC(1,1)``, ``ICC(2,1)`` and ``ICC(3,1)``, each ``{"form", "icc", "ci95"}``, with ``n_targets`` and
         ``n_readers``.
 
     Raises
@@ -62,7 +62,9 @@ def icc(ratings: dict) -> dict:
     frame = pd.DataFrame([(str(t), str(r), float(row[r])) for t, row in complete.items() for r in readers],
                          columns=["target", "reader", "value"])
     table = pg.intraclass_corr(frame, targets="target", raters="reader", ratings="value").set_index("Type")
-    forms = {"ICC(2,1)": ("ICC2", "two-way random effects, absolute agreement, single rater"),
+    # ICC(1,1) for completeness (each target read by its own readers); the reports show (2,1) and (3,1)
+    forms = {"ICC(1,1)": ("ICC1", "one-way random effects, absolute agreement, single rater"),
+             "ICC(2,1)": ("ICC2", "two-way random effects, absolute agreement, single rater"),
              "ICC(3,1)": ("ICC3", "two-way mixed effects, consistency, single rater")}
     out = {"n_targets": len(complete), "n_readers": len(readers)}
     for name, (row, form) in forms.items():
@@ -73,8 +75,8 @@ def icc(ratings: dict) -> dict:
 
 
 def _pingouin_name(row: str) -> str:
-    # pingouin 0.5 names the forms ICC2/ICC3; 0.7 names them ICC(A,1)/ICC(C,1)
-    return {"ICC2": "ICC(A,1)", "ICC3": "ICC(C,1)"}[row]
+    # pingouin 0.5 names the forms ICC1/ICC2/ICC3; 0.7 names them ICC(1,1)/ICC(A,1)/ICC(C,1)
+    return {"ICC1": "ICC(1,1)", "ICC2": "ICC(A,1)", "ICC3": "ICC(C,1)"}[row]
 
 
 def bland_altman(a, b) -> dict:
