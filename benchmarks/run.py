@@ -13,7 +13,7 @@ paid once, median of repeated extractions), and the JSON holds the ratios issue 
 ``ratio_in_process`` (onfh's per-scan in-process cost, as in ``onfh batch`` with imports paid once,
 / pyradiomics' in-process extraction, goal <= 0.5).
 
-Usage: python benchmarks/run.py --out benchmarks/results [--repeat 5]
+Usage: python benchmarks/run.py --out benchmarks/results [--repeat 5] [--cases coronal_200x200x26 ...]
 """
 
 from __future__ import annotations
@@ -160,6 +160,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES),
+                    help="grids to time (default: all)")
     args = ap.parse_args()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +171,7 @@ def main() -> int:
                            "platform": platform.platform(),
                            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}, "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, case in CASES.items():
+        for name, case in ((n, CASES[n]) for n in args.cases):
             folder = Path(tmp) / name
             folder.mkdir()
             img, lab = make_case(folder, case["shape"], case["spacing"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -101,3 +102,13 @@ def restore(data, affine, perm, flips):
             m[src, a] = 1
     aff = affine @ m
     return np.ascontiguousarray(out), aff
+
+
+def napari_or_skip():
+    """napari for a napari test module, or the module skipped when napari, pytest-qt or a display
+    (Qt/OpenGL: run under ``xvfb-run -a``) is missing; ``make test`` provides all three."""
+    napari = pytest.importorskip("napari")
+    pytest.importorskip("pytestqt")
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        pytest.skip("no display for Qt/OpenGL: run under xvfb-run -a", allow_module_level=True)
+    return napari

@@ -216,3 +216,80 @@ def test_followup_changes_are_flagged_against_the_repeatability_coefficient():
     assert m12["nf_change_within_noise"] is False and m12["regeneration_within_noise"] is False
     (none,) = followup_noise(scans, changes[:1], rc_nf=None, rc_lesion_ml=None)
     assert none["nf_change_within_noise"] is None and none["regeneration_within_noise"] is None
+
+
+# collapse (docs/method.md section 6) ---------------------------------------------------------------
+def _collapse_records():
+    """Four hips: C1 intact throughout; C2 intact, then IIIB at 12 months (new collapse); C3 IIIA at
+    baseline and IIIB later (collapse, not new); C4 with no stage (a failed measure of the depression)."""
+    stages = {("C1", "healed"): (("none", 0.2), ("none", 0.3)), ("C2", "progressed"): (("none", 0.1), ("IIIB", 2.7)),
+              ("C3", "progressed"): (("IIIA", 1.4), ("IIIB", 3.1)), ("C4", None): ((None, None), ("none", 0.4))}
+    scans, changes = [], []
+    for (subject, outcome), visits in stages.items():
+        for months, (stage, depth) in zip((0.0, 12.0), visits):
+            scans.append({"subject": subject, "side": "left", "timepoint_months": months, "outcome": outcome,
+                          "status": "ok", "necrotic_fraction_pct": 20.0, "arco2019_collapse": stage,
+                          "head_depression_mm": depth})
+        (_, d0), (stage_t, dt) = visits
+        new = None if visits[0][0] is None else (visits[0][0] == "none" and stage_t in ("IIIA", "IIIB"))
+        changes.append({"key": f"{subject}_left_m12", "subject": subject, "side": "left", "timepoint_months": 12.0,
+                        "outcome": outcome, "status": "ok", "regeneration_pct": 0.0, "baseline_lesion_ml": 5.0,
+                        "followup_lesion_ml": 5.0, "regenerated_ml": 0.0, "new_collapse": new,
+                        "head_depression_change_mm": None if d0 is None else dt - d0})
+    return scans, changes
+
+
+def test_collapse_is_counted_by_timepoint_and_outcome_and_new_collapse_listed():
+    scans, changes = _collapse_records()
+    summary = cohort_summary(scans, changes)
+    by_tp = summary["collapse_arco2019"]
+    assert by_tp["0 months"]["all"]["stages"] == {"none": 2, "IIIA": 1, "IIIB": 0, "not measured": 1}
+    assert by_tp["12 months"]["all"]["stages"] == {"none": 2, "IIIA": 0, "IIIB": 2, "not measured": 0}
+    assert by_tp["12 months"]["progressed"]["stages"] == {"none": 0, "IIIA": 0, "IIIB": 2, "not measured": 0}
+    assert by_tp["12 months"]["healed"]["n"] == 1 and by_tp["12 months"]["no outcome"]["stages"]["none"] == 1
+    assert by_tp["12 months"]["all"]["head_depression_mm"]["max"] == 3.1
+    assert by_tp["0 months"]["all"]["head_depression_mm"]["n"] == 3  # the null depth counts nowhere
+    new = summary["new_collapse"]
+    # C4's baseline had no stage: no new_collapse to count; C3 had collapsed already
+    assert new["n_followups"] == 3 and new["n_new"] == 1
+    (only,) = new["followups"]
+    assert (only["subject"], only["baseline_stage"], only["followup_stage"]) == ("C2", "none", "IIIB")
+    assert only["head_depression_change_mm"] == pytest.approx(2.6)
+    json.dumps(summary, allow_nan=False)
+    md = cohort_markdown(summary)
+    assert "## Collapse (ARCO 2019, head depression on MRI)" in md
+    assert "| 12 months | all | 4 | 2 | 0 | 2 | 0 | 1.55 | 0.30-3.10 |" in md
+    assert "### New collapse among follow-ups (1 of 3)" in md
+    assert "| C2_left_m12 | progressed | none | IIIB | +2.60 |" in md
+
+
+def test_no_new_collapse_is_said_so():
+    scans, changes = _collapse_records()
+    summary = cohort_summary([s for s in scans if s["subject"] != "C2"], [c for c in changes if c["subject"] != "C2"])
+    assert summary["new_collapse"]["n_new"] == 0
+    assert "No follow-up went from no collapse at baseline to IIIA or IIIB." in cohort_markdown(summary)
+
+
+def test_report_lists_depression_stage_and_literature_cut_offs(tmp_path):
+    from pipeline.report.html import LITERATURE_NOTE, write_report
+
+    scans, changes = _collapse_records()
+    for s in scans:
+        s.update(key=f"{s['subject']}_left_m{int(s['timepoint_months']):02d}", folder="scans/x")
+    scans[2]["literature_flags"] = ("literature cut-off: necrotic fraction >= 25 % (Hip Int 2022) | "
+                                    "literature cut-off: JIC type C2 (Kuroda et al.)")
+    for c in changes:
+        c["folder"] = "changes/x"
+    summary = cohort_summary(scans, changes)
+    page = write_report(tmp_path, scans, changes, summary).read_text()
+    table = page.split("<h3>Collapse per scan</h3>")[1].split("</table>")[0]
+    assert LITERATURE_NOTE in table and "never a prediction" in table
+    rows = table.split("<tr>")[2:]
+    assert len(rows) == len(scans)
+    c2 = [r for r in rows if "C2_left_m12" in r][0]
+    assert "<td class='num'>2.70</td>" in c2 and "<td>IIIB</td>" in c2
+    c2_base = [r for r in rows if "C2_left_m00" in r][0]
+    assert ("literature cut-off: necrotic fraction &gt;= 25 % (Hip Int 2022)<br>literature cut-off: JIC type C2"
+            in c2_base)
+    assert "new collapse since baseline" in page and "depression change +2.60 mm" in page
+    assert "<h3>Collapse (ARCO 2019, head depression on MRI)</h3>" in page

@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sys
 
-import pytest
+from conftest import napari_or_skip  # noqa: E402
 
-napari = pytest.importorskip("napari")
-pytest.importorskip("pytestqt")
-if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-    pytest.skip("no display for Qt/OpenGL: run under xvfb-run -a", allow_module_level=True)
+napari = napari_or_skip()
 
 import numpy as np  # noqa: E402
 

@@ -7,14 +7,12 @@ Needs napari, pytest-qt and a display (run under `xvfb-run -a`); skipped cleanly
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 
-napari = pytest.importorskip("napari")
-pytest.importorskip("pytestqt")
-if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-    pytest.skip("no display for Qt/OpenGL: run under xvfb-run -a", allow_module_level=True)
+from conftest import napari_or_skip  # noqa: E402
+
+napari = napari_or_skip()
 
 import nibabel as nib  # noqa: E402
 import npe2  # noqa: E402

@@ -1,5 +1,5 @@
 """qc.png tells the truth: orientation letters, the 3D view's side, the title, the weight-bearing
-span's source and the surface contact the arcs were measured from.
+span's source, the surface contact the arcs were measured from, and the head depression.
 
 Phantom (world RAS mm): a ball of radius 22 mm with a lateral-superior wedge lesion (w > 6 mm,
 u > -4 mm in the head frame), for a right hip at x = +40 mm and its mirror image, a left hip at
@@ -177,7 +177,7 @@ def test_picture_is_written_as_png(right, tmp_path):
     from PIL import Image
 
     with Image.open(path) as im:
-        assert im.format == "PNG" and im.size == (1300, 500)
+        assert im.format == "PNG" and im.size == (1700, 500)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,3 +258,97 @@ def test_drawn_contact_is_the_contact_the_arcs_were_measured_from(side, request)
         radial = np.hypot(drawn[:, 0], drawn[:, 1])
         assert radial.max() <= analysis.frame.radius + 1.0
         assert radial.min() >= analysis.frame.radius - SETTINGS.location.contact_shell_mm - 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# head depression (docs/method.md section 6)
+# ---------------------------------------------------------------------------------------------
+DENT_MM = 3.0
+
+
+@pytest.fixture(scope="module")
+def dented():
+    """The right hip with a flat dent of DENT_MM over the lesion: the ball cut by the plane normal
+    to the (lateral, anterior, superior) axis ``a`` at r - DENT_MM from the centre, so the depression
+    is DENT_MM at c + (r - DENT_MM) a."""
+    scan, head, _, centre, lateral = _hip("right")
+    axis = np.array([0.5 * lateral, 0.3, 0.81])
+    axis /= np.linalg.norm(axis)
+    p = voxel_centres(head.shape, scan.affine) - centre
+    head = head & (p @ axis <= R - DENT_MM)
+    lesion = head & (p[..., 2] > 6.0) & (lateral * p[..., 0] > -4.0)
+    analysis = measure_hip(scan, head, lesion, "right", SETTINGS)
+    fig = qc.qc_figure(analysis, "", SETTINGS)
+    yield analysis, fig, centre + (R - DENT_MM) * axis
+    plt.close(fig)
+
+
+def _depression_artists(ax):
+    (sphere,) = [ln for ln in ax.get_lines() if ln.get_gid() == "reference-sphere"]
+    (depth,) = [c for c in ax.collections if c.get_gid() == "depression-depth"]
+    marks = [c for c in ax.collections if c.get_gid() == "deepest-point"]
+    return sphere, depth, marks
+
+
+def test_depression_panel_draws_the_dent_below_the_reference_sphere(dented):
+    analysis, fig, deepest_truth = dented
+    result = analysis.result
+    assert result.arco2019_collapse == "IIIB"
+    assert result.head_depression_mm == pytest.approx(DENT_MM, abs=0.3)  # the 1 mm target of method.md 6
+    ax = _panel(fig, "collapse IIIB")
+    assert ax.get_title().startswith(f"collapse IIIB: head depression {result.head_depression_mm:.2f} mm")
+    assert f"collapse: head depression {result.head_depression_mm:.2f} mm, ARCO 2019 IIIB" in fig._suptitle.get_text()
+    sphere, depth, (mark,) = _depression_artists(ax)
+    # the reference sphere as measured (matched centre and radius), centred on the panel's origin
+    radius = result.collapse["reference_radius_mm"]
+    assert np.hypot(sphere.get_xdata(), sphere.get_ydata()) == pytest.approx(radius, abs=1e-9)
+    # the panel's plane: vertical, through the reference centre and the reported deepest point
+    centre = np.asarray(result.collapse["reference_center_ras_mm"])
+    d = np.asarray(result.collapse["location_ras_mm"]) - centre
+    a_deep, w_deep = np.hypot(d[0], d[1]), d[2]
+    assert list(mark.get_offsets()[0]) == pytest.approx([a_deep, w_deep], abs=1e-6)
+    # the reported point is the phantom's deepest point (within the averaging width)
+    assert np.linalg.norm(np.asarray(result.collapse["location_ras_mm"]) - deepest_truth) < 3.0
+    # the coloured outline: as deep as the dent where it is deepest, there, and shallow elsewhere
+    depths = np.asarray(depth.get_array())
+    segments = depth.get_segments()
+    mids = np.array([seg.mean(axis=0) for seg in segments])
+    assert depths.max() == pytest.approx(DENT_MM, abs=0.5)
+    deepest_drawn = mids[np.argmax(depths)]
+    assert np.hypot(*(deepest_drawn - [a_deep, w_deep])) < 4.0
+    # away from the dent's rim (cap radius sqrt(2 r h - h^2)) the outline lies on the sphere
+    cap = np.sqrt(2 * R * DENT_MM - DENT_MM ** 2)
+    far = np.hypot(*(mids - [a_deep, w_deep]).T) > cap + 4.0
+    assert far.sum() > 20 and np.abs(depths[far]).max() < 0.5
+    assert all(seg[:, 1].min() >= -1e-9 for seg in segments)  # the weight-bearing half only
+    assert depth.get_clim() == (0.0, qc.DEPTH_MAX_MM)  # one colour scale for every scan
+
+
+def test_depression_panel_letters_name_the_world_direction_of_the_screen_axes(dented):
+    analysis, fig, _ = dented
+    ax = _panel(fig, "collapse IIIB")
+    centre = np.asarray(analysis.result.collapse["reference_center_ras_mm"])
+    d = np.asarray(analysis.result.collapse["location_ras_mm"]) - centre
+    e_a = np.array([d[0], d[1], 0.0]) / np.hypot(d[0], d[1])  # the test's own reading of the plane
+    box = ax.bbox
+    (a0, w0), (a1, _), (_, w1) = ax.transData.inverted().transform([[box.x0, box.y0], [box.x1, box.y0],
+                                                                   [box.x0, box.y1]])
+    screen_right = (a1 - a0) * e_a
+    screen_up = np.array([0.0, 0.0, w1 - w0])
+    assert _edge_texts(ax) == {"left": _letter(-screen_right), "right": _letter(screen_right),
+                               "top": _letter(screen_up), "bottom": _letter(-screen_up)}
+    assert _edge_texts(ax)["left"] == "R"  # the lateral dent of a right hip: seen from the front
+
+
+def test_intact_head_says_no_depression_above_the_detection_limit(right):
+    analysis, fig = right
+    result = analysis.result
+    assert result.arco2019_collapse == "none"
+    limit = result.collapse["detection_limit_mm"]
+    ax = _panel(fig, "collapse none")
+    assert ax.get_title().startswith(f"collapse none: no depression above\nthe {limit:.2f} mm detection limit")
+    assert f"collapse: no depression above the {limit:.2f} mm detection limit" in fig._suptitle.get_text()
+    sphere, depth, marks = _depression_artists(ax)
+    assert marks == []  # no deepest point is pointed at when there is no depression
+    # the grid's staircase is not drawn as a depression: the outline stays within the limit
+    assert np.abs(np.asarray(depth.get_array())).max() < limit

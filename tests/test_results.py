@@ -123,8 +123,10 @@ def test_followup_and_longitudinal_round_trip_and_refuse_unknown_keys(measured):
     row = follow.csv_row(base)
     assert tuple(row) == FollowupMetrics.CSV_COLUMNS
     assert row["n_warnings"] == len(base.warnings) + 2 and row["translation_norm_mm"] == 3.0
+    # the sample scan's head is intact: its stage is "none", the change unknown in this made-up entry
     assert follow.headline() == ("regeneration 40.0 %, regenerated 4.00 mL, new 0.00 mL, persistent 6.00 mL; "
-                                 "rotation 5.0 deg, head Dice 0.970")
+                                 "rotation 5.0 deg, head Dice 0.970; collapse none")
+    assert follow.headline(base).endswith("head Dice 0.970; collapse none -> none")
     assert "head moved 5.0 mm" in follow.qc_title("t")
 
     longitudinal = Longitudinal(side="right", baseline=base, followups=[replace(follow, index=1)],
@@ -138,3 +140,39 @@ def test_followup_and_longitudinal_round_trip_and_refuse_unknown_keys(measured):
     bad["followups"][0]["collapse_mm"] = 1.0
     with pytest.raises(InputError, match=r"followups\[0\]: unknown key\(s\) 'collapse_mm'"):
         Longitudinal.from_json(bad)
+
+
+def test_collapse_in_the_tables_lines_and_titles(measured):
+    """head_depression_mm, arco2019_collapse and the literature cut-offs reach scans.csv, the CLI
+    line, the qc.png title and napari's table; a new collapse reaches changes.csv and compare's line."""
+    base = HipMetrics.from_json(measured[1])
+    assert base.arco2019_collapse == "none" and base.literature_flags  # NF 22 %, JIC C2: the C2 cut-off
+    row = base.csv_row()
+    assert row["head_depression_mm"] == base.head_depression_mm and row["arco2019_collapse"] == "none"
+    assert row["literature_flags"] == " | ".join(base.literature_flags)
+    assert row["literature_flags"].startswith("literature cut-off: JIC type C2")
+    limit = base.collapse["detection_limit_mm"]
+    assert base.summary_line().endswith(", size class B, collapse none; 0 warning(s)")
+    assert f"\ncollapse: no depression above the {limit:.2f} mm detection limit" in base.qc_title()
+    rows = dict(base.table_rows())
+    assert rows["ARCO 2019 collapse"] == "none"
+    assert rows["Head depression"] == f"{base.head_depression_mm:.2f} mm (detection limit {limit:.2f} mm)"
+    assert rows["Literature cut-off"].startswith("JIC type C2")  # one cut-off: no number
+
+    collapsed = replace(base, head_depression_mm=2.63, arco2019_collapse="IIIB",
+                        collapse={**base.collapse, "jic_zone": "C1"})
+    assert collapsed.summary_line().endswith(", collapse IIIB (2.63 mm); 0 warning(s)")
+    assert "\ncollapse: head depression 2.63 mm, ARCO 2019 IIIB (zone C1)" in collapsed.qc_title()
+    assert HipMetrics(side="left").summary_line().endswith(", collapse -; 0 warning(s)")  # not measured
+
+    follow = replace(_followup(base), followup=collapsed, head_depression_change_mm=2.5, new_collapse=True,
+                     literature_flags=["literature cut-off: necrotic fraction < 10 % at follow-up (x; y)"])
+    row = follow.csv_row(base)
+    assert row["head_depression_change_mm"] == 2.5 and row["new_collapse"] is True
+    assert _cell(row["new_collapse"]) == "true" and row["literature_flags"].endswith("(x; y)")
+    assert follow.headline(base).endswith("head Dice 0.970; collapse none -> IIIB (new), depression +2.50 mm")
+    assert follow.qc_title().endswith("\ncollapse IIIB (new), depression +2.50 mm")
+    table = {name: text for name, text, _ in follow.table_rows(base)}
+    assert table["ARCO 2019 collapse, baseline → follow-up"] == "none → IIIB (new collapse)"
+    assert table["Head depression change"] == "+2.50 mm"
+    assert table["Literature cut-off (follow-up)"].startswith("necrotic fraction < 10 %")

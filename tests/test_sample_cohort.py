@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.app.batch import run_batch
 from pipeline.config import Settings
 from pipeline.io.scan import load_scan
 from pipeline.masks.labels import import_masks
@@ -117,3 +118,51 @@ def test_arcs_match_truth(measured):
         tol = np.degrees(1.5 * max(a.scan.spacing) / t["head_radius_mm"]) + 2.0
         assert m.arc_coronal_deg == pytest.approx(t["arc_coronal_deg"], abs=tol), key
         assert m.arc_sagittal_deg == pytest.approx(t["arc_sagittal_deg"], abs=tol), key
+
+
+# ONFH06: intact at baseline, collapsed at 12 months (docs/method.md section 6) ----------------------
+@pytest.fixture(scope="module")
+def collapse_batch(tmp_path_factory):
+    """ONFH06's two visits through ``onfh batch`` with the default settings, as the sample's batch
+    runs them: (out folder, scans.csv rows by month, changes.csv row, truth by month)."""
+    rows = [r for r in ROWS if r["subject"] == "ONFH06"]
+    assert [r["timepoint_months"] for r in rows] == ["0", "12"]
+    folder = tmp_path_factory.mktemp("onfh06")
+    with (folder / "manifest.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["subject", "side", "timepoint_months", "image", "labels",
+                                                "femur_mask", "acetabular_edge", "outcome"], extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**r, **{k: str(SAMPLE / r[k]) for k in ("image", "labels", "femur_mask")}})
+    out = folder / "out"
+    assert run_batch(folder / "manifest.csv", out, Settings(), workers=1) == 0
+    scans = {r["timepoint_months"]: r for r in csv.DictReader((out / "scans.csv").open())}
+    (change,) = list(csv.DictReader((out / "changes.csv").open()))
+    return out, scans, change, {r["timepoint_months"]: _truth(r) for r in rows}
+
+
+def test_collapse_between_visits_matches_truth(collapse_batch):
+    out, scans, change, truth = collapse_batch
+    assert "dent" not in truth["0"]  # intact at baseline
+    dent = truth["12"]["dent"]
+    assert dent["head_depression_mm"] > 2.5  # IIIB, clear of the 2 mm border by more than the error target
+    for month, true_mm, true_stage in (("0", 0.0, "none"), ("12", dent["head_depression_mm"], "IIIB")):
+        row = scans[month]
+        metrics = json.loads((out / row["folder"] / "metrics.json").read_text())
+        measured = float(row["head_depression_mm"])
+        assert row["arco2019_collapse"] == metrics["arco2019_collapse"] == true_stage, month
+        assert abs(measured - true_mm) <= 0.6, month  # the target on 3-4 mm slices
+        if true_stage == "none":
+            assert measured < metrics["collapse"]["detection_limit_mm"]
+    metrics = json.loads((out / scans["12"]["folder"] / "metrics.json").read_text())
+    collapse = metrics["collapse"]
+    # where: the phantom's deepest point, within the averaging width and the slice thickness
+    assert np.linalg.norm(np.subtract(collapse["location_ras_mm"], dent["deepest_point_ras_mm"])) < 4.0
+    # the missing cap: pi h^2 (3r - h) / 3; the thick-slice ends left out of the region take a little
+    assert collapse["missing_volume_ml"] == pytest.approx(dent["missing_volume_ml"], rel=0.2)
+    # and between the visits: a new collapse, the depression's change close to the dent
+    assert change["new_collapse"] == "true"
+    assert abs(float(change["head_depression_change_mm"]) - dent["head_depression_mm"]) <= 0.6
+    cohort = json.loads((out / "cohort.json").read_text())
+    assert cohort["new_collapse"]["n_new"] == 1
+    assert cohort["collapse_arco2019"]["12 months"]["progressed"]["stages"]["IIIB"] == 1

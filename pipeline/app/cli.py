@@ -222,7 +222,7 @@ def _cmd_compare(args) -> int:
     several = len(result.followups) > 1
     for f in result.followups:
         who = f"follow-up {f.index}" if several else "follow-up"
-        print(f"{result.side} hip, {who}: {f.headline()}")
+        print(f"{result.side} hip, {who}: {f.headline(result.baseline)}")
     warnings = result.warnings
     print(f"{len(warnings)} warning(s); -> {args.out}")
     for w in warnings:

@@ -32,7 +32,15 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.errors import InputError
-from pipeline.geometry.affine import bounding_box, box_start, index_to_mm, mask_points_mm, mm_to_index, voxel_spacing
+from pipeline.geometry.affine import (
+    bounding_box,
+    box_start,
+    index_to_mm,
+    mask_points_mm,
+    mm_to_index,
+    row_norms,
+    voxel_spacing,
+)
 from pipeline.geometry.side import check_side, side_of_x
 
 #: Plausible femoral-head radii, mm. Adult heads are 40-50 mm across (docs/method.md section 7); the
@@ -164,11 +172,11 @@ def fit_sphere_lsq(points_mm: np.ndarray) -> tuple[np.ndarray, float]:
     r0 = np.sqrt(max(sol[3] + c0 @ c0, 1e-12))
 
     def residual(x):
-        return np.linalg.norm(local - x[:3], axis=1) - x[3]
+        return row_norms(local - x[:3]) - x[3]
 
     def jacobian(x):
         diff = local - x[:3]
-        dist = np.maximum(np.linalg.norm(diff, axis=1, keepdims=True), 1e-12)
+        dist = np.maximum(row_norms(diff)[:, None], 1e-12)
         return np.hstack([-diff / dist, -np.ones((len(local), 1))])
 
     from scipy import optimize  # lazy: scipy.optimize takes 0.3 s to import
@@ -315,16 +323,16 @@ def _distinct(cand: np.ndarray, ok: np.ndarray) -> np.ndarray:
 
 
 def _refine_on_inliers(pts, center, radius, inlier_mm, max_rounds=30) -> SphereFit:
-    inliers = np.abs(np.linalg.norm(pts - center, axis=1) - radius) <= inlier_mm
+    inliers = np.abs(row_norms(pts - center) - radius) <= inlier_mm
     for _ in range(max_rounds):
         if inliers.sum() < 4:
             break
         center, radius = fit_sphere_lsq(pts[inliers])
-        updated = np.abs(np.linalg.norm(pts - center, axis=1) - radius) <= inlier_mm
+        updated = np.abs(row_norms(pts - center) - radius) <= inlier_mm
         if np.array_equal(updated, inliers):
             break
         inliers = updated
-    res = np.linalg.norm(pts[inliers] - center, axis=1) - radius
+    res = row_norms(pts[inliers] - center) - radius
     rms = float(np.sqrt(np.mean(res**2))) if len(res) else float("nan")
     return SphereFit(np.asarray(center, dtype=np.float64), float(radius), rms, int(inliers.sum()), len(pts))
 
@@ -527,7 +535,7 @@ def neck_direction(femur_mask: np.ndarray, affine: np.ndarray, center, radius: f
     """
     center = np.asarray(center, dtype=np.float64)
     rel = mask_points_mm(femur_mask, affine) - center
-    dist = np.linalg.norm(rel, axis=1)
+    dist = row_norms(rel)
     shell = rel[(dist > radius + 0.5 * voxel_spacing(affine).max()) & (dist <= radius + shell_mm)]
     if len(shell) < 10:
         raise InputError("no femoral neck found beyond the head sphere")

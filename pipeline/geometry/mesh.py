@@ -196,7 +196,12 @@ def resample_trilinear(volume: np.ndarray, coords) -> np.ndarray:
         shape = [1] * out.ndim
         shape[axis] = len(c)
         w = w.reshape(shape)
-        out = np.take(out, i0, axis=axis) * (1.0 - w) + np.take(out, i1, axis=axis) * w
+        lower = np.take(out, i0, axis=axis)
+        lower *= 1.0 - w
+        upper = np.take(out, i1, axis=axis)
+        upper *= w
+        lower += upper  # (the same arithmetic as lower * (1 - w) + upper * w, without temporaries)
+        out = lower
     return out
 
 

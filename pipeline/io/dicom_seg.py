@@ -463,8 +463,6 @@ def write_dicom_outputs(folder: Path, analysis, regeneration_pct: float | None =
 # reading ----------------------------------------------------------------------------------------
 def is_dicom_seg(path: str | Path) -> bool:
     """A DICOM Segmentation file (Modality SEG or a Segmentation SOP class)."""
-    import pydicom
-
     path = Path(path)
     if not path.is_file():
         return False
@@ -472,6 +470,8 @@ def is_dicom_seg(path: str | Path) -> bool:
 
     if image_format(path) != "dicom":
         return False
+    import pydicom  # here: a NIfTI or NRRD label map never pays pydicom's import
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

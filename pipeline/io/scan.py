@@ -15,13 +15,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
-from nibabel import orientations as ornt
 
 from pipeline.errors import InputError
 from pipeline.geometry.affine import index_to_mm, mm_to_index, voxel_spacing, voxel_volume_mm3
-from pipeline.io.readers import METAIMAGE_SUFFIXES, NIFTI_SUFFIXES, NRRD_SUFFIXES, check_spacing, read_itk, read_nifti
+from pipeline.io.readers import (  # readers first: it imports nibabel without pydicom
+    METAIMAGE_SUFFIXES,
+    NIFTI_SUFFIXES,
+    NRRD_SUFFIXES,
+    check_spacing,
+    nib,
+    read_itk,
+    read_nifti,
+)
+
+ornt = nib.orientations
 
 
 @dataclass(frozen=True, eq=False)

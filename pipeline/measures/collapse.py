@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.geometry.affine import mm_to_index
+from pipeline.geometry.affine import mm_to_index, row_norms
 from pipeline.geometry.frame import HeadFrame, SphereFit
 from pipeline.geometry.mesh import mask_mesh
 
@@ -122,7 +122,7 @@ def ball_on_grid(center, radius: float, scan_affine: np.ndarray, e_sup=None, bel
     shape = tuple(hi - lo)
     idx = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij"), -1).reshape(-1, 3)
     rel = idx @ crop[:3, :3].T + (crop[:3, 3] - center)
-    dist = np.linalg.norm(rel, axis=1) - radius
+    dist = row_norms(rel) - radius
     ball = dist <= 0
     spacing = np.linalg.norm(scan_affine[:3, :3], axis=0)
     # Only voxels whose centre lies within the sphere's sagitta over the voxel box of the sphere
@@ -139,8 +139,13 @@ def ball_on_grid(center, radius: float, scan_affine: np.ndarray, e_sup=None, bel
     offsets = np.stack(np.meshgrid(*[(np.arange(n) + 0.5) / n - 0.5 for n in n_sub], indexing="ij"),
                        -1).reshape(-1, 3) @ crop[:3, :3].T
     for part in np.array_split(near, max(1, len(near) * len(offsets) // 2_000_000 + 1)):
-        sub = rel[part][:, None, :] + offsets[None]
-        ball[part] = ((sub**2).sum(axis=2) <= radius**2).mean(axis=1) >= 0.5
+        # |sub-voxel - c|^2, component by component (the sum of squares in the usual order)
+        r2 = None
+        for k in range(3):
+            comp = rel[part, k][:, None] + offsets[None, :, k]
+            comp *= comp
+            r2 = comp if r2 is None else np.add(r2, comp, out=r2)
+        ball[part] = (r2 <= radius**2).mean(axis=1) >= 0.5
     ball = ball.reshape(shape)
     if e_sup is not None and below_mm is not None:
         ball &= (rel @ np.asarray(e_sup, dtype=np.float64) >= -below_mm).reshape(shape)
@@ -194,8 +199,16 @@ def reference_surface(center, radius: float, scan_affine: np.ndarray, iso_affine
     # distance from the centre of every isotropic voxel, axis by axis (the lattice is affine)
     rel = [iso_affine[:3, k][:, None] * grid[k][None, :] for k in range(3)]
     off = iso_affine[:3, 3] - np.asarray(center, dtype=np.float64)
-    rho = np.sqrt(sum(((rel[0][d][:, None, None] + rel[1][d][None, :, None] + rel[2][d][None, None, :]) + off[d]) ** 2
-                      for d in range(3)))
+    rho = None
+    for d in range(3):  # sqrt(sum of squared components), summed in place (no temporaries)
+        comp = (rel[0][d][:, None, None] + rel[1][d][None, :, None]) + rel[2][d][None, None, :]
+        comp += off[d]
+        comp *= comp
+        if rho is None:
+            rho = comp
+        else:
+            rho += comp
+    np.sqrt(rho, out=rho)
     iso = rho < radius
     shell = np.nonzero(np.abs(rho - radius) < shell_mm)
     pts = np.stack([first[k] + shell[k] * steps[k] for k in range(3)])
@@ -233,6 +246,42 @@ def ball_extent_mask(affine, shape, center, e_sup, below_mm):
     height = [np.asarray(e_sup) @ affine[:3, k] * np.arange(n) for k, n in enumerate(shape)]
     h0 = (affine[:3, 3] - np.asarray(center)) @ np.asarray(e_sup)
     return (height[0][:, None, None] + height[1][None, :, None] + height[2][None, None, :] + h0) >= -below_mm
+
+
+def near_any(points: np.ndarray, others: np.ndarray, reach_mm: float, chunk: int = 128) -> np.ndarray:
+    """Whether each point (N, 3) lies closer than ``reach_mm`` to any of ``others`` (M, 3).
+
+    The test of ``cKDTree(others).query(points, distance_upper_bound=reach_mm)`` finding a
+    neighbour (the same squared distances against reach^2) by a sweep along the others' longest
+    extent: a few thousand points near a cut face of about a thousand vertices cost little more,
+    and scipy.spatial (0.15-0.2 s to import) is not needed.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    others = np.asarray(others, dtype=np.float64)
+    out = np.zeros(len(points), dtype=bool)
+    if len(points) == 0 or len(others) == 0:
+        return out
+    lo, hi = others.min(axis=0) - reach_mm, others.max(axis=0) + reach_mm
+    idx = np.flatnonzero(np.all((points > lo) & (points < hi), axis=1))
+    if len(idx) == 0:
+        return out
+    k = int(np.argmax(hi - lo))
+    others = others[np.argsort(others[:, k], kind="stable")]
+    key = others[:, k]
+    idx = idx[np.argsort(points[idx, k], kind="stable")]
+    reach2 = reach_mm * reach_mm
+    for start in range(0, len(idx), chunk):
+        part = idx[start : start + chunk]
+        p = points[part]
+        cand = others[np.searchsorted(key, p[0, k] - reach_mm, side="left"):
+                      np.searchsorted(key, p[-1, k] + reach_mm, side="right")]
+        if len(cand) == 0:
+            continue
+        d2 = (p[:, 0, None] - cand[:, 0]) ** 2
+        d2 += (p[:, 1, None] - cand[:, 1]) ** 2
+        d2 += (p[:, 2, None] - cand[:, 2]) ** 2
+        out[part] = (d2 < reach2).any(axis=1)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -387,7 +436,7 @@ def head_depression(head_mask: np.ndarray, affine: np.ndarray, fit: SphereFit, f
     if len(faces) == 0:
         return empty
     rel = verts - center
-    dist = np.linalg.norm(rel, axis=1)
+    dist = row_norms(rel)
     unit = rel / np.maximum(dist, 1e-9)[:, None]
     min_w = np.sin(np.radians(cs.region_min_elevation_deg))
     e_sup = np.asarray(frame.e_sup, dtype=np.float64)
@@ -409,10 +458,7 @@ def head_depression(head_mask: np.ndarray, affine: np.ndarray, fit: SphereFit, f
     # lying deeper than twice its detection limit, by the averaging reach plus two voxels
     cut = below[radius - dist[below] > 2.0 * detection_limit_mm(unit[below], scan_affine, cs.detection_limit_factor)]
     if len(cut):
-        from scipy.spatial import cKDTree
-
-        near_cut, _ = cKDTree(verts[cut]).query(verts[in_region], distance_upper_bound=margin)
-        in_region[np.flatnonzero(in_region)[np.isfinite(near_cut)]] = False
+        in_region[np.flatnonzero(in_region)[near_any(verts[in_region], verts[cut], margin)]] = False
     targets = np.flatnonzero(in_region)
     if len(targets) == 0:
         return empty
@@ -438,7 +484,7 @@ def head_depression(head_mask: np.ndarray, affine: np.ndarray, fit: SphereFit, f
     for _ in range(cs.reference_passes):
         ref_verts, ref_faces = reference_surface(center_ref, radius_ref, scan_affine, lattice, e_sup, below)
         _, ref_area = _vertex_areas(ref_verts, ref_faces)
-        reference = SurfaceMean(ref_verts, ref_area, np.linalg.norm(ref_verts - center_ref, axis=1), sigma)
+        reference = SurfaceMean(ref_verts, ref_area, row_norms(ref_verts - center_ref), sigma)
         # the reference's averaged distance from its centre c' in the head points' directions
         # (at c' + r' e), and the bias r' - that: what the grid does to an intact sphere
         bias = radius_ref - reference(center_ref + radius_ref * unit[targets])
@@ -468,7 +514,7 @@ def head_depression(head_mask: np.ndarray, affine: np.ndarray, fit: SphereFit, f
     inner = in_region[faces].all(axis=1)
     face_depth = np.where(inner[:, None], depth[faces], np.nan).mean(axis=1)
     centroid = verts[faces[inner]].mean(axis=1) - center_ref
-    rho = np.linalg.norm(centroid, axis=1)
+    rho = row_norms(centroid)
     e_f = centroid / rho[:, None]
     face_limit = detection_limit_mm(e_f, scan_affine, cs.detection_limit_factor)
     depressed_area = float(areas[inner][face_depth[inner] >= face_limit].sum())

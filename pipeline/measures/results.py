@@ -85,9 +85,12 @@ class HipMetrics:
     #: The figure columns of scans.csv (:meth:`csv_row`), in table order.
     CSV_COLUMNS: ClassVar[tuple[str, ...]] = (
         "head_volume_ml", "lesion_volume_ml", "necrotic_fraction_pct", "size_class", "jic_type", "jic_type_3d",
-        "arco2021_type", "cna_deg", "kerboul_grade", "arc_coronal_deg", "arc_sagittal_deg", "head_radius_mm",
-        "sphere_fit_rms_mm", "weight_bearing_source", "segmentation", "review", "n_warnings", "image_sha256",
+        "arco2021_type", "cna_deg", "kerboul_grade", "arc_coronal_deg", "arc_sagittal_deg", "head_depression_mm",
+        "arco2019_collapse", "head_radius_mm", "sphere_fit_rms_mm", "weight_bearing_source", "segmentation",
+        "review", "n_warnings", "literature_flags", "image_sha256",
     )
+    #: Separator of several literature cut-offs in one table cell (their texts may hold "; ").
+    FLAG_SEPARATOR: ClassVar[str] = " | "
 
     #: Keys added to schema 1.0 later (docs/method.md 6); a file written before them reads them as null.
     _ADDED: ClassVar[tuple[str, ...]] = ("head_depression_mm", "arco2019_collapse", "collapse", "literature_flags")
@@ -219,12 +222,14 @@ class HipMetrics:
             "necrotic_fraction_pct": self.necrotic_fraction_pct, "size_class": self.size_class,
             "jic_type": self.jic_type, "jic_type_3d": self.jic_type_3d, "arco2021_type": self.arco2021_type,
             "cna_deg": self.cna_deg, "kerboul_grade": self.kerboul_grade, "arc_coronal_deg": self.arc_coronal_deg,
-            "arc_sagittal_deg": self.arc_sagittal_deg, "head_radius_mm": self.head_radius_mm,
+            "arc_sagittal_deg": self.arc_sagittal_deg, "head_depression_mm": self.head_depression_mm,
+            "arco2019_collapse": self.arco2019_collapse, "head_radius_mm": self.head_radius_mm,
             "sphere_fit_rms_mm": self.sphere_fit_rms_mm,
             "weight_bearing_source": (self.weight_bearing or {}).get("source"),
             "segmentation": (self.segmentation or {}).get("method"),
             "review": self.review(),
             "n_warnings": len(self.warnings or []),
+            "literature_flags": self.FLAG_SEPARATOR.join(self.literature_flags or []) or None,
             "image_sha256": (self.input or {}).get("sha256"),
         }
 
@@ -234,11 +239,39 @@ class HipMetrics:
                 f"{_fmt(self.lesion_volume_ml, '.2f')} mL, NF {_fmt(self.necrotic_fraction_pct, '.1f')} %")
 
     def summary_line(self) -> str:
-        """The one line ``onfh analyze`` prints: the headline, size class and warning count."""
-        return f"{self.headline()}, size class {self.size_class or '-'}; {len(self.warnings or [])} warning(s)"
+        """The one line ``onfh analyze`` prints: the headline, size class, collapse stage and warning count."""
+        return (f"{self.headline()}, size class {self.size_class or '-'}, {self.collapse_short()}; "
+                f"{len(self.warnings or [])} warning(s)")
+
+    def detection_limit_mm(self) -> float | None:
+        """The depression's detection limit at the reported point, mm (docs/method.md 6)."""
+        return (self.collapse or {}).get("detection_limit_mm")
+
+    def collapse_short(self) -> str:
+        """"collapse IIIB (2.63 mm)", "collapse none" or "collapse -" (not measured): the stage
+        in a few words, for the CLI line and table captions."""
+        if self.arco2019_collapse is None:
+            return "collapse -"
+        if self.arco2019_collapse == "none":
+            return "collapse none"
+        return f"collapse {self.arco2019_collapse} ({_fmt(self.head_depression_mm, '.2f')} mm)"
+
+    def collapse_text(self) -> str:
+        """The depression in one sentence, for qc.png and napari: "head depression 2.63 mm, ARCO
+        2019 IIIB (zone C1)" or, below the limit, "no depression above the 0.62 mm detection limit
+        (deepest 0.09 mm)"."""
+        stage, limit = self.arco2019_collapse, self.detection_limit_mm()
+        if stage is None:
+            return "head depression not measured"
+        if stage == "none":
+            return (f"no depression above the {_fmt(limit, '.2f')} mm detection limit "
+                    f"(deepest {_fmt(self.head_depression_mm, '.2f')} mm)")
+        zone = (self.collapse or {}).get("jic_zone")
+        return (f"head depression {_fmt(self.head_depression_mm, '.2f')} mm, ARCO 2019 {stage}"
+                + (f" (zone {zone})" if zone else ""))
 
     def qc_title(self, title: str = "") -> str:
-        """The title of qc.png: the headline figures, then where the masks came from."""
+        """The title of qc.png: the headline figures, where the masks came from, then the collapse."""
         def f(value, spec):
             return _fmt(value, spec)
 
@@ -248,7 +281,9 @@ class HipMetrics:
                 f"JIC {self.jic_type or '-'} (3D {self.jic_type_3d or '-'}), ARCO {f(self.arco2021_type, 'd')}, "
                 f"CNA {f(self.cna_deg, '.0f')}° (Kerboul {f(self.kerboul_grade, 'd')}), "
                 f"sphere rms {f(self.sphere_fit_rms_mm, '.2f')} mm; warnings: {len(self.warnings or [])}"
-                + self.masks_line())
+                + self.masks_line()
+                # a result without the figure (read from an older metrics.json) gets no collapse line
+                + (f"\ncollapse: {self.collapse_text()}" if self.arco2019_collapse is not None else ""))
 
     def masks_line(self) -> str:
         """Where the masks came from, and an automatic segmentation's review flags (a reviewer
@@ -308,7 +343,14 @@ class HipMetrics:
             ("CNA (combined necrotic angle)", num(self.cna_deg, ".0f", "°")),
             ("Kerboul grade (modified)", num(self.kerboul_grade, "d")),
             ("Koo-Kim index", num(self.koo_kim_index, ".1f")),
+            ("Head depression", num(self.head_depression_mm, ".2f", " mm")
+             + (f" (detection limit {num(self.detection_limit_mm(), '.2f', ' mm')})"
+                if self.detection_limit_mm() is not None else "")),
+            ("ARCO 2019 collapse", self.arco2019_collapse or "–"),
         ]
+        flags = self.literature_flags or []
+        rows += [(f"Literature cut-off{f' {k}' if len(flags) > 1 else ''}", flag.removeprefix("literature cut-off: "))
+                 for k, flag in enumerate(flags, 1)]
         zones = self.zones_ml or {}
         if zones:
             rows.append(("Lesion in JIC zones A/B/C1/C2",
@@ -334,7 +376,8 @@ class FollowupMetrics:
     #: The figure columns of changes.csv (:meth:`csv_row`), in table order.
     CSV_COLUMNS: ClassVar[tuple[str, ...]] = (
         "baseline_lesion_ml", "followup_lesion_ml", "regeneration_pct", "regenerated_ml", "new_ml", "persistent_ml",
-        "head_dice", "rotation_deg", "translation_norm_mm", "n_warnings",
+        "head_depression_change_mm", "new_collapse", "head_dice", "rotation_deg", "translation_norm_mm", "n_warnings",
+        "literature_flags",
     )
     #: Figures repeated at the top of longitudinal.json for the latest follow-up.
     HEADLINE_KEYS: ClassVar[tuple[str, ...]] = (
@@ -429,19 +472,38 @@ class FollowupMetrics:
             "baseline_lesion_ml": self.baseline_lesion_ml, "followup_lesion_ml": self.followup_lesion_ml,
             "regeneration_pct": self.regeneration_pct, "regenerated_ml": self.regenerated_ml,
             "new_ml": self.new_ml, "persistent_ml": self.persistent_ml,
+            "head_depression_change_mm": self.head_depression_change_mm, "new_collapse": self.new_collapse,
             "head_dice": reg.get("head_dice"), "rotation_deg": reg.get("rotation_deg"),
             "translation_norm_mm": reg.get("translation_norm_mm"),
             "n_warnings": self.n_warnings(baseline),
+            "literature_flags": HipMetrics.FLAG_SEPARATOR.join(self.literature_flags or []) or None,
         }
 
-    def headline(self) -> str:
-        """"regeneration 40.0 %, regenerated 4.80 mL, ...; rotation 5.4 deg, head Dice 0.973"
-        (the line ``onfh compare`` prints per follow-up)."""
+    def collapse_change(self, baseline: HipMetrics | None = None) -> str | None:
+        """"collapse none -> IIIB (new), depression +2.63 mm": the ARCO 2019 stage at both visits
+        and the change of depression; None when the follow-up's stage is unknown."""
+        after = self.followup.arco2019_collapse
+        if after is None:
+            return None
+        before = baseline.arco2019_collapse if baseline is not None else None
+        text = f"collapse {before or '-'} -> {after}" if baseline is not None else f"collapse {after}"
+        if self.new_collapse:
+            text += " (new)"
+        if self.head_depression_change_mm is not None:
+            text += f", depression {self.head_depression_change_mm:+.2f} mm"
+        return text
+
+    def headline(self, baseline: HipMetrics | None = None) -> str:
+        """"regeneration 40.0 %, regenerated 4.80 mL, ...; rotation 5.4 deg, head Dice 0.973;
+        collapse none -> IIIB (new), depression +2.63 mm" (the line ``onfh compare`` prints per
+        follow-up; the collapse part when the follow-up's stage is known, with the baseline's
+        when given)."""
         reg = self.registration or {}
+        collapse = self.collapse_change(baseline)
         return (f"regeneration {_fmt(self.regeneration_pct, '.1f')} %, "
                 f"regenerated {_fmt(self.regenerated_ml, '.2f')} mL, new {_fmt(self.new_ml, '.2f')} mL, "
                 f"persistent {_fmt(self.persistent_ml, '.2f')} mL; rotation {_fmt(reg.get('rotation_deg'), '.1f')} "
-                f"deg, head Dice {_fmt(reg.get('head_dice'), '.3f')}")
+                f"deg, head Dice {_fmt(reg.get('head_dice'), '.3f')}" + (f"; {collapse}" if collapse else ""))
 
     def head_moved_mm(self) -> float | None:
         """How far the registration moved the baseline head centre, mm."""
@@ -458,7 +520,8 @@ class FollowupMetrics:
                 f"{_fmt(self.persistent_ml, '.2f')} mL\n"
                 f"registration: rotation {_fmt(reg.get('rotation_deg'), '.1f')}°, head moved "
                 f"{_fmt(self.head_moved_mm(), '.1f')} mm, head Dice "
-                f"{_fmt(reg.get('head_dice'), '.3f')}; warnings: {len(self.warnings or [])}")
+                f"{_fmt(reg.get('head_dice'), '.3f')}; warnings: {len(self.warnings or [])}"
+                + (f"\n{self.collapse_change()}" if self.collapse_change() else ""))
 
     def table_rows(self, baseline: HipMetrics) -> list[tuple[str, str, int | None]]:
         """(figure, text, change-map value for a colour swatch or None) rows of napari's Compare
@@ -483,6 +546,15 @@ class FollowupMetrics:
             ("Head centre moved", f"{self.head_moved_mm():.1f} mm", None),
             ("Head Dice after registration", num(reg["head_dice"], ".3f"), None),
         ]
+        if self.followup.arco2019_collapse is not None:
+            stages = f"{baseline.arco2019_collapse or '–'} → {self.followup.arco2019_collapse}"
+            rows += [
+                ("ARCO 2019 collapse, baseline → follow-up", stages + (" (new collapse)" if self.new_collapse else ""),
+                 None),
+                ("Head depression change", num(self.head_depression_change_mm, "+.2f", " mm"), None),
+            ]
+        rows += [("Literature cut-off (follow-up)", flag.removeprefix("literature cut-off: "), None)
+                 for flag in self.literature_flags or []]
         zones = self.zones or {}
         if zones:
             rows.append(("Regenerated in zones A/B/C1/C2",

@@ -20,6 +20,10 @@ scans.csv / changes.csv); only records with ``status == "ok"`` count.
   (A, B, C1, C2) and antero-posterior region's share of all regenerated volume, the regenerated
   mL (L0 and not Lt, on the baseline grid) summed over the group's hips, then divided by their
   summed regenerated mL. Zones partition the head, as do regions, so each set sums to 100 %.
+* Collapse (docs/method.md section 6): per timepoint, overall and by outcome group, the number of
+  hips whose ARCO 2019 collapse is none, IIIA or IIIB (and not measured), with the head
+  depression's median and range; and the follow-ups with a new collapse (baseline none, follow-up
+  IIIA or IIIB), each with its stage and change of depression.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ SMALL_NF_MONTHS = 3.0
 PROGRESSED = ("progressed", "arthroplasty")
 NOT_PROGRESSED = ("healed",)
 NO_OUTCOME = "no outcome"
+#: ARCO 2019 collapse classes as counted (docs/method.md section 6); "not measured" is a null stage.
+COLLAPSE_STAGES = ("none", "IIIA", "IIIB")
+NOT_MEASURED = "not measured"
 
 
 def describe(values) -> dict:
@@ -147,6 +154,43 @@ def zone_shares(rows: list[dict]) -> dict:
             "share_pct": {z: (100.0 * v / total if total > 0 else None) for z, v in vols.items()}}
 
 
+def collapse_counts(scans: list[dict]) -> dict:
+    """Hips per ARCO 2019 collapse stage among scans of one timepoint, and their head depression.
+
+    Returns
+    -------
+    dict
+        ``n``, ``stages`` (none, IIIA, IIIB, not measured -> count) and ``head_depression_mm``
+        (:func:`describe`).
+    """
+    stages = {name: sum(1 for s in scans if s.get("arco2019_collapse") == name) for name in COLLAPSE_STAGES}
+    stages[NOT_MEASURED] = sum(1 for s in scans if s.get("arco2019_collapse") not in COLLAPSE_STAGES)
+    return {"n": len(scans), "stages": stages,
+            "head_depression_mm": describe(s.get("head_depression_mm") for s in scans)}
+
+
+def new_collapses(scans: list[dict], changes: list[dict]) -> dict:
+    """The follow-ups with a new collapse (baseline "none", follow-up IIIA or IIIB; ``new_collapse``
+    of each comparison), with both visits' stage and the change of depression.
+
+    Returns
+    -------
+    dict
+        ``n_followups`` (comparisons with a known ``new_collapse``), ``n_new`` and ``followups``:
+        key, subject, side, timepoint_months, outcome, baseline and follow-up stage,
+        head_depression_change_mm, one per new collapse in table order.
+    """
+    stage = {(s["subject"], s["side"], float(s["timepoint_months"])): s.get("arco2019_collapse") for s in scans}
+    known = [c for c in changes if c.get("new_collapse") is not None]
+    listed = [{"key": c["key"], "subject": c["subject"], "side": c["side"],
+               "timepoint_months": c["timepoint_months"], "outcome": c.get("outcome") or None,
+               "baseline_stage": stage.get((c["subject"], c["side"], 0.0)),
+               "followup_stage": stage.get((c["subject"], c["side"], float(c["timepoint_months"]))),
+               "head_depression_change_mm": c.get("head_depression_change_mm")}
+              for c in known if c["new_collapse"]]
+    return {"n_followups": len(known), "n_new": len(listed), "followups": listed}
+
+
 def _groups(rows: list[dict]) -> dict[str, list[dict]]:
     """"all", then each outcome present (sorted), then hips without an outcome."""
     groups = {"all": rows}
@@ -186,6 +230,11 @@ def cohort_summary(scans: list[dict], changes: list[dict]) -> dict:
         nf_by_outcome[_tp(t)] = {name: describe(s.get("necrotic_fraction_pct") for s in rows)
                                  for name, rows in _groups(at_t).items() if name != "all"}
 
+    collapse = {}
+    for t in timepoints:
+        groups = _groups([s for s in ok_scans if s["timepoint_months"] == t])
+        collapse[_tp(t)] = {name: collapse_counts(rows) for name, rows in groups.items()}
+
     by_hip = {(s["subject"], s["side"], float(s["timepoint_months"])): s for s in ok_scans}
     tests = {}
     for t in timepoints:
@@ -217,6 +266,8 @@ def cohort_summary(scans: list[dict], changes: list[dict]) -> dict:
         "regeneration": regeneration,
         "small_lesion_at_3_months": small_lesion_shares(ok_scans),
         "regenerated_share_by_zone": dict(zones),
+        "collapse_arco2019": collapse,
+        "new_collapse": new_collapses(ok_scans, ok_changes),
     }
 
 
@@ -437,6 +488,37 @@ def reads_markdown(reads: dict, agreement: dict | None, repeatability: dict | No
     return "\n".join(lines) + "\n"
 
 
+def collapse_markdown(summary: dict) -> list[str]:
+    """The ``## Collapse`` section of cohort.md: stages per timepoint and group, new collapses.
+    Empty for a summary written before collapse was counted."""
+    if "collapse_arco2019" not in summary:
+        return []
+
+    def f(v, fmt=".2f"):
+        return "-" if v is None else format(v, fmt)
+
+    lines = ["", "## Collapse (ARCO 2019, head depression on MRI)", "",
+             "| timepoint | group | n | none | IIIA | IIIB | not measured | depression median (mm) | range (mm) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for tp, groups in summary["collapse_arco2019"].items():
+        for name, d in groups.items():
+            st, dep = d["stages"], d["head_depression_mm"]
+            lines.append(f"| {tp} | {name} | {d['n']} | {st['none']} | {st['IIIA']} | {st['IIIB']} | "
+                         f"{st[NOT_MEASURED]} | {f(dep['median'])} | {f(dep['min'])}-{f(dep['max'])} |")
+    new = summary["new_collapse"]
+    lines += ["", "None: no depression above the detection limit; IIIA: depression up to 2 mm; IIIB: over 2 mm "
+              "(docs/method.md section 6).", "",
+              f"### New collapse among follow-ups ({new['n_new']} of {new['n_followups']})", ""]
+    if new["followups"]:
+        lines += ["| follow-up | outcome | baseline | follow-up | depression change (mm) |", "|---|---|---|---|---|"]
+        for c in new["followups"]:
+            lines.append(f"| {c['key']} | {c['outcome'] or NO_OUTCOME} | {c['baseline_stage'] or '-'} | "
+                         f"{c['followup_stage'] or '-'} | {f(c['head_depression_change_mm'], '+.2f')} |")
+    else:
+        lines.append("No follow-up went from no collapse at baseline to IIIA or IIIB.")
+    return lines
+
+
 def cohort_markdown(summary: dict, agreement: dict | None = None, repeatability: dict | None = None) -> str:
     """cohort.md: the tables in the pilot study's layout."""
     def f(v, fmt=".1f"):
@@ -488,6 +570,7 @@ def cohort_markdown(summary: dict, agreement: dict | None = None, repeatability:
         for name, d in groups.items():
             lines.append(f"| {tp} | {name} | {d['n_hips']} | {f(d['regenerated_ml'], '.2f')} | "
                          + " | ".join(f(d["share_pct"][z]) for z in ZONES + REGIONS) + " |")
+    lines += collapse_markdown(summary)
     if summary.get("reads"):
         lines += ["", reads_markdown(summary["reads"], agreement, repeatability).rstrip("\n")]
     return "\n".join(lines) + "\n"

@@ -3,10 +3,13 @@
 The cohort tables (cohort.md rendered), every hip's necrotic fraction over time coloured by
 outcome, where regeneration happened (JIC zones and antero-posterior regions, by outcome), and a
 QC thumbnail per scan and per comparison, each linking to its folder (relative links, so the
-output folder can be moved or shared whole). Tasks that failed are listed with their error. A
-reader study adds the Agreement section: the combine rule, ICCs, a Bland-Altman plot per reader
-pair, kappas, lesion Dice and HD95 per scan, the discordant reads (open ones flagged at the top),
-test-retest repeatability and the follow-ups whose change lies within measurement noise.
+output folder can be moved or shared whole). The collapse of every scan (head depression, ARCO 2019
+stage) is listed with the literature cut-offs it meets, each labelled as a literature cut-off, a
+published group figure and never a prediction for the hip (docs/method.md section 6). Tasks that
+failed are listed with their error. A reader study adds the Agreement section: the combine rule,
+ICCs, a Bland-Altman plot per reader pair, kappas, lesion Dice and HD95 per scan, the discordant
+reads (open ones flagged at the top), test-retest repeatability and the follow-ups whose change
+lies within measurement noise.
 Pictures are PNG (plots) and JPEG (thumbnails) in ``data:`` URIs: the page needs no other file.
 """
 
@@ -78,6 +81,7 @@ def write_report(out_dir: Path, scans: list[dict], changes: list[dict], summary:
     parts.append("</div>")
     plain = {k: v for k, v in summary.items() if k != "reads"}  # the reads get their own section below
     parts.append("<h2>Cohort tables</h2>" + _markdown_tables(cohort_markdown(plain)))
+    parts.append(_collapse_table(scans))
     if study:
         parts.append(_agreement_section(summary["reads"], study, reads_markdown))
     parts.append("<h2>Scans</h2>" + _gallery(out_dir, scans, _scan_caption))
@@ -107,6 +111,38 @@ def _gallery(out_dir: Path, records: list[dict], caption, limit: int = THUMBNAIL
         html_text += (f"<p>{len(rest)} more (no thumbnail): " + ", ".join(
             f"<a href='{html.escape(r['folder'])}/'>{html.escape(r['key'])}</a>" for r in rest) + "</p>")
     return html_text
+
+
+#: What a literature cut-off is, said wherever one is shown.
+LITERATURE_NOTE = ("a literature cut-off is a published figure for a group of hips, never a prediction for "
+                   "this hip")
+
+
+def _flags(r: dict) -> list[str]:
+    """The literature cut-offs of a scans.csv or changes.csv record (one cell, " | " apart)."""
+    from pipeline.measures.results import HipMetrics
+
+    return [f for f in (r.get("literature_flags") or "").split(HipMetrics.FLAG_SEPARATOR) if f]
+
+
+def _collapse_table(scans: list[dict]) -> str:
+    """Head depression, ARCO 2019 stage and literature cut-offs of every measured read."""
+    rows = [r for r in scans if r.get("status") == "ok"]
+    if not rows:
+        return ""
+    out = ["<h3>Collapse per scan</h3>",
+           "<p>Head depression below the fitted head sphere and ARCO 2019 collapse (none: no depression above "
+           "the detection limit; IIIA up to 2 mm; IIIB over 2 mm); literature cut-offs: "
+           f"{html.escape(LITERATURE_NOTE)}.</p>",
+           "<table><tr><th>scan</th><th>months</th><th>outcome</th><th>head depression (mm)</th>"
+           "<th>ARCO 2019 collapse</th><th>literature cut-offs</th></tr>"]
+    for r in rows:
+        flags = "<br>".join(html.escape(f) for f in _flags(r)) or "-"
+        out.append(f"<tr><td>{html.escape(r['key'])}</td><td class='num'>{r['timepoint_months']:g}</td>"
+                   f"<td>{html.escape(r.get('outcome') or 'no outcome')}</td>"
+                   f"<td class='num'>{_fmt(r.get('head_depression_mm'), '.2f')}</td>"
+                   f"<td>{html.escape(r.get('arco2019_collapse') or '-')}</td><td class='lit'>{flags}</td></tr>")
+    return "\n".join(out) + "</table>"
 
 
 def _agreement_section(reads: dict, study: dict, reads_markdown) -> str:
@@ -162,7 +198,7 @@ def _scan_caption(r: dict) -> str:
     read = f"read by {r['reader']}; " if r.get("scan_key") and r["key"] != r["scan_key"] else ""
     caption = html.escape(f"{read}{r.get('outcome') or 'no outcome'}; NF {nf}, "
                           f"lesion {_fmt(r.get('lesion_volume_ml'), '.2f', ' mL')}, JIC {r.get('jic_type') or '-'}, "
-                          f"{r.get('n_warnings') or 0} warning(s)")
+                          f"{_collapse_caption(r)}, {r.get('n_warnings') or 0} warning(s)")
     review = r.get("review") or ""
     if review.startswith("review"):
         # the scans to open in napari: an automatic segmentation the algorithm is unsure of, or an
@@ -171,11 +207,27 @@ def _scan_caption(r: dict) -> str:
     return caption
 
 
+def _collapse_caption(r: dict) -> str:
+    """"collapse IIIB (depression 2.63 mm)" or "collapse none (0.09 mm)" of a scans.csv record."""
+    stage = r.get("arco2019_collapse")
+    if stage is None:
+        return "collapse -"
+    return f"collapse {stage} (depression {_fmt(r.get('head_depression_mm'), '.2f', ' mm')})"
+
+
 def _change_caption(r: dict) -> str:
     if r.get("status") != "ok":
         return f"<span class='err'>failed: {html.escape(r.get('error') or '')}</span>"
-    return html.escape(f"{r['timepoint_months']:g} vs 0 months, {r.get('outcome') or 'no outcome'}; regeneration "
-                       f"{_fmt(r.get('regeneration_pct'), '.1f', ' %')}, head Dice {_fmt(r.get('head_dice'), '.3f')}")
+    caption = html.escape(f"{r['timepoint_months']:g} vs 0 months, {r.get('outcome') or 'no outcome'}; regeneration "
+                          f"{_fmt(r.get('regeneration_pct'), '.1f', ' %')}, head Dice {_fmt(r.get('head_dice'), '.3f')}"
+                          + (f", depression change {_fmt(r.get('head_depression_change_mm'), '+.2f', ' mm')}"
+                             if r.get("head_depression_change_mm") is not None else ""))
+    if r.get("new_collapse"):
+        caption += "<br><span class='err'>new collapse since baseline</span>"
+    flags = _flags(r)
+    if flags:
+        caption += "<br><span class='lit'>" + "<br>".join(html.escape(f) for f in flags) + "</span>"
+    return caption
 
 
 def _nf_plot(scans):
@@ -343,5 +395,6 @@ text-align:left}td.num{text-align:right;white-space:nowrap}th{background:#f3f3f3
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:14px}
 .grid figure{margin:0;font-size:12px;border:1px solid #e3e3e3;padding:6px;border-radius:4px}
 img.thumb{width:100%;height:auto;display:block}.nothumb{height:80px;background:#f6f6f6;color:#999;
-display:flex;align-items:center;justify-content:center}.err,.failed li{color:#a11}a{color:#1a5fb4}
+display:flex;align-items:center;justify-content:center}.lit{color:#555;font-size:11px}
+.err,.failed li{color:#a11}a{color:#1a5fb4}
 </style></head><body>"""

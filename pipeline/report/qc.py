@@ -6,9 +6,14 @@ on the viewer's left, sagittal with anterior on the left, superior up; patient-o
 at each panel's edges. Overlaid: head and lesion outlines, the fitted sphere, the JIC zone
 boundaries and the weight-bearing span's ends (coronal; a default span is drawn as such, never as
 an acetabular edge), the antero-posterior region boundaries (sagittal), and the lesion's contact
-with the head surface exactly as the necrotic arcs measured it. A third panel shows the head and
-lesion surfaces seen from the front: a shaded depth map of their meshes (z-buffered in numpy, the
-faint head over and under the opaque lesion), drawn as one image.
+with the head surface exactly as the necrotic arcs measured it. A third panel shows the head
+depression (docs/method.md section 6) on the vertical plane through the head centre and the
+deepest point the measurement reported: the reference sphere, and the head's outline over the
+weight-bearing surface coloured by its depth below the sphere as the scan's grid images it, with
+the depth and the ARCO 2019 stage (or the detection limit it stays under) in the panel's title and
+in the picture's title. A fourth panel shows the head and lesion surfaces seen from the front: a
+shaded depth map of their meshes (z-buffered in numpy, the faint head over and under the opaque
+lesion), drawn as one image.
 
 matplotlib is imported here only, so measuring without a picture stays fast; the figure is drawn
 with matplotlib's object API on the Agg canvas (pyplot, its figure manager and backend machinery are
@@ -40,6 +45,11 @@ VIEW_PIXELS = 280
 HEAD_RGBA = (0.69, 0.69, 0.69, 0.2)
 LESION_RGBA = (1.0, 0.19, 0.19, 0.85)
 BACKGROUND_RGB = (0.957, 0.957, 0.957)
+
+#: Depth colour scale of the depression panel, mm: 0 to twice the IIIA/IIIB border, so that a
+#: IIIB depression is at the scale's upper half on every scan (deeper ones saturate).
+DEPTH_MAX_MM = 4.0
+DEPTH_CMAP = "plasma"
 
 #: Elevation of the 3D panel's viewpoint above the horizontal, degrees (a little from above, so
 #: the weight-bearing dome shows).
@@ -149,10 +159,10 @@ def qc_figure(analysis, title: str = "", settings=None):
     scan = analysis.scan
     half = frame.radius * 2.0
     step = max(0.25, float(scan.spacing.min()) / 2)
-    fig = Figure(figsize=(13, 5.0), dpi=100)
+    fig = Figure(figsize=(17, 5.0), dpi=100)
     FigureCanvasAgg(fig)
     for col, plane in enumerate(("coronal", "sagittal")):
-        ax = fig.add_subplot(1, 3, col + 1)
+        ax = fig.add_subplot(1, 4, col + 1)
         # Outlines sampled as location.py samples its planes (trilinear, thresholded at 0.5), so the
         # lesion's drawn extremes are the ones the JIC type and arcs were read from.
         head = sample_plane(analysis.head, scan.affine, frame, plane, step, half, order=1)
@@ -188,11 +198,165 @@ def qc_figure(analysis, title: str = "", settings=None):
         ax.tick_params(labelsize=7)
         # raised off the bottom edge, which holds the orientation letter
         ax.legend(loc="lower left", bbox_to_anchor=(0.0, 0.06), fontsize=6, framealpha=0.6, markerscale=8)
-    ax3 = fig.add_subplot(1, 3, 3)
-    _meshes(ax3, analysis, frame)
+    _depression_panel(fig.add_subplot(1, 4, 3), analysis, step)
+    ax4 = fig.add_subplot(1, 4, 4)
+    _meshes(ax4, analysis, frame)
     fig.suptitle(result.qc_title(title or result.input_name()), fontsize=9)
-    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.1, top=0.86, wspace=0.25)  # tight_layout costs 0.5 s
+    fig.subplots_adjust(left=0.04, right=0.985, bottom=0.1, top=0.83, wspace=0.25)  # tight_layout costs 0.5 s
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# head depression
+# --------------------------------------------------------------------------------------------
+class DepressionPlane(NamedTuple):
+    """The vertical plane of the depression panel: through ``center`` (the reference sphere's
+    centre), spanned by ``e_a`` (horizontal, towards the deepest point) and ``e_sup``.
+    ``deepest`` is the deepest point's (a, w), mm."""
+
+    center: np.ndarray
+    e_a: np.ndarray
+    e_sup: np.ndarray
+    deepest: tuple[float, float] | None
+
+    def points(self, a_mm: np.ndarray, w_mm: np.ndarray) -> np.ndarray:
+        """RAS mm of the pixel grid (a, w), shape (n_a, n_w, 3)."""
+        return self.center + a_mm[:, None, None] * self.e_a + w_mm[None, :, None] * self.e_sup
+
+
+def depression_plane(result, frame: HeadFrame) -> DepressionPlane:
+    """The plane through the reference centre and the reported deepest point, vertical (it holds
+    e_sup); through the mid-coronal direction when the point lies at the pole or is unknown."""
+    record = result.collapse or {}
+    center = np.asarray(record.get("reference_center_ras_mm") or frame.center, dtype=np.float64)
+    e_sup = np.asarray(frame.e_sup, dtype=np.float64)
+    e_a, deepest = np.asarray(frame.e_lat, dtype=np.float64), None
+    if record.get("location_ras_mm") is not None:
+        d = np.asarray(record["location_ras_mm"], dtype=np.float64) - center
+        horizontal = d - (d @ e_sup) * e_sup
+        if np.linalg.norm(horizontal) > 1e-3 * frame.radius:
+            e_a = horizontal / np.linalg.norm(horizontal)
+        deepest = (float(d @ e_a), float(d @ e_sup))
+    return DepressionPlane(center, e_a, e_sup, deepest)
+
+
+def _sample(values: np.ndarray, affine: np.ndarray, points: np.ndarray, order: int = 1) -> np.ndarray:
+    from scipy import ndimage
+
+    ijk = mm_to_index(affine, points)
+    return ndimage.map_coordinates(np.asarray(values, dtype=np.float32), np.moveaxis(ijk, -1, 0), order=order,
+                                   mode="constant", cval=0.0)
+
+
+def _outline_points(a_mm, w_mm, field: np.ndarray) -> list[np.ndarray]:
+    """The 0.5 contour lines of a sampled field, each an (n, 2) array of (a, w) mm."""
+    import contourpy
+
+    gen = contourpy.contour_generator(a_mm, w_mm, field.T, line_type=contourpy.LineType.Separate)
+    return [np.asarray(line) for line in gen.lines(0.5) if len(line) > 1]
+
+
+def outline_depths(analysis, plane: DepressionPlane, radius: float, a_mm, w_mm) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The head's outline on the depression plane and its depth below the reference sphere there.
+
+    Depth = (r - distance of the outline from the centre) less the same of the reference ball as
+    the scan's grid images it (:func:`pipeline.measures.collapse.ball_on_grid`), sampled on the same
+    plane in the same way, at the same angle: the staircase of the grid is thus not drawn as a
+    depression (docs/method.md section 6). A display of the measured figure, not the measurement
+    (which averages over the 3D surface).
+
+    Returns
+    -------
+    list of (points (n, 2) a, w mm, depth (n,) mm)
+        One per outline line; NaN depth where the reference has no outline at that angle.
+    """
+    from pipeline.measures.collapse import ball_on_grid
+
+    scan = analysis.scan
+    pts = plane.points(a_mm, w_mm)
+    head_lines = _outline_points(a_mm, w_mm, _sample(analysis.head, scan.affine, pts))
+    ball, crop = ball_on_grid(plane.center, radius, scan.affine, plane.e_sup, 0.5 * radius)
+    ref_lines = _outline_points(a_mm, w_mm, _sample(ball, crop, pts))
+    if not ref_lines:
+        return [(line, np.full(len(line), np.nan)) for line in head_lines]
+    ref = np.concatenate(ref_lines)
+    ref_angle = np.arctan2(ref[:, 1], ref[:, 0])
+    order = np.argsort(ref_angle)
+    ref_angle, ref_bias = ref_angle[order], radius - np.hypot(ref[order, 0], ref[order, 1])
+    out = []
+    for line in head_lines:
+        angle = np.arctan2(line[:, 1], line[:, 0])
+        bias = np.interp(angle, ref_angle, ref_bias, left=np.nan, right=np.nan)
+        out.append((line, radius - np.hypot(line[:, 0], line[:, 1]) - bias))
+    return out
+
+
+def depression_title(result) -> str:
+    """The depression panel's title: the depth and ARCO 2019 stage, or the detection limit the
+    deepest point stays under (two short lines: the panel is narrow)."""
+    stage, limit = result.arco2019_collapse, result.detection_limit_mm()
+    if stage is None:
+        return "collapse: head depression not measured"
+    if stage == "none":
+        return (f"collapse none: no depression above\nthe {limit:.2f} mm detection limit "
+                f"(deepest {result.head_depression_mm:.2f} mm)")
+    zone = (result.collapse or {}).get("jic_zone")
+    return (f"collapse {stage}: head depression {result.head_depression_mm:.2f} mm\n"
+            f"(ARCO 2019, through the deepest point{', zone ' + zone if zone else ''})")
+
+
+def _depression_panel(ax, analysis, step: float) -> None:
+    """The depression panel (see the module docstring); artists carry gids "reference-sphere",
+    "depression-depth" (the coloured outline), "deepest-point"."""
+    from matplotlib.collections import LineCollection
+
+    result, frame, scan = analysis.result, analysis.frame, analysis.scan
+    record = result.collapse or {}
+    radius = float(record.get("reference_radius_mm") or frame.radius)
+    plane = depression_plane(result, frame)
+    half = 1.35 * radius
+    a_mm = np.arange(-half, half + step / 2, step)
+    w_mm = np.arange(-0.55 * radius, half + step / 2, step)
+    img = _sample(scan.data, scan.affine, plane.points(a_mm, w_mm))
+    inside = _sample(analysis.head, scan.affine, plane.points(a_mm, w_mm)) > 0.5
+    lo, hi = np.percentile(img[inside], [1, 99.5]) if inside.any() else (0, 1)
+    ax.imshow(img.T, origin="lower", extent=[a_mm[0], a_mm[-1], w_mm[0], w_mm[-1]], cmap="gray", vmin=lo, vmax=hi,
+              interpolation="bilinear")
+    circle = np.linspace(0, 2 * np.pi, 721)
+    ax.plot(radius * np.cos(circle), radius * np.sin(circle), "-", color="#9ad7ff", lw=0.9, gid="reference-sphere",
+            label=f"reference sphere r = {radius:.1f} mm")
+    segments, depths = [], []
+    for line, depth in outline_depths(analysis, plane, radius, a_mm, w_mm):
+        # the weight-bearing half only (w > 0): below the equator lie the neck and its cut
+        mid_w = 0.5 * (line[1:, 1] + line[:-1, 1])
+        mid_depth = 0.5 * (depth[1:] + depth[:-1])
+        keep = (mid_w > 0) & np.isfinite(mid_depth)
+        segments += [seg for seg, k in zip(np.stack([line[:-1], line[1:]], axis=1), keep) if k]
+        depths += list(mid_depth[keep])
+    if segments:
+        lines = LineCollection(segments, cmap=DEPTH_CMAP, linewidths=2.4, gid="depression-depth")
+        lines.set_array(np.clip(np.asarray(depths), 0.0, None))
+        lines.set_clim(0.0, DEPTH_MAX_MM)
+        ax.add_collection(lines)
+        bar = ax.figure.colorbar(lines, ax=ax, fraction=0.04, pad=0.02, ticks=[0, 1, 2, 3, 4])
+        bar.set_label("depth below the sphere (mm)", fontsize=7)
+        bar.ax.tick_params(labelsize=6)
+    if plane.deepest is not None and result.arco2019_collapse not in (None, "none"):
+        ax.scatter([plane.deepest[0]], [plane.deepest[1]], marker="v", s=40, color="white", edgecolor="black",
+                   lw=0.6, zorder=5, gid="deepest-point", label=f"deepest {result.head_depression_mm:.2f} mm")
+    screen_right, reversed_a = plane.e_a, False
+    viewer_left = VIEWER_LEFT["coronal" if abs(plane.e_a[0]) >= abs(plane.e_a[1]) else "sagittal"]
+    if float(plane.e_a @ viewer_left) > 0:  # shown as the mid-planes are: patient's right / anterior on the left
+        ax.invert_xaxis()
+        screen_right, reversed_a = -plane.e_a, True
+    _draw_edge_letters(ax, edge_letters(screen_right, plane.e_sup))
+    ax.set_xlim(*((a_mm[-1], a_mm[0]) if reversed_a else (a_mm[0], a_mm[-1])))
+    ax.set_ylim(w_mm[0], w_mm[-1])
+    ax.set_aspect("equal")
+    ax.set_xlabel("mm along the deepest point's direction" if plane.deepest is not None else "u (mm)", fontsize=8)
+    ax.set_title(depression_title(result), fontsize=9)
+    ax.tick_params(labelsize=7)
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 0.06), fontsize=6, framealpha=0.6)
 
 
 def _outline(ax, sample, color, label):

@@ -586,7 +586,7 @@ def _marrow_level(norm_w: np.ndarray, crop: grid.Crop, centre, r_m: float, s) ->
     lo = np.clip(c_idx - half, 0, norm_w.shape)
     hi = np.clip(c_idx + half + 1, 0, norm_w.shape)
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-    rel = crop.points()[box] - np.asarray(centre, np.float32)
+    rel = crop.points(box) - np.asarray(centre, np.float32)
     dist = np.sqrt((rel**2).sum(-1))
     sub = norm_w[box]
     sel = (dist < inner) & (rel[..., 2] < 0)

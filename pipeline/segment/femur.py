@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.errors import InputError
-from pipeline.geometry.affine import index_to_mm, mask_points_mm, mm_to_index, shifted_affine, voxel_spacing
+from pipeline.geometry.affine import fill_holes, index_to_mm, mask_points_mm, mm_to_index, shifted_affine, voxel_spacing
 from pipeline.geometry.frame import SphereFit, fit_sphere, neck_axis
 from pipeline.geometry.side import side_of_x
 from pipeline.segment import grid
@@ -329,10 +329,11 @@ def femur_mask(healthy: np.ndarray, crop: grid.Crop, centre, radius: float, sett
     """Proximal femur on the working grid: healthy marrow (holes filled) grown by the neck cortex,
     plus the head ball (a dark lesion is bone too)."""
     s = settings.segmentation
-    filled = ndimage.binary_fill_holes(healthy)
+    filled = fill_holes(healthy)
     femur = grid.dilate_mm(filled, crop.spacing, s.neck_cortex_mm)
-    rel = crop.points() - np.asarray(centre, np.float32)
-    femur |= (rel**2).sum(-1) <= radius**2
+    box = crop.ball_box(centre, radius)  # the test is false outside it
+    rel = crop.points(box) - np.asarray(centre, np.float32)
+    femur[box] |= (rel**2).sum(-1) <= radius**2
     labels, n = ndimage.label(femur)
     if n > 1:
         c_idx = np.clip(np.rint(mm_to_index(crop.affine, np.asarray(centre))).astype(int), 0, np.array(femur.shape) - 1)

@@ -154,14 +154,34 @@ class Crop:
                 out = np.repeat(out, int(b), axis=axis)
         return out
 
-    def points(self) -> np.ndarray:
-        """RAS mm of every working voxel, shape (*shape, 3), float32 (computed once; read-only)."""
+    def points(self, box: tuple | None = None) -> np.ndarray:
+        """RAS mm of every working voxel, shape (*shape, 3), float32 (computed once; read-only).
+
+        With ``box`` (slices of the working grid): those voxels' only, the same values, computed
+        alone unless the whole grid's are already known.
+        """
         cached = self.__dict__.get("_points")
+        if box is not None:
+            if cached is not None:
+                return cached[box]
+            box = tuple(slice(*sl.indices(n)[:2]) for sl, n in zip(box, self.shape))
+            return voxel_points(tuple(sl.stop - sl.start for sl in box), self.affine,
+                                start=[sl.start for sl in box])
         if cached is None:
             cached = voxel_points(self.shape, self.affine)
             cached.flags.writeable = False
             self.__dict__["_points"] = cached
         return cached
+
+    def ball_box(self, centre, radius_mm: float, margin: int = 2) -> tuple:
+        """Slices of the working grid holding every voxel centre within ``radius_mm`` of
+        ``centre`` (RAS mm), grown by ``margin`` voxels and clipped."""
+        c = np.asarray(centre, dtype=np.float64)
+        corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], float)
+        idx = mm_to_index(self.affine, c + float(radius_mm) * corners)
+        lo = np.clip(np.floor(idx.min(axis=0)).astype(int) - margin, 0, self.shape)
+        hi = np.clip(np.ceil(idx.max(axis=0)).astype(int) + margin + 1, lo, self.shape)
+        return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
 
 def _upsample_axis(a: np.ndarray, axis: int, f: int) -> np.ndarray:
@@ -211,10 +231,14 @@ def make_crop(shape, affine: np.ndarray, center_mm, half_mm: float, target_mm: f
     return Crop(lo, hi, factors, affine @ sub, blocks)
 
 
-def voxel_points(shape, affine: np.ndarray) -> np.ndarray:
-    """RAS mm of every voxel centre of a grid, shape (*shape, 3), float32."""
+def voxel_points(shape, affine: np.ndarray, start=None) -> np.ndarray:
+    """RAS mm of every voxel centre of a grid, shape (*shape, 3), float32.
+
+    ``start``: the voxels of a box of a larger grid whose first voxel is ``start`` (the values
+    of the larger grid's, bit for bit)."""
     a = np.asarray(affine, dtype=np.float32)
-    grids = [np.arange(n, dtype=np.float32) for n in shape]
+    start = [0] * len(shape) if start is None else [int(x) for x in start]
+    grids = [np.arange(s0, s0 + n).astype(np.float32) for s0, n in zip(start, shape)]
     out = np.empty(tuple(shape) + (3,), dtype=np.float32)
     for d in range(3):
         out[..., d] = (
@@ -239,6 +263,74 @@ def ball(spacing, radius_mm: float) -> np.ndarray:
     return (g[0] ** 2 + g[1] ** 2 + g[2] ** 2) <= radius_mm**2 + 1e-9
 
 
+#: below this share of voxels set, a mask is eroded by scipy (see :func:`_ball_morphology`)
+SPARSE_EROSION_SHARE = 0.2
+
+
+def _ball_boxes(st: np.ndarray) -> list[tuple[int, int, int]] | None:
+    """Half-widths (a, b, c) of centred boxes whose union is the structuring element ``st``
+    (the maximal ones), or None when it is no such union. A :func:`ball` is one: symmetric
+    about each axis, and holding every voxel between the centre and any of its voxels."""
+    h = np.array(st.shape) // 2
+    if st.ndim != 3 or np.any(np.array(st.shape) != 2 * h + 1):
+        return None
+    q = st[h[0]:, h[1]:, h[2]:]
+    boxes = []
+    for a, b, c in np.argwhere(q):
+        if not ((a + 1 < q.shape[0] and q[a + 1, b, c]) or (b + 1 < q.shape[1] and q[a, b + 1, c])
+                or (c + 1 < q.shape[2] and q[a, b, c + 1])):
+            boxes.append((int(a), int(b), int(c)))
+    union = np.zeros_like(st, dtype=bool)
+    for a, b, c in boxes:
+        union[h[0] - a:h[0] + a + 1, h[1] - b:h[1] + b + 1, h[2] - c:h[2] + c + 1] = True
+    return boxes if np.array_equal(union, st.astype(bool)) else None
+
+
+def _grow_along(base: np.ndarray, x: np.ndarray, axis: int, d: int, op) -> None:
+    """base op= x shifted by +d and by -d along ``axis`` (in place; nothing comes from outside)."""
+    lo = [slice(None)] * x.ndim
+    hi = [slice(None)] * x.ndim
+    lo[axis], hi[axis] = slice(d, None), slice(None, -d)
+    lo, hi = tuple(lo), tuple(hi)
+    op(base[lo], x[hi], out=base[lo])
+    op(base[hi], x[lo], out=base[hi])
+
+
+def _ball_morphology(mask: np.ndarray, st: np.ndarray, erode: bool) -> np.ndarray:
+    """``binary_erosion(mask, st, border_value=1)`` or ``binary_dilation(mask, st)`` for a
+    structuring element that is a union of centred boxes (:func:`_ball_boxes`): the union (dilation)
+    or intersection (erosion) of separable box passes, each a few shifted logical operations, the
+    passes shared between boxes. The same mask; dilation 2-6 times faster than scipy's, erosion of
+    a dense mask 1.3-2 times (a sparse one is left to scipy)."""
+    boxes = _ball_boxes(st)
+    # scipy's erosion stops at a voxel's first background neighbour: faster on a sparse mask
+    if boxes is None or (erode and np.count_nonzero(mask) < SPARSE_EROSION_SHARE * mask.size):
+        if erode:
+            return ndimage.binary_erosion(mask, st, border_value=1)
+        return ndimage.binary_dilation(mask, st)
+    op = np.logical_and if erode else np.logical_or
+    x = np.asarray(mask, dtype=bool)
+    cache: dict = {(0, 0, 0): x}
+
+    def grown(w):  # x passed through the box of half-widths w, built axis by axis, one step at a time
+        if w in cache:
+            return cache[w]
+        axis = 2 if w[2] else (1 if w[1] else 0)
+        prev = list(w)
+        prev[axis] -= 1
+        source = tuple(w[:axis]) + (0,) * (3 - axis)  # the box up to the axes before this one
+        out = grown(tuple(prev)).copy()
+        _grow_along(out, grown(source), axis, w[axis], op)
+        cache[w] = out
+        return out
+
+    result = None
+    for w in boxes:
+        part = grown(w)
+        result = part.copy() if result is None else op(result, part, out=result)
+    return result
+
+
 def _morphology_in_box(mask: np.ndarray, spacing, radius_mm: float, operation) -> np.ndarray:
     """``operation(crop, ball)`` on the mask's bounding box grown by the ball's radius; False
     elsewhere. A mask unchanged for a radius <= 0."""
@@ -259,7 +351,7 @@ def dilate_mm(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
     Computed in the mask's bounding box grown by the radius (identical result, far cheaper for
     a mask that fills a small part of the grid).
     """
-    return _morphology_in_box(mask, spacing, radius_mm, ndimage.binary_dilation)
+    return _morphology_in_box(mask, spacing, radius_mm, lambda crop, st: _ball_morphology(crop, st, erode=False))
 
 
 def erode_mm(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
@@ -268,8 +360,7 @@ def erode_mm(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
     Computed in the mask's bounding box grown by the radius: a box edge inside the grid then
     lies beyond a margin of background, so the result equals the whole-grid one.
     """
-    return _morphology_in_box(mask, spacing, radius_mm,
-                              lambda crop, st: ndimage.binary_erosion(crop, st, border_value=1))
+    return _morphology_in_box(mask, spacing, radius_mm, lambda crop, st: _ball_morphology(crop, st, erode=True))
 
 
 def open_mm(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray:

@@ -1294,7 +1294,7 @@ def hip_truth(
     u_med = float((roof_w - c_w) @ e_lat)
     hv = head_volume_ml(hip)
     dent = hip.dent(visit.state(side))
-    if dent is not None:  # a collapse dent removes its cap from the head (the lesion truth ignores it)
+    if dent is not None:  # a collapse dent removes its cap from the head (and from the lesion, below)
         hv -= math.pi * dent[1] ** 2 * (3.0 * hip.r - dent[1]) / 3.0 / 1000.0
     out = {
         "side": side,
@@ -1382,9 +1382,12 @@ def hip_truth(
         u, v, w = pts[0, sl], pts[1, sl], pts[2, sl]
         head = np.full(u.shape, -1.0, dtype=u.dtype)  # all points are in the head
         les = hip.lesion_set_sdf(u, v, w, state, chg, head=head) <= 0
-        if les.any():
-            uu, vv, ww = frame_of(u[les], v[les], w[les], rot_local)
-            n_les += int(les.sum())
+        # a collapse dent's cap is no longer head, so no longer lesion; the comparison with the
+        # baseline below keeps the uncut set (every truth without a dent stays as it was)
+        now = les if dent is None else les & (u * dent[0][0] + v * dent[0][1] + w * dent[0][2] <= hip.r - dent[1])
+        if now.any():
+            uu, vv, ww = frame_of(u[now], v[now], w[now], rot_local)
+            n_les += int(now.sum())
             cen += [uu.sum(), vv.sum(), ww.sum()]
             up = uu[ww > 0]
             if up.size:

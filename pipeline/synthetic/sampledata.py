@@ -1,6 +1,6 @@
 """The synthetic sample cohort (``onfh sample-data DIR``): hip MRI scans with ground truth.
 
-Five subjects, nine scans, ten hip entries in the manifest:
+Six subjects, ten images, eleven hip entries in the manifest (the reader study below adds more):
 
 * ONFH01 right hip, coronal 0.7 x 0.7 x 3.5 mm, baseline, 3 and 12 months: the lesion
   regenerates (40 % then 80 %, fastest laterally and posteriorly); follow-ups show the
@@ -11,6 +11,11 @@ Five subjects, nine scans, ten hip entries in the manifest:
 * ONFH04 both hips in one coronal field of view (0.9 x 0.9 x 3.5 mm): a right lesion and a
   healthy left head; the manifest lists the image once per side.
 * ONFH05 left hip, 1 mm isotropic 3D, large lesion, foveal pit and patchy red marrow.
+* ONFH06 right hip, coronal 0.7 x 0.7 x 3.5 mm in a smaller field of view, baseline and 12
+  months: the head is intact at baseline and collapses by 12 months, a flat dent of
+  :data:`ONFH06_DENT_MM` over the lesion (ARCO 2019 IIIB; docs/method.md section 6), the lesion
+  a little larger. Outcome progressed. Drawn after ONFH05 and the reader study's files come from
+  their own generators, so no other file changes.
 
 A small reader study rides on it (docs/method.md section 7), after the cohort's own draws so that
 none of its files change: the truth label maps are reader1's reads (rows with an empty ``reader``,
@@ -123,7 +128,7 @@ def cohort_definition(seed: int = SEED) -> list[SubjectSpec]:
     called in this order: the draws follow one another.
     """
     draws = _Draws(np.random.default_rng([seed, 1]))
-    return [_onfh01(draws), _onfh02(draws), _onfh03(draws), _onfh04(draws), _onfh05(draws)]
+    return [_onfh01(draws), _onfh02(draws), _onfh03(draws), _onfh04(draws), _onfh05(draws), _onfh06(draws)]
 
 
 class _Draws:
@@ -344,6 +349,51 @@ def _onfh05(draws: _Draws) -> SubjectSpec:
     )
     scans5 = (ScanSpec("m00_3d", P.Visit(0.0), acq5, ("left",)),)
     return SubjectSpec(s5, scans5, {"left": "arthroplasty"})
+
+
+#: Depth of ONFH06's collapse dent at 12 months, mm: ARCO 2019 IIIB (> 2 mm), 0.8 mm clear of the
+#: IIIA/IIIB border, beyond the 0.6 mm error target of 3.5 mm slices (docs/method.md section 6).
+ONFH06_DENT_MM = 2.8
+
+
+def _onfh06(draws: _Draws) -> SubjectSpec:
+    """ONFH06: right hip, intact at baseline, collapsed at 12 months (a dent over the lesion).
+
+    The field of view is smaller than the other single-hip scans' (116 x 116 x 84 mm: head, neck,
+    trochanters and the acetabular roof), to keep the committed files small."""
+    rng, anat, lesion = draws.rng, draws.anat, draws.lesion
+    s6 = _subject(
+        "ONFH06",
+        "right",
+        91.5,
+        (-1.5, 2.0, 0.5),
+        {
+            "right": anat(
+                lesion=lesion(mitchell="C", nf_pct=26.0, direction=(0.3, 0.2, 0.93), shape=(1.0, 0.8, 0.85))
+            ),
+            "left": anat(),
+        },
+        body_seed=int(rng.integers(1 << 30)),
+        fat=18.0,
+    )
+    c6 = s6.right.center
+    fov = (116.2, 116.2, 84.0)
+    scans6 = (
+        ScanSpec("m00_cor", P.Visit(0.0), _single_hip_acq("right", c6, fov=fov, storage="LIP"), ("right",)),
+        ScanSpec(
+            "m12_cor",
+            P.Visit(
+                12.0,
+                rotation_deg=(2.0, -2.5, 3.0),
+                translation_mm=(2.5, -3.0, 2.0),
+                right=P.HipState(regeneration_pct=-15.0, preference=(1.0, 0.3, 0.0, 0.5, 0.0), track=True,
+                                 dent_mm=ONFH06_DENT_MM),
+            ),
+            _single_hip_acq("right", (c6[0] + 0.5, c6[1] - 0.5, c6[2]), fov=fov, storage="LIP"),
+            ("right",),
+        ),
+    )
+    return SubjectSpec(s6, scans6, {"right": "progressed"})
 
 
 # ----------------------------------------------------------------------------------------------
