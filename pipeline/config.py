@@ -224,6 +224,10 @@ class SegmentationSettings(_Section):
         1.25, gt=0.3, le=5,
         description="sphere fit uses marrow-surface points whose voxel extent along the normal is at most this, mm",
     )
+    fit_radius_tolerance_mm: float = Field(
+        4.0, gt=0.5, le=20,
+        description="marrow sphere radius within this of the candidate's verified marrow radius, mm",
+    )
     cortex_offset_mm: float = Field(
         1.0, ge=0, le=4, description="fitted marrow sphere radius + this = head (bone surface) radius, mm"
     )
@@ -330,6 +334,29 @@ class SegmentationSettings(_Section):
     crop_smoothing_mm: float = Field(
         0.5, ge=0, le=3, description="Gaussian smoothing of the head crop on the working grid, mm (noise)"
     )
+    dome_surface: bool = Field(
+        True, description="follow a collapsed dome: the surface found along radial lines where it lies inside the sphere"
+    )
+    dome_search_mm: float = Field(7.0, gt=1, le=15, description="dome surface searched this far inside the sphere, mm")
+    dome_outer_mm: float = Field(
+        1.2, ge=0.3, le=3, description="and this far outside it (short of the joint film and acetabular cartilage), mm"
+    )
+    dome_profile_sigma_mm: float = Field(0.3, ge=0, le=2, description="Gaussian smoothing along each radial line, mm")
+    dome_min_rise: float = Field(
+        0.15, gt=0, lt=1, description="a cortical dip: the signal rises this much (marrow = 1) farther out"
+    )
+    dome_min_dip: float = Field(
+        0.08, gt=0, lt=1, description="and rises this much within 3 mm inward (a dark line, not a fluid plateau)"
+    )
+    dome_min_slope: float = Field(0.08, gt=0, lt=2, description="a rising edge: outward slope at least this, per mm")
+    dome_median_mm: float = Field(
+        2.0, ge=0, le=5, description="median of the depths within this arc before the Gaussian, mm (lone wrong edges)"
+    )
+    dome_sigma_mm: float = Field(1.0, gt=0.2, le=5, description="Gaussian averaging of the depth over the surface, mm")
+    dome_min_elevation: float = Field(
+        0.0, ge=-0.5, lt=0.9, description="dome directions: world-superior component above this"
+    )
+    dome_neck_margin_mm: float = Field(4.0, ge=0, le=15, description="dome directions end this far from the neck cut, mm")
 
 
 class SideSettings(_Section):

@@ -106,7 +106,8 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
 
     # 4: fine crop, bias-normalised and scaled to the head's own marrow signal; the marrow sphere
     r_guess = float(chosen["marrow_radius_mm"])
-    crop, native_aff, norm_w, marrow_level = _head_crop(data, affine, bias, a_c, chosen["centre"], r_guess, s)
+    crop, native_aff, norm_w, marrow_level, norm_n = _head_crop(data, affine, bias, a_c, chosen["centre"], r_guess, s,
+                                                                with_native=True)
     fit, coverage = _fit_head(norm_w, crop, affine, chosen["centre"], r_guess, settings)
     centre, r_m = fit.center, fit.radius
     radius = r_m + s.cortex_offset_mm
@@ -115,6 +116,12 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
     femur_w, bright = _femur_in_crop(norm_w, crop, centre, r_m, radius, settings)
     n, rho, cut = _neck_plane(femur_w, crop, centre, radius, side, s, warnings)
     head_w = _femur.head_on_grid(crop.shape, crop.affine, centre, radius, n, cut)
+    # a collapsed dome: the surface where the image shows it inside the sphere (issue 15)
+    surface, dinfo = None, None
+    if s.dome_surface:
+        # read on the scan's own samples (trilinear), not the smoothed working grid: a blurred
+        # thin cortex moves its outer edge outward
+        surface, dinfo = _femur.dome_surface(norm_n, native_aff, affine, centre, radius, n, cut, settings)
 
     # lesion (lesion.py) and acetabulum (acetabulum.py)
     healthy = _healthy_head_marrow(norm_w, crop, head_w, centre, r_m, scan.slice_thickness_mm, s)
@@ -125,7 +132,7 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
 
     # back to the native grid: head by voxel centre, the rest by the half-voxel rule
     head, lesion, femur, acet = _to_native(scan.shape, crop, native_aff, centre, radius, n, cut,
-                                           lesion_w, femur_w, acet_w)
+                                           lesion_w, femur_w, acet_w, surface=surface)
     warnings += _acetabulum_warnings(acet, ainfo)
 
     # QC
@@ -135,6 +142,7 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
     seconds = {"search": round(t_search, 2), "total": round(time.perf_counter() - started, 2)}
     confidence = _confidence_record(flags, fit, coverage, radius, n, rho, contrast, marrow_level, chosen, candidates,
                                     linfo, ainfo, seconds)
+    confidence["dome_surface"] = dinfo
     parameters = {**s.model_dump(mode="json"), "lesion_seeds_ras_mm": [list(p) for p in seeds] or None,
                   "roi_ras_mm": list(roi) if roi is not None else None,
                   "working_voxel_mm_used": [float(x) for x in crop.spacing]}
@@ -335,7 +343,7 @@ def _healthy_head_marrow(norm_w: np.ndarray, crop: grid.Crop, head_w: np.ndarray
 
 
 def _to_native(full, crop: grid.Crop, native_aff: np.ndarray, centre, radius: float, n, cut: float,
-               lesion_w: np.ndarray, femur_w: np.ndarray, acet_w: np.ndarray):
+               lesion_w: np.ndarray, femur_w: np.ndarray, acet_w: np.ndarray, surface=None):
     """The masks on the scan's own grid: the head by voxel fraction, the rest by the half-voxel rule.
 
     Parameters
@@ -356,12 +364,17 @@ def _to_native(full, crop: grid.Crop, native_aff: np.ndarray, centre, radius: fl
         On the scan's grid; the lesion lies inside the head.
     """
     head = np.zeros(full, dtype=bool)
-    head[crop.slices] = _femur.head_fraction_mask(crop.native_shape, native_aff, centre, radius, n, cut)
+    head[crop.slices] = _femur.head_fraction_mask(crop.native_shape, native_aff, centre, radius, n, cut,
+                                                  surface=surface)
     lesion = np.zeros(full, dtype=bool)
     lesion[crop.slices] = crop.to_native(lesion_w) >= 0.5
     lesion &= head
     femur = np.zeros(full, dtype=bool)
     femur[crop.slices] = crop.to_native(femur_w) >= 0.5
+    if surface is not None and surface.depressed:
+        # the femur's head ball less what the collapsed dome lost
+        ball = _femur.head_fraction_mask(crop.native_shape, native_aff, centre, radius, n, cut)
+        femur[crop.slices] &= ~(ball & ~head[crop.slices])
     acet = np.zeros(full, dtype=bool)
     acet[crop.slices] = crop.to_native(acet_w) >= 0.5
     return head, lesion, femur, acet
@@ -528,19 +541,24 @@ def _confidence_record(flags: list[str], fit, coverage: float, radius: float, n,
     }
 
 
-def _head_crop(data: np.ndarray, affine: np.ndarray, bias: np.ndarray, a_c: np.ndarray, centre, r_marrow: float, s):
+def _head_crop(data: np.ndarray, affine: np.ndarray, bias: np.ndarray, a_c: np.ndarray, centre, r_marrow: float, s,
+               with_native: bool = False):
     """Step 4: the working-grid crop around a head, bias-normalised and scaled to the head's own
-    marrow signal. Returns ``(crop, native_affine, norm_w, marrow_level)``."""
+    marrow signal. Returns ``(crop, native_affine, norm_w, marrow_level)``, and with ``with_native``
+    the crop on the scan's own grid scaled alike (unsmoothed)."""
     crop = grid.make_crop(data.shape, affine, centre, r_marrow + s.cortex_offset_mm + s.crop_margin_mm,
                           s.working_voxel_mm)
     native = data[crop.slices]
     native_aff = shifted_affine(affine, crop.lo)
     b_idx = mm_to_index(a_c, grid.voxel_points(native.shape, native_aff).reshape(-1, 3))
     b_native = ndimage.map_coordinates(bias, b_idx.T, order=1, mode="nearest").reshape(native.shape)
-    norm_w = crop.upsample(native / b_native)
+    norm_native = native / b_native
+    norm_w = crop.upsample(norm_native)
     norm_w = ndimage.gaussian_filter(norm_w, s.crop_smoothing_mm / crop.spacing)
     marrow_level = _marrow_level(norm_w, crop, centre, r_marrow, s)
     norm_w /= marrow_level
+    if with_native:
+        return crop, native_aff, norm_w, marrow_level, norm_native / marrow_level
     return crop, native_aff, norm_w, marrow_level
 
 

@@ -16,6 +16,8 @@ Steps (docs/segmentation.md):
    ``gap_mm`` (so thin bright bridges, e.g. through gaps of a lesion's band, do not pass), grown
    back by the same radius. Femur = that marrow grown by the neck cortex, plus the head ball.
 6. Neck axis and waist (``frame.neck_axis``) and the neck-plane head of docs/method.md section 2.
+7. Over the upper hemisphere, the surface along radial lines where it lies inside the sphere by
+   more than the collapse detection limit (a collapsed dome, :func:`dome_surface`).
 """
 
 from __future__ import annotations
@@ -241,6 +243,10 @@ def fit_marrow_sphere(norm: np.ndarray, affine: np.ndarray, centre, r_guess: flo
         keep = slice(None, None, len(pts) // 20000 + 1)
         pts, radial = pts[keep], radial[keep]
     rr = (s.head_radius_mm[0] - s.cortex_offset_mm, s.head_radius_mm[1] - s.cortex_offset_mm)
+    # near the radius the candidate's radial profiles verified: a collapsed dome takes inliers
+    # from the head's sphere, and the concentric acetabular surfaces beyond must not win
+    tol = s.fit_radius_tolerance_mm
+    rr = (max(rr[0], r_guess - tol), min(rr[1], r_guess + tol))
     inlier = float(max(1.0, 0.5 * spacing.max() + 0.3))
     fit = fit_sphere(pts, inlier_mm=inlier, radius_range_mm=rr, n_hypotheses=1500, neighbourhood_mm=50.0, seed=0)
     # Partial volume across thick slices: where the surface runs along the slices, a slab
@@ -356,7 +362,8 @@ def head_on_grid(shape, affine, centre, radius: float, n, cut: float) -> np.ndar
     return ((rel**2).sum(-1) <= radius**2) & (rel @ np.asarray(n, np.float32) <= cut)
 
 
-def head_fraction_mask(shape, affine, centre, radius: float, n, cut: float, sub_mm: float = 0.35) -> np.ndarray:
+def head_fraction_mask(shape, affine, centre, radius: float, n, cut: float, sub_mm: float = 0.35,
+                       surface: "RadialSurface | None" = None) -> np.ndarray:
     """Voxels at least half inside the neck-plane head (ball ∩ half-space), by supersampling.
 
     The rule of the reference label maps (a voxel is labelled when at least half of it lies in
@@ -364,13 +371,19 @@ def head_fraction_mask(shape, affine, centre, radius: float, n, cut: float, sub_
     poles of the sphere and along the cut plane a slab whose centre is just inside holds less
     than half of the head. Voxels farther than half their diagonal from the boundary are
     decided by their centre; the others are supersampled on a grid of about ``sub_mm``.
+    ``surface`` (:class:`RadialSurface`, :func:`dome_surface`): the ball's surface where a
+    collapsed dome lies inside it.
     """
     a = np.asarray(affine, dtype=np.float64)
     sp = voxel_spacing(a)
     c = np.asarray(centre, np.float32)
     n = np.asarray(n, np.float32)
     rel = grid.voxel_points(shape, a) - c
-    f = np.maximum(np.sqrt((rel**2).sum(-1)) - radius, rel @ n - cut)
+    dent = surface is not None and surface.depressed
+    if dent:
+        f = np.maximum(surface.inside_excess(rel).astype(np.float32), rel @ n - cut)
+    else:
+        f = np.maximum(np.sqrt((rel**2).sum(-1)) - radius, rel @ n - cut)
     half_diag = 0.5 * float(np.linalg.norm(sp))
     out = f <= -half_diag
     border = np.abs(f) < half_diag
@@ -384,8 +397,175 @@ def head_fraction_mask(shape, affine, centre, radius: float, n, cut: float, sub_
         step = max(1, 2_000_000 // len(offs_mm))
         for s0 in range(0, len(idx), step):
             q = centres[s0 : s0 + step, None, :] + offs_mm[None]
-            inside = ((q**2).sum(-1) <= radius**2) & (q @ n <= cut)
+            if dent:
+                inside = (surface.inside_excess(q) <= 0) & (q @ n <= cut)
+            else:
+                inside = ((q**2).sum(-1) <= radius**2) & (q @ n <= cut)
             frac[s0 : s0 + step] = inside.mean(axis=1)
         out[tuple(idx.T)] = frac >= 0.5
     return out
 
+
+
+# ----------------------------------------------------------------------------------------------
+# collapsed dome: the articular surface where it lies inside the sphere (issue 15)
+# ----------------------------------------------------------------------------------------------
+class RadialSurface:
+    """The head's outer surface as a radius per direction from the sphere centre.
+
+    ``directions`` (M, 3) unit vectors about evenly spread over the sphere, ``radius`` (M,) mm;
+    between directions the radius is interpolated by inverse angular distance over the
+    ``k`` nearest. Where no depression was accepted the radius is the sphere's.
+    """
+
+    def __init__(self, centre, directions: np.ndarray, radius: np.ndarray, sphere_radius: float, k: int = 4):
+        from scipy.spatial import cKDTree
+
+        self.centre = np.asarray(centre, dtype=np.float64)
+        self.directions = np.asarray(directions, dtype=np.float64)
+        self.radius = np.asarray(radius, dtype=np.float64)
+        self.sphere_radius = float(sphere_radius)
+        self.k = int(k)
+        self._tree = cKDTree(self.directions)
+
+    @property
+    def depressed(self) -> bool:
+        return bool(np.any(self.radius < self.sphere_radius - 1e-6))
+
+    def radius_along(self, unit: np.ndarray) -> np.ndarray:
+        """Surface radius (mm) along unit directions (..., 3)."""
+        u = np.asarray(unit, dtype=np.float64)
+        flat = u.reshape(-1, 3)
+        d, j = self._tree.query(flat, k=self.k)
+        w = 1.0 / np.maximum(d, 1e-6) ** 2
+        r = (w * self.radius[j]).sum(axis=1) / w.sum(axis=1)
+        return r.reshape(u.shape[:-1])
+
+    def inside_excess(self, rel: np.ndarray) -> np.ndarray:
+        """|p - c| - r(e) for offsets ``rel`` = p - c (..., 3), mm (negative inside)."""
+        rel = np.asarray(rel, dtype=np.float64)
+        dist = np.sqrt((rel**2).sum(-1))
+        unit = rel / np.maximum(dist, 1e-9)[..., None]
+        return dist - self.radius_along(unit)
+
+
+def first_rising_edge(prof: np.ndarray, radii: np.ndarray, min_rise: float, min_slope: float,
+                      min_dip: float = 0.08, inner_mm: float = 3.0) -> np.ndarray:
+    """Per profile (rows, sampled outward at ``radii``): the radius of the first rising edge
+    outward of the outermost dark dip, NaN where there is none.
+
+    A dip is a local minimum the signal rises from by at least ``min_rise`` farther out in the
+    window and by at least ``min_dip`` within ``inner_mm`` inward (the subchondral cortex, a
+    dark line on T1 between marrow or lesion and cartilage or joint fluid); the edge
+    is the first local maximum of the outward slope beyond the dip reaching ``min_slope`` (per
+    mm), refined to sub-sample by a parabola: the cortex's outer face, the bone surface.
+    """
+    step = float(radii[1] - radii[0])
+    n = prof.shape[1]
+    out = np.full(prof.shape[0], np.nan)
+    slope = np.gradient(prof, step, axis=1)
+    inner = max(3, int(round(inner_mm / step)))
+    for i in range(prof.shape[0]):
+        p = prof[i]
+        if not np.all(np.isfinite(p)):
+            continue
+        # outer running maximum: how far the signal rises beyond each sample
+        rise = np.maximum.accumulate(p[::-1])[::-1] - p
+        # and rises inward too, within ``inner_mm``: a dark line, not a noisy plateau of fluid
+        back = ndimage.maximum_filter1d(p, size=inner, origin=(inner - 1) // 2, mode="nearest") - p
+        is_min = np.zeros(n, dtype=bool)
+        is_min[1:-1] = (p[1:-1] <= p[:-2]) & (p[1:-1] <= p[2:])
+        dips = np.flatnonzero(is_min & (rise >= min_rise) & (back >= min_dip))
+        if len(dips) == 0:
+            continue
+        j0 = dips[-1]
+        g = slope[i]
+        peaks = np.flatnonzero((g[j0 + 1 : -1] >= g[j0:-2]) & (g[j0 + 1 : -1] > g[j0 + 2 :])
+                               & (g[j0 + 1 : -1] >= min_slope)) + j0 + 1
+        if len(peaks) == 0:
+            continue
+        j = peaks[0]
+        den = g[j - 1] - 2 * g[j] + g[j + 1]
+        off = 0.5 * (g[j - 1] - g[j + 1]) / den if den < 0 else 0.0
+        out[i] = radii[j] + float(np.clip(off, -0.5, 0.5)) * step
+    return out
+
+
+def dome_surface(norm_w: np.ndarray, crop_affine: np.ndarray, scan_affine: np.ndarray, centre, radius: float, n,
+                 cut: float, settings, n_directions: int = 4000) -> tuple[RadialSurface, dict]:
+    """The articular surface of the upper head where the image shows it inside the sphere.
+
+    Along radial lines from the sphere centre over the upper hemisphere (world superior, clear
+    of the neck cut), the bone surface is the outer face of the subchondral cortex
+    (:func:`first_rising_edge` on the marrow-scaled signal, from ``dome_search_mm`` inside the
+    sphere to ``dome_outer_mm`` outside it). Its inward deviation from the sphere, less the
+    median deviation over the dome (the sphere radius' own offset from that edge), is averaged
+    over the surface by a Gaussian of ``dome_sigma_mm`` and accepted only where it exceeds the
+    collapse detection limit along that direction (:func:`pipeline.measures.collapse.detection_limit_mm`);
+    there and within ``dome_sigma_mm`` x 2 of it the radius follows the image, elsewhere the
+    sphere is kept, so an intact head keeps its sphere.
+
+    Returns
+    -------
+    RadialSurface, info dict (``accepted_directions``, ``max_depth_mm``, ``edge_offset_mm``,
+    ``edges_found``).
+    """
+    from scipy.spatial import cKDTree
+
+    from pipeline.measures.collapse import detection_limit_mm
+
+    s = settings.segmentation
+    centre = np.asarray(centre, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    dirs = fibonacci_directions(n_directions)
+    radii_out = np.full(len(dirs), float(radius))
+    dome = (dirs[:, 2] > s.dome_min_elevation) & (dirs @ n * radius < cut - s.dome_neck_margin_mm)
+    info = {"accepted_directions": 0, "max_depth_mm": 0.0, "edge_offset_mm": None, "edges_found": 0}
+    if dome.sum() < 20:
+        return RadialSurface(centre, dirs, radii_out, radius), info
+    step = 0.1
+    radii = np.arange(radius - s.dome_search_mm, radius + s.dome_outer_mm + 1e-9, step)
+    e = dirs[dome]
+    pts = centre[None, None, :] + radii[None, :, None] * e[:, None, :]
+    prof = grid.sample(norm_w, crop_affine, pts, cval=np.nan).astype(np.float64)
+    prof = ndimage.gaussian_filter1d(prof, s.dome_profile_sigma_mm / step, axis=1, mode="nearest")
+    edge = first_rising_edge(prof, radii, s.dome_min_rise, s.dome_min_slope, s.dome_min_dip)
+    # what lies between a surface found inside the sphere and the sphere is no bone: never
+    # marrow-like signal (a dark band with a bright core beyond it is lesion, not a dent)
+    beyond = (radii[None, :] > edge[:, None]) & (radii[None, :] < radius - 0.5)
+    bright = np.any(beyond & (prof > s.bright_level), axis=1)
+    edge[bright] = np.nan
+    found = np.isfinite(edge)
+    info["edges_found"] = int(found.sum())
+    if found.sum() < 20:
+        return RadialSurface(centre, dirs, radii_out, radius), info
+    raw = radius - edge
+    offset = float(np.median(raw[found]))
+    info["edge_offset_mm"] = offset
+    # no surface seen: no evidence of a dent there (the sphere's depth, 0)
+    raw = np.where(found, np.clip(raw - offset, -2.0, s.dome_search_mm), 0.0)
+    # a median over each direction's neighbourhood (single wrong edges go), then a Gaussian
+    # average over the surface (arc length on the sphere)
+    tree = cKDTree(e)
+    sigma = s.dome_sigma_mm
+    chord = 2.0 * np.sin(min(s.dome_median_mm / radius, np.pi) / 2.0)
+    med = np.array([np.median(raw[nb]) for nb in tree.query_ball_point(e, chord)])
+    pairs = tree.query_ball_point(e, 2.0 * np.sin(min(3.0 * sigma / radius, np.pi) / 2.0))
+    depth = np.zeros(len(e))
+    for i, nb in enumerate(pairs):
+        nb = np.asarray(nb)
+        ang = np.arccos(np.clip(e[nb] @ e[i], -1.0, 1.0))
+        w = np.exp(-0.5 * (ang * radius / sigma) ** 2)
+        depth[i] = float((w * med[nb]).sum() / w.sum())
+    limit = detection_limit_mm(e, scan_affine, settings.collapse.detection_limit_factor)
+    accepted = depth > limit
+    info["accepted_directions"] = int(accepted.sum())
+    if accepted.any():
+        d_acc, _ = cKDTree(e[accepted]).query(e, k=1)
+        near = d_acc <= 2.0 * sigma / radius
+        follow = near & (depth > 0)
+        r_dome = radii_out[dome]
+        r_dome[follow] = radius - depth[follow]
+        radii_out[dome] = r_dome
+        info["max_depth_mm"] = float(depth[accepted].max())
+    return RadialSurface(centre, dirs, radii_out, radius), info

@@ -1,0 +1,115 @@
+"""Automatic segmentation of a collapsed head (issue 15): the head follows a dented dome.
+
+The automatic head is a sphere fitted to the marrow surface cut by the neck plane; over the
+weight-bearing dome it follows the outer face of the subchondral cortex where the image shows
+it inside the sphere by more than the collapse detection limit (``pipeline.segment.femur.dome_surface``).
+Phantoms (``pipeline.synthetic.phantom``, ``HipState.dent_mm``) on 0.7 x 0.7 x 3.5 mm coronal
+slices: a 3.5 mm dent is measured within the 0.6 mm thick-slice target and called IIIB, an
+intact head keeps its sphere exactly. docs/method.md section 6.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config import Settings
+from pipeline.io.scan import Scan
+from pipeline.segment import femur as F
+from pipeline.segment import segment_hip
+from pipeline.synthetic import phantom as P
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import collapse_validation as V  # noqa: E402
+
+_CACHE: dict = {}
+
+
+def _scan(depth: float):
+    """A coronal 0.7 x 0.7 x 3.5 mm scan of the collapse validation's right hip with a dent of
+    ``depth`` mm over the lesion, and its truth."""
+    if depth not in _CACHE:
+        acq = P.Acquisition(spacing_mm=(0.7, 0.7, 3.5), fov_mm=(116.0, 116.0, 84.0), centre_ras=(20.0, 0.0, -20.0),
+                            plane="coronal")
+        r = P.render_scan(V.subject(), P.Visit(right=P.HipState(dent_mm=depth)), acq, ("right",), seed=7)
+        scan = Scan.from_source(r.image.astype(np.float32), r.affine)
+        _CACHE[depth] = (scan, r.truth["right"])
+    return _CACHE[depth]
+
+
+def test_first_rising_edge_is_the_outer_face_of_the_outermost_dark_dip():
+    radii = np.arange(-7.0, 1.2, 0.1)
+
+    def profile(face):  # lesion 0.3 | cortex 0.04 (1.1 mm) | fluid 0.23 | cartilage 0.52 from 0
+        p = np.where(radii < face - 1.1, 0.3, np.where(radii < face, 0.04, np.where(radii < 0.0, 0.23, 0.52)))
+        from scipy.ndimage import gaussian_filter1d
+
+        return gaussian_filter1d(p, 2.0)
+
+    edges = F.first_rising_edge(np.stack([profile(0.0), profile(-3.0)]), radii, 0.15, 0.08)
+    assert abs(edges[0] - 0.0) < 0.15
+    assert abs(edges[1] + 3.0) < 0.15
+    flat = F.first_rising_edge(np.full((1, len(radii)), 0.9), radii, 0.15, 0.08)
+    assert np.isnan(flat[0])
+
+
+def test_radial_surface_without_depression_keeps_the_sphere_mask():
+    aff = np.diag([0.7, 0.7, 0.7, 1.0])
+    shape = (80, 80, 80)
+    centre = np.array([28.0, 28.0, 28.0])
+    dirs = F.fibonacci_directions(500)
+    surface = F.RadialSurface(centre, dirs, np.full(len(dirs), 22.0), 22.0)
+    n = np.array([0.7, 0.0, -0.7])
+    plain = F.head_fraction_mask(shape, aff, centre, 22.0, n, 15.0)
+    assert np.array_equal(F.head_fraction_mask(shape, aff, centre, 22.0, n, 15.0, surface=surface), plain)
+    # a dent of 3 mm straight up (a flat cap) removes voxels only above the plane
+    depth = np.maximum(22.0 - 19.0 / np.maximum(dirs[:, 2], 1e-6), 0.0)
+    dented = F.RadialSurface(centre, dirs, 22.0 - depth, 22.0)
+    cut = F.head_fraction_mask(shape, aff, centre, 22.0, n, 15.0, surface=dented)
+    lost = plain & ~cut
+    assert lost.any() and not (cut & ~plain).any()
+    assert np.argwhere(lost)[:, 2].min() * 0.7 >= centre[2] + 19.0 - 2.0  # the rim interpolates between directions
+    assert lost.sum() * 0.7**3 == pytest.approx(np.pi * 9 * (66 - 3) / 3, rel=0.1)  # the cap
+
+
+def test_intact_phantom_head_keeps_its_sphere():
+    scan, _ = _scan(0.0)
+    res = segment_hip(scan, "right", Settings())
+    assert res.confidence["dome_surface"]["accepted_directions"] == 0
+    ball = segment_hip(scan, "right", Settings(segmentation={"dome_surface": False}))
+    assert np.array_equal(res.head, ball.head) and np.array_equal(res.lesion, ball.lesion)
+
+
+def test_dented_phantom_head_follows_the_dent_within_the_thick_slice_target():
+    scan, truth = _scan(3.5)
+    res = segment_hip(scan, "right", Settings())
+    info = res.confidence["dome_surface"]
+    assert info["accepted_directions"] > 0
+    out = V.measure(res.head, scan.affine, truth)
+    assert abs(out["head_depression_mm"] - 3.5) <= V.TARGET_ERROR_MM["thick"]
+    assert out["arco2019_collapse"] == "IIIB"
+    # the lesion lies inside the clipped head
+    assert not (res.lesion & ~res.head).any()
+
+
+def test_sample_hip_onfh06_collapses_automatically_and_its_baseline_does_not():
+    import json
+
+    from pipeline.io.scan import load_scan
+
+    sample = ROOT / "sample_data"
+    for visit, dent in (("m12", 2.8), ("m00", 0.0)):
+        scan = load_scan(sample / f"ONFH06_{visit}_cor.nii.gz")
+        truth = json.loads((sample / f"ONFH06_{visit}_cor_truth.json").read_text())
+        res = segment_hip(scan, "right", Settings())
+        out = V.measure(res.head, scan.affine, truth)
+        if dent:
+            assert abs(out["head_depression_mm"] - dent) <= V.TARGET_ERROR_MM["thick"]
+            assert out["arco2019_collapse"] == "IIIB"
+        else:
+            assert res.confidence["dome_surface"]["accepted_directions"] == 0
+            assert out["arco2019_collapse"] == "none"
