@@ -287,6 +287,14 @@ def _font(size_px: float, bold: bool = False):
         return ImageFont.load_default(size=size_px), (max(1, int(size_px / 14)) if bold else 0)
 
 
+#: ASCII stand-ins for characters Pillow's own (subset) face lacks, used only with that face.
+_ASCII = str.maketrans({"\u2212": "-", "\u2190": "<-", "\u2192": "->", "\u2013": "-", "\u00d7": "x"})
+
+
+def _typeset(font, text: str) -> str:
+    return text if font.getname()[0].startswith("DejaVu") else text.translate(_ASCII)
+
+
 def _text_box(font, lines: list[str], pitch: float, xy, anchor: str) -> tuple[float, float, float, float]:
     """Layout box (left, top, right, bottom) of left-aligned-by-``anchor`` text lines: ``anchor``
     as Pillow's (horizontal l/m/r; vertical a = top, m = middle, d = bottom of the block, s = the
@@ -308,7 +316,7 @@ def _draw_text(image, xy, text: str, size_pt: float, colour, anchor: str = "la",
     from PIL import Image, ImageDraw
 
     font, stroke = _font(round(size_pt * PX_PER_PT * SUPERSAMPLE, 2), bold)
-    lines = text.split("\n")
+    lines = _typeset(font, text).split("\n")
     pitch = 1.3 * font.size
     colour = _rgb(colour)
     if not rotate:
@@ -537,7 +545,7 @@ class _Panel:
         pad, handle_len, gap, spacing = 0.4 * size, 2.0 * size, 0.8 * size, 0.5 * size
         row = 1.08 * size  # matplotlib's rows of 6-point labels
         n = len(self.rec.legend)
-        width = 2 * pad + handle_len + gap + max(font.getlength(label) for label in self.rec.legend)
+        width = 2 * pad + handle_len + gap + max(font.getlength(_typeset(font, label)) for label in self.rec.legend)
         height = 2 * pad + n * row + (n - 1) * spacing
         left = 0.5 * size
         bottom = self.image.height * (1 - 0.06) - 0.5 * size
