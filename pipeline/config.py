@@ -134,6 +134,19 @@ class CollapseSettings(_Section):
         0.7, gt=0, le=2, description="detection limit = this x the scan voxel's extent along the radial direction; a "
         "shallower depression is stage 'none' (set from the null distribution on intact heads, docs/method.md 6)",
     )
+    roughness_limit_factor: float = Field(
+        7.0, ge=0, le=20, description="the detection limit is at least this x the surface roughness (robust SD of the "
+        "averaged depth over the weight-bearing surface): a hand-drawn outline's slice-to-slice wobble is not "
+        "collapse (docs/method.md 6)",
+    )
+    breadth_sigma_mm: float = Field(
+        2.5, gt=0, le=10, description="the depth is also averaged with a Gaussian of this sigma, mm: a collapse spans "
+        "millimetres of the dome, a voxel or two that an outline missed do not (docs/method.md 6)",
+    )
+    breadth_factor: float = Field(
+        0.6, ge=0, le=1, description="a point counts as depressed only where that wider average also reaches this x "
+        "its detection limit (phantom dents above the limit: 0.81 or more; a rough outline's false dent: 0.42)",
+    )
     nf_cutoff_pct: float = Field(
         25.0, gt=0, le=100, description="literature cut-off flagged at or above this NF, % (Hip Int 2022: collapse "
         "within a year 90.6 % vs 31.3 %)",

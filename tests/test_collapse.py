@@ -207,3 +207,58 @@ def test_compare_reports_change_and_new_collapse():
     assert new_collapse(visit(0.1, "none"), visit(0.2, "none")) is False
     assert new_collapse(visit(None, None), visit(0.2, "none")) is None
     assert depression_change_mm(visit(None, None), visit(0.2, "none")) is None
+
+
+# --------------------------------------------------------------------------------------------
+# hand-drawn-like outlines (scripts/collapse_roughness.py)
+# --------------------------------------------------------------------------------------------
+import collapse_roughness as RO  # noqa: E402
+
+
+def _sample_hip_rough(amplitude_px: float, seed: int):
+    from pipeline.io.scan import load_scan
+    from pipeline.masks.labels import import_masks
+    from pipeline.measures.hip import measure_hip
+
+    settings = Settings()
+    folder = ROOT / "sample_data"
+    scan = load_scan(folder / "ONFH01_m00_cor.nii.gz")
+    head, lesion, seg, _ = import_masks(scan, settings, "right", folder / "ONFH01_m00_cor_labels.nii.gz", None, None,
+                                        None, False)
+    rough = RO.roughen(head, scan.spacing, amplitude_px, seed)
+    changed = int((rough != head).sum())
+    return measure_hip(scan, rough, lesion & rough, "right", settings, segmentation=seg).result, changed
+
+
+def test_a_few_voxels_missed_by_an_outline_are_no_collapse():
+    """An intact head whose outline misses voxels here and there (0.25 pixel wobble): its deepest
+    dip reaches the voxel limit (the rule before the breadth test called it IIIA) but spans a
+    voxel or two, so the wide average stays far under it: none, flagged narrow."""
+    m, changed = _sample_hip_rough(0.25, seed=25)
+    assert changed > 100
+    rec = m.collapse
+    assert m.head_depression_mm >= rec["detection_limit_mm"]  # deep enough at the fine scale...
+    assert rec["broad_to_limit_max"] < Settings().collapse.breadth_factor  # ...but narrow
+    assert m.arco2019_collapse == "none" and rec["narrow"] is True
+    assert "narrower than a collapse" in m.collapse_text()
+
+
+def test_a_wobbling_outline_raises_the_limit_and_stays_none():
+    """A half-pixel wobble along and between slices: a false dip near 1 mm (IIIA by the voxel
+    limit alone, 0.49 mm here) is under the roughness limit, 7 x the depth's robust SD."""
+    m, _ = _sample_hip_rough(0.5, seed=50)
+    rec = m.collapse
+    voxel_limit = Settings().collapse.detection_limit_factor * 0.7  # in-plane voxel at the dome's top
+    assert m.head_depression_mm > voxel_limit
+    assert rec["roughness_limit_mm"] == pytest.approx(Settings().collapse.roughness_limit_factor * rec["surface_roughness_mm"])
+    assert rec["detection_limit_mm"] >= rec["roughness_limit_mm"] > m.head_depression_mm
+    assert m.arco2019_collapse == "none"
+
+
+def test_clean_label_maps_keep_the_voxel_limit():
+    """Label maps from the partial-volume rule are smooth: roughness a few hundredths of a mm, so
+    the limit is the voxel's (the dent table above is unchanged by the roughness term)."""
+    m, changed = _sample_hip_rough(0.0, seed=0)
+    assert changed == 0
+    assert m.collapse["surface_roughness_mm"] < 0.03
+    assert m.collapse["roughness_limit_mm"] < 0.5 * m.collapse["detection_limit_mm"]

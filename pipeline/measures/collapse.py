@@ -345,6 +345,22 @@ class SurfaceMean:
             return moment / np.where(weight > self.floor, weight, np.nan)
 
 
+def _broad_max(depth, broad, limit, valid):
+    """Largest wide-average depth / limit over the points whose depth reaches their limit (None: no such point)."""
+    pts = valid[depth[valid] >= limit[valid]]
+    if len(pts) == 0:
+        return None
+    r = broad[pts] / limit[pts]
+    return float(np.nanmax(r)) if np.isfinite(r).any() else None
+
+
+def robust_spread(values: np.ndarray) -> float:
+    """1.4826 x the median absolute deviation from the median: the SD of the bulk of ``values``
+    (a Gaussian's SD), untouched by a minority of outliers."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(1.4826 * np.median(np.abs(values - np.median(values)))) if len(values) else 0.0
+
+
 def match_reference(dirs: np.ndarray, measured: np.ndarray, expected: np.ndarray,
                     rounds: int = 4) -> tuple[np.ndarray, float]:
     """Centre shift and radius change for which the sphere as the grid images it best matches the
@@ -426,6 +442,9 @@ def head_depression(head_mask: np.ndarray, affine: np.ndarray, fit: SphereFit, f
         "location_uvw_mm": None, "location_ras_mm": None, "jic_zone": None, "depressed_area_mm2": None,
         "missing_volume_ml": None, "detection_limit_mm": None, "depth_to_limit": None,
         "detection_limit_factor": cs.detection_limit_factor,
+        "surface_roughness_mm": None, "roughness_limit_mm": None, "roughness_limit_factor": cs.roughness_limit_factor,
+        "broad_depth_mm": None, "broad_to_limit_max": None, "breadth_sigma_mm": cs.breadth_sigma_mm,
+        "breadth_factor": cs.breadth_factor, "narrow": None,
         "region": f"weight-bearing surface: elevation >= {cs.region_min_elevation_deg:g} deg above the head equator, "
                   "less the ends of a thick-slice axis (within acos(1 - T/r) of it)",
         "averaging_sigma_mm": sigma,
@@ -496,17 +515,40 @@ def head_depression(head_mask: np.ndarray, affine: np.ndarray, fit: SphereFit, f
     # depth below the matched sphere as the grid images it (the last shift moves the reference)
     depth = np.full(len(verts), np.nan)
     depth[targets] = radius_ref - (measured - unit[targets] @ (center_ref - center)) - bias
+    # the same depth averaged over a wider patch: a collapse spans millimetres of the dome, a voxel
+    # or two that an outline missed do not (see the breadth rule below)
+    wide = cs.breadth_sigma_mm
+    centre_last = center_ref - shift
+    wide_bias = radius_ref - dr - SurfaceMean(ref_verts, ref_area, row_norms(ref_verts - centre_last), wide)(
+        centre_last + (radius_ref - dr) * unit[targets])
+    wide_measured = SurfaceMean(verts[used], vertex_area[used], dist[used], wide)(verts[targets])
+    broad = np.full(len(verts), np.nan)
+    broad[targets] = radius_ref - (wide_measured - unit[targets] @ (center_ref - center)) - wide_bias
     limit = np.full(len(verts), np.nan)
     limit[targets] = detection_limit_mm(unit[targets], scan_affine, cs.detection_limit_factor)
 
     valid = targets[np.isfinite(depth[targets])]
     if len(valid) == 0:
         return empty
-    significant = valid[depth[valid] >= limit[valid]]
+    # A hand-drawn outline wanders by a pixel from slice to slice: the deepest of many such
+    # wobbles reads as a dent. Their spread over the region (robust: a dent is a minority of it)
+    # raises the limit, so that roughness is never staged as collapse.
+    roughness = robust_spread(depth[valid])
+    roughness_limit = cs.roughness_limit_factor * roughness
+    limit[targets] = np.maximum(limit[targets], roughness_limit)
+    # breadth rule: a point counts as depressed only where the wide average also reaches
+    # breadth_factor x its limit
+    to_limit = depth[valid] / limit[valid]
+    if cs.breadth_factor > 0:
+        broad_to_limit = np.where(np.isfinite(broad[valid]), broad[valid] / (cs.breadth_factor * limit[valid]), np.inf)
+        to_limit_both = np.minimum(to_limit, broad_to_limit)
+    else:
+        to_limit_both = to_limit
+    significant = valid[to_limit_both >= 1.0]
     if len(significant):
         best = significant[np.argmax(depth[significant])]
-    else:  # nothing reaches its limit: the point closest to it, in units of the limit
-        best = valid[np.argmax(depth[valid] / limit[valid])]
+    else:  # nothing passes: the point closest to its limit (a narrow dip may lie beyond it)
+        best = valid[np.argmax(to_limit)]
     depression = max(float(depth[best]), 0.0)
     best_limit = float(limit[best])
 
@@ -540,10 +582,16 @@ def head_depression(head_mask: np.ndarray, affine: np.ndarray, fit: SphereFit, f
         missing_volume_ml=max(missing, 0.0) / 1000.0,
         detection_limit_mm=best_limit,
         depth_to_limit=float(depth[best] / best_limit),
+        surface_roughness_mm=roughness,
+        broad_depth_mm=float(broad[best]),
+        broad_to_limit_max=_broad_max(depth, broad, limit, valid),
+        narrow=bool(not len(significant) and depression >= best_limit),
+        roughness_limit_mm=roughness_limit,
         reference_center_ras_mm=[float(x) for x in center_ref],
         reference_radius_mm=float(radius_ref),
     )
-    return {"head_depression_mm": depression, "arco2019_collapse": arco2019_collapse(depression, best_limit),
+    stage = arco2019_collapse(depression, best_limit) if len(significant) else "none"
+    return {"head_depression_mm": depression, "arco2019_collapse": stage,
             "collapse": record}
 
 

@@ -263,6 +263,9 @@ class HipMetrics:
         stage, limit = self.arco2019_collapse, self.detection_limit_mm()
         if stage is None:
             return "head depression not measured"
+        if stage == "none" and (self.collapse or {}).get("narrow"):
+            return (f"no collapse: the deepest dip ({_fmt(self.head_depression_mm, '.2f')} mm) is narrower than "
+                    f"a collapse (a voxel or two of the outline)")
         if stage == "none":
             return (f"no depression above the {_fmt(limit, '.2f')} mm detection limit "
                     f"(deepest {_fmt(self.head_depression_mm, '.2f')} mm)")

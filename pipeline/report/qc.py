@@ -889,6 +889,9 @@ def depression_title(result) -> str:
     stage, limit = result.arco2019_collapse, result.detection_limit_mm()
     if stage is None:
         return "collapse: head depression not measured"
+    if stage == "none" and (result.collapse or {}).get("narrow"):
+        return (f"collapse none: the deepest dip ({result.head_depression_mm:.2f} mm)\n"
+                "is narrower than a collapse")
     if stage == "none":
         return (f"collapse none: no depression above\nthe {limit:.2f} mm detection limit "
                 f"(deepest {result.head_depression_mm:.2f} mm)")
