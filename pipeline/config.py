@@ -269,9 +269,28 @@ class SegmentationSettings(_Section):
         2.5, gt=0, le=8, description="lesion opening radius; > drill-track radius (1.5-2 mm) and cortex shell, mm"
     )
     margin_refine_voxels: float = Field(
-        0.5, ge=0, le=3,
+        1.0, ge=0, le=3,
         description="lesion margin moved to the band/marrow half-maximum by at most this many acquisition voxels "
-        "(0: off)",
+        "(0: off). One voxel: where the margin runs nearly along thick slices (a lesion's end in the slice "
+        "direction) a whole slice can hold 30-50 % lesion, below the strict connectivity level but not lesion by "
+        "the half-voxel rule, so the connectivity margin can lie a full slice outside",
+    )
+    track_min_length_mm: float = Field(
+        5.0, ge=0, le=40,
+        description="drill track (core decompression): a thin dark piece at least this long in the head marrow, "
+        "touching the lesion and much longer than wide, is a track; it and its straight continuation into the "
+        "lesion, as far as it is seen, are not lesion (a tube of fluid or granulation tissue, not necrosis); "
+        "0: off, mm",
+    )
+    track_max_radius_mm: float = Field(
+        3.0, gt=0, le=6, description="drill track: a thin piece wider than this radius is no track (drills: 1.5-2 mm "
+        "radius; the opening removes only pieces thinner than 2 x opening_mm anyway), mm"
+    )
+    track_contrast: float = Field(
+        0.05, ge=0, le=1,
+        description="drill track: followed into the lesion while its axis is darker than a coaxial ring 1-3 mm "
+        "around it by at least this (fraction of the head's marrow signal): where the core is as dark as the "
+        "track it cannot be seen and is not followed",
     )
     min_lesion_ml: float = Field(0.15, ge=0, description="lesion components smaller than this are dropped, mL")
     surface_contact_mm: float = Field(

@@ -127,7 +127,12 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
     healthy = _healthy_head_marrow(norm_w, crop, head_w, centre, r_m, scan.slice_thickness_mm, s)
     lesion_w, linfo = _lesion.lesion_mask(head_w, healthy, crop, centre, radius, settings, seeds=seeds, roi=roi,
                                           warnings=warnings)
-    lesion_w = _lesion.refine_margin(lesion_w, healthy, norm_w, head_w, crop, centre, r_m, settings, linfo)
+    # a core-decompression drill track is a tube of fluid/granulation tissue, not necrosis
+    track_w, linfo["drill_track"] = _lesion.drill_track(head_w, healthy, lesion_w, norm_w, crop, centre, r_m,
+                                                        settings)
+    lesion_w &= ~track_w
+    lesion_w = _lesion.refine_margin(lesion_w, healthy, norm_w, head_w, crop, centre, r_m, settings, linfo,
+                                     exclude=track_w)
     acet_w, ainfo = _acetabulum.acetabulum_mask(bright, femur_w, crop, centre, radius, settings, side)
 
     # back to the native grid: head by voxel centre, the rest by the half-voxel rule
@@ -536,6 +541,7 @@ def _confidence_record(flags: list[str], fit, coverage: float, radius: float, n,
                         "coverage": round(float(c["coverage"]), 2), "reason": c["reason"]} for c in candidates],
         "lesion_components": linfo["components"],
         "lesion_margin": linfo.get("margin"),
+        "drill_track": linfo.get("drill_track"),
         "acetabulum": ainfo,
         "seconds": seconds,
     }

@@ -105,7 +105,8 @@ def lesion_mask(head_w: np.ndarray, healthy: np.ndarray, crop: grid.Crop, centre
 
 
 def refine_margin(lesion: np.ndarray, healthy: np.ndarray, norm_w: np.ndarray, head_w: np.ndarray,
-                  crop: grid.Crop, centre, r_m: float, settings, info: dict | None = None) -> np.ndarray:
+                  crop: grid.Crop, centre, r_m: float, settings, info: dict | None = None,
+                  exclude: np.ndarray | None = None) -> np.ndarray:
     """Place the lesion's outer margin at the half-maximum of the band-to-marrow transition.
 
     The connectivity test uses a strict marrow level (``healthy_level``) so that a band blurred
@@ -128,6 +129,7 @@ def refine_margin(lesion: np.ndarray, healthy: np.ndarray, norm_w: np.ndarray, h
     sits behind the dark band, so the healthy side stops at the band. Last, the subchondral
     cortex (between the marrow sphere and the head surface, dark everywhere) is lesion exactly
     over the lesion: the marrow-surface lesion is projected radially outward through it.
+    Voxels in ``exclude`` (a drill track, :func:`drill_track`) are never lesion.
     """
     s = settings.segmentation
     if not lesion.any() or s.margin_refine_voxels <= 0:
@@ -186,6 +188,8 @@ def refine_margin(lesion: np.ndarray, healthy: np.ndarray, norm_w: np.ndarray, h
                           "added_ml": round(float(taken.sum()) * float(np.prod(sp)) / 1000.0, 3)}
     out = lesion.copy()
     out[box] = new & head
+    if exclude is not None:
+        out &= ~exclude
     return out
 
 
@@ -252,3 +256,95 @@ def slab_boundary_cut(norm_w: np.ndarray, crop: grid.Crop, level: float, sigma_m
         where[axis] = idx
         cut[tuple(where)] |= smooth < level
     return cut
+
+
+def drill_track(head_w: np.ndarray, healthy: np.ndarray, lesion: np.ndarray, norm_w: np.ndarray,
+                crop: grid.Crop, centre, r_m: float, settings) -> tuple[np.ndarray, dict | None]:
+    """A core-decompression drill track leading into the lesion, on the working grid.
+
+    Core decompression leaves a straight tube (3-4 mm across) of fluid or granulation tissue from
+    the lateral femoral cortex through the neck into the lesion: T1-dark like a dark core, but not
+    necrosis. In the healthy marrow between the neck and the lesion it is seen as a thin, dark,
+    elongated structure that the opening removes from the lesion candidate; there its axis and
+    radius are read (principal axis of the piece, radius from its volume per length). The tube is
+    then followed along its straight axis into the lesion, 1 mm at a time, for as long as it is
+    still seen: darker, by at least ``track_contrast`` (fraction of marrow), than a coaxial ring
+    around it. A track hidden in a core as dark as itself (Mitchell C/D) is thus followed only as
+    far as it shows.
+
+    Returns
+    -------
+    track : ndarray of bool
+        The track voxels (stub in the marrow and the part followed inside the lesion).
+    info : dict or None
+        Axis, radius and lengths for the QC record; None when no track was found.
+    """
+    s = settings.segmentation
+    track = np.zeros_like(lesion)
+    if s.track_min_length_mm <= 0 or not lesion.any():
+        return track, None
+    sp = crop.spacing
+    candidate = head_w & ~healthy
+    thin = candidate & ~grid.open_mm(candidate, sp, s.opening_mm) & ~lesion
+    pts = crop.points()
+    rel = pts - np.asarray(centre, np.float32)
+    rho = np.sqrt((rel**2).sum(-1))
+    # away from the subchondral cortex shell (thin and dark all around the head)
+    thin &= rho <= r_m - s.opening_mm
+    near = grid.dilate_mm(lesion, sp, 1.5)
+    labels, n = ndimage.label(thin)
+    best = None
+    les_c = pts[lesion].mean(axis=0)
+    for k in np.unique(labels[near & thin]):
+        if k == 0:
+            continue
+        m = labels == k
+        p = pts[m].astype(np.float64)
+        if len(p) < 10:
+            continue
+        cm = p.mean(axis=0)
+        w, vec = np.linalg.eigh(np.cov((p - cm).T))
+        u = vec[:, -1]
+        if np.dot(les_c - cm, u) < 0:
+            u = -u
+        t = (p - cm) @ u
+        length = float(t.max() - t.min())
+        vol = float(m.sum()) * float(np.prod(sp))
+        radius = float(np.sqrt(vol / (np.pi * max(length, 1e-3))))
+        # a tube: long, and much longer than wide
+        if length < s.track_min_length_mm or radius > s.track_max_radius_mm or np.sqrt(w[1]) * 4.0 > length:
+            continue
+        if best is None or length > best[2]:
+            best = (m, cm, length, radius, u, float(t.max()))
+    if best is None:
+        return track, None
+    stub, cm, length, radius, u, t_end = best
+    track |= stub
+    # follow the axis into the lesion while the tube is still darker than the ring around it
+    d = pts - cm.astype(np.float32)
+    t_all = d @ u.astype(np.float32)
+    r_all = np.sqrt(np.maximum((d**2).sum(-1) - t_all**2, 0.0))
+    inside_ml = 0.0
+    t0 = t_end - 1.0
+    entered, followed = False, 0.0
+    for _ in range(int(4 * r_m)):
+        seg = (t_all >= t0) & (t_all < t0 + 1.0)
+        tube = seg & (r_all <= radius) & head_w
+        ring = seg & (r_all > radius + 1.0) & (r_all <= radius + 3.0) & head_w
+        if tube.sum() < 3 or ring.sum() < 3:
+            break
+        in_lesion = float((tube & lesion).sum()) / float(tube.sum())
+        if entered and in_lesion < 0.5:
+            break  # through the lesion
+        if float(np.mean(norm_w[tube])) > float(np.mean(norm_w[ring])) - s.track_contrast:
+            break  # no longer seen
+        entered |= in_lesion >= 0.5
+        track |= tube
+        inside_ml += float((tube & lesion).sum())
+        if entered:
+            followed += 1.0
+        t0 += 1.0
+    info = {"axis": [round(float(x), 3) for x in u], "radius_mm": round(radius, 2),
+            "seen_length_mm": round(length, 1), "followed_in_lesion_mm": round(max(followed, 0.0), 1),
+            "removed_from_lesion_ml": round(inside_ml * float(np.prod(sp)) / 1000.0, 3)}
+    return track, info
