@@ -12,7 +12,9 @@ cortex, encloses the segment. So the lesion is defined by connectivity instead o
    (a 3-4 mm tube) and noise specks.
 3. Opening by a ball of ``opening_mm`` (larger than the track radius and half the shell)
    removes the thin things and keeps the thick segment; the shell over the lesion belongs to
-   the segment and survives with it.
+   the segment and survives with it. A drill track inside the lesion is not thin there: it is
+   found where the opening removed it in the marrow and followed into the lesion as far as it is
+   seen (:func:`drill_track`).
 4. Components are kept when larger than ``min_lesion_ml``, reaching within
    ``surface_contact_mm`` of the head surface (a necrotic segment is subchondral) and centred
    in the upper head (the weight-bearing segment; the fovea is medial and lower).
@@ -114,10 +116,10 @@ def refine_margin(lesion: np.ndarray, healthy: np.ndarray, norm_w: np.ndarray, h
     of the transition, so partial-volume voxels holding under half lesion are counted. The
     truth of a voxel is "at least half inside the outer band edge": for a voxel mixing band
     (signal b) and marrow (m) that is signal <= (b + m) / 2. So, within ``margin_refine_voxels``
-    acquisition voxels of the margin found by connectivity (default one half: partial volume
-    shifts the level crossing by a fraction of the voxel across the margin, e.g. 1.75 mm across
-    3.5 mm slices, 0.35 mm in plane; never less than one working voxel), and inside the marrow
-    sphere:
+    acquisition voxels of the margin found by connectivity (default one: where the margin runs
+    nearly along thick slices a whole end slice can hold 30-50 % lesion, darker than the strict
+    level, so the connectivity margin can lie a full slice outside the half-level one; never less
+    than one working voxel), and inside the marrow sphere:
 
     - the healthy side advances into the lesion through voxels brighter than the half level
       (connected to healthy marrow), and
