@@ -269,11 +269,16 @@ class SegmentationSettings(_Section):
         2.5, gt=0, le=8, description="lesion opening radius; > drill-track radius (1.5-2 mm) and cortex shell, mm"
     )
     margin_refine_voxels: float = Field(
-        1.0, ge=0, le=3,
+        0.5, ge=0, le=3,
         description="lesion margin moved to the band/marrow half-maximum by at most this many acquisition voxels "
-        "(0: off). One voxel: where the margin runs nearly along thick slices (a lesion's end in the slice "
-        "direction) a whole slice can hold 30-50 % lesion, below the strict connectivity level but not lesion by "
-        "the half-voxel rule, so the connectivity margin can lie a full slice outside",
+        "(0: off)",
+    )
+    margin_refine_dark_voxels: float = Field(
+        1.0, ge=0, le=3,
+        description="the same reach where the core behind the margin is dark (Mitchell C/D): along thick slices a "
+        "whole end slice can hold 30-50 % lesion, under the strict connectivity level, and between a dark core and "
+        "marrow the half level holds at any depth (behind a bright core it does not: margin_refine_voxels there); "
+        "acquisition voxels, <= margin_refine_voxels: off",
     )
     track_min_length_mm: float = Field(
         5.0, ge=0, le=40,

@@ -116,10 +116,10 @@ def refine_margin(lesion: np.ndarray, healthy: np.ndarray, norm_w: np.ndarray, h
     of the transition, so partial-volume voxels holding under half lesion are counted. The
     truth of a voxel is "at least half inside the outer band edge": for a voxel mixing band
     (signal b) and marrow (m) that is signal <= (b + m) / 2. So, within ``margin_refine_voxels``
-    acquisition voxels of the margin found by connectivity (default one: where the margin runs
-    nearly along thick slices a whole end slice can hold 30-50 % lesion, darker than the strict
-    level, so the connectivity margin can lie a full slice outside the half-level one; never less
-    than one working voxel), and inside the marrow sphere:
+    acquisition voxels of the margin found by connectivity (default one half: partial volume
+    shifts the level crossing by a fraction of the voxel across the margin, e.g. 1.75 mm across
+    3.5 mm slices, 0.35 mm in plane; never less than one working voxel), and inside the marrow
+    sphere:
 
     - the healthy side advances into the lesion through voxels brighter than the half level
       (connected to healthy marrow), and
@@ -128,7 +128,17 @@ def refine_margin(lesion: np.ndarray, healthy: np.ndarray, norm_w: np.ndarray, h
 
     with b = the 10th percentile of the lesion's outer 3 mm (the band, or a dark core) and m =
     the local healthy-marrow signal (normalised Gaussian average, 4 mm). A bright (A/B) core
-    sits behind the dark band, so the healthy side stops at the band. Last, the subchondral
+    sits behind the dark band, so the healthy side stops at the band.
+
+    Where the core behind the margin is dark (its local signal, lesion deeper than 3 mm,
+    normalised Gaussian average over 4 mm, below the half level: Mitchell C/D) the reach is
+    ``margin_refine_dark_voxels`` (default one full voxel). Where the margin runs nearly along
+    thick slices (a lesion's end in the slice direction) a whole end slice can hold 30-50 %
+    lesion: darker than the strict level, so inside the connectivity margin, yet not lesion, a
+    full slice outside the half-level margin. Between a dark core and marrow every voxel is a
+    two-tissue mixture, so the half level is right at any depth; behind a bright core it is not
+    (a voxel brighter than half may be a blurred band over the core), so there the reach stays
+    short. Last, the subchondral
     cortex (between the marrow sphere and the head surface, dark everywhere) is lesion exactly
     over the lesion: the marrow-surface lesion is projected radially outward through it.
     Voxels in ``exclude`` (a drill track, :func:`drill_track`) are never lesion.
@@ -140,7 +150,8 @@ def refine_margin(lesion: np.ndarray, healthy: np.ndarray, norm_w: np.ndarray, h
     # reach along each working axis: margin_refine_voxels acquisition voxels, at least one
     # working voxel
     reach = np.maximum(sp, s.margin_refine_voxels * sp * crop.factors / crop.blocks)
-    box = bounding_box(head_w, sp, margin_mm=float(reach.max()) + 6.0)
+    reach_dark = np.maximum(reach, s.margin_refine_dark_voxels * sp * crop.factors / crop.blocks)
+    box = bounding_box(head_w, sp, margin_mm=float(reach_dark.max()) + 6.0)
     les, hea, sig, head = lesion[box], healthy[box], norm_w[box], head_w[box]
     aff = shifted_affine(crop.affine, box_start(box))
     rel = grid.voxel_points(les.shape, aff) - np.asarray(centre, np.float32)
@@ -164,6 +175,16 @@ def refine_margin(lesion: np.ndarray, healthy: np.ndarray, norm_w: np.ndarray, h
     v_out = ndi.distance_transform_edt(~les, sampling=units)
     v_in = ndi.distance_transform_edt(les, sampling=units)
     zone = head & marrow_ball & (np.where(les, v_in, v_out) <= 1.0 + 1e-6)
+    if np.any(reach_dark > reach):
+        # behind a dark core the half level holds a full voxel deep (a two-tissue mixture)
+        core = les & (d_in > 3.0)
+        c_num = ndi.gaussian_filter(np.where(core, sig, 0.0).astype(np.float32), sigma)
+        c_den = ndi.gaussian_filter(core.astype(np.float32), sigma)
+        dark = (c_den > 0.05) & (c_num < half * np.maximum(c_den, 1e-6))
+        units_d = sp / reach_dark
+        far = np.where(les, ndi.distance_transform_edt(les, sampling=units_d),
+                       ndi.distance_transform_edt(~les, sampling=units_d)) <= 1.0 + 1e-6
+        zone |= head & marrow_ball & far & dark
     bright = sig > half
     # healthy side advancing: bright zone voxels connected to healthy marrow outside the lesion
     seeds = hea & ~les
