@@ -249,7 +249,7 @@ def test_drill_track_follow_up_is_within_one_point_and_the_track_is_not_lesion(m
     signal from the lateral cortex into the lesion, was counted as lesion where it runs inside it
     (0.15 mL), and the lesion's end slices, holding 30-50 % lesion, stayed lesion because the margin
     was re-read over only half a slice (0.5 mL): now the track seen in the marrow is followed into
-    the lesion and left out, and the margin is re-read over a full acquisition voxel.
+    the lesion and left out, and behind a dark core the margin is re-read a full acquisition voxel deep.
     """
     scan, side, truth, head_t, lesion_t = _validation_case(monkeypatch, 6606, "v14_track_C_3.5mm")
 
@@ -274,7 +274,7 @@ def test_drill_track_follow_up_is_within_one_point_and_the_track_is_not_lesion(m
     # the track is not lesion where it is seen (healthy marrow around it and its first mm inside the
     # lesion); deeper, in a core as dark as itself, it cannot be seen and is not followed
     assert (res.lesion & on_track).sum() <= 0.5 * on_track.sum()
-    old = segment_hip(scan, side, Settings(segmentation={"track_min_length_mm": 0.0, "margin_refine_voxels": 0.5}))
+    old = segment_hip(scan, side, Settings(segmentation={"track_min_length_mm": 0.0, "margin_refine_dark_voxels": 0.0}))
     assert nf_error(old) > 1.0  # the case does exercise both
     assert (old.lesion & on_track).sum() > 0.6 * on_track.sum()
 
