@@ -208,15 +208,7 @@ def test_band_lying_between_two_thick_slices_still_encloses_the_lesion(monkeypat
     0.33-0.39, NF 22-31 points low). The lesion test's erosion grows with the slice thickness and
     a slice boundary connects marrow only where its in-plane signal stays near marrow level.
     """
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "validate_segmentation.py"
-    spec = importlib.util.spec_from_file_location("validate_segmentation", path)
-    validation = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(validation)
-    monkeypatch.setattr(validation, "SEED", seed)
-    index = next(i for i, c in enumerate(validation.CASES) if c[0] == case)
-    scan, side, _, head_t, lesion_t, _ = validation.build_case(validation.CASES[index], index)
+    scan, side, _, head_t, lesion_t = _validation_case(monkeypatch, seed, case)
     result = segment_hip(scan, side, Settings())
     assert dice(result.lesion, lesion_t) >= 0.9
     nf = 100.0 * result.lesion.sum() / result.head.sum()
