@@ -6,6 +6,14 @@ Writes ``docs/validation/collapse.json``:
   dent of 0, 0.5, 1, 1.5, 2.5, 3.5 and 5 mm over the lesion, on a 1 mm isotropic grid and on
   3.5-4 mm coronal, sagittal and oblique slices: measured depression, error, stage against the
   truth, missing volume against the cap's.
+  With the automatic path (default; ``--no-auto`` skips it) each dent is also rendered as an
+  MRI (noise ``AUTO_NOISE_PCT`` %, bias ``AUTO_BIAS_PCT`` %, a noise seed per case), segmented by
+  :func:`pipeline.segment.segment_hip` and measured the same way: ``auto_depression_mm``,
+  ``auto_error_mm``, ``auto_stage``, the automatic head and lesion Dice against the rendered
+  scan's truth labels, and the depression of those truth labels on the same grid
+  (``auto_grid_labels_depression_mm``: what a perfect segmentation of that scan would give).
+* ``sample``: the sample cohort's collapsing hip ONFH06 (m00 intact, m12 a 2.8 mm dent), from its
+  label maps and automatically.
 * ``null``: intact heads (the same phantoms without a dent: three radii, five grids, two sub-voxel
   positions each) and the sample cohort's nine hips (no collapse modelled): the largest depth in
   units of the voxel's radial extent, the statistic the detection limit is set from.
@@ -14,11 +22,15 @@ Label maps are the phantom's truth labels (a voxel is head when at least half of
 partial-volume rule), measured the way ``onfh analyze`` does (RANSAC head sphere, isotropic
 reconstruction at 0.5 mm, :func:`pipeline.measures.collapse.head_depression`).
 
-Run: ``python scripts/collapse_validation.py`` (about 2-4 minutes on one core).
+Run: ``python scripts/collapse_validation.py`` (about 10 minutes on one core; ``--no-auto``: the
+label table alone, 2-4 minutes). ``--grids`` (names or unique substrings, comma-separated) and
+``--depths`` select cases for quick iteration and print without writing the JSON unless ``--out``
+is given.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -32,6 +44,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from pipeline.config import Settings  # noqa: E402
+from pipeline.io.scan import Scan  # noqa: E402
 from pipeline.geometry.frame import HeadFrame, fit_head_sphere  # noqa: E402
 from pipeline.geometry.mesh import isotropic_reconstructions, mask_mesh  # noqa: E402
 from pipeline.measures.collapse import head_depression, radial_extent_mm  # noqa: E402
@@ -50,6 +63,11 @@ GRIDS = {
 #: targets of issue 15: |error| on 1 mm voxels, and on 3-4 mm slices, mm
 TARGET_ERROR_MM = {"fine": 0.3, "thick": 0.6}
 LESION_DIRECTION = (0.45, 0.30, 0.84)  # hip-local (u, v, w): superior and antero-lateral, the phantom default
+#: the automatic path's scans: Rician noise and bias field (% of yellow marrow / peak), the noise
+#: seed is [AUTO_SEED, grid index, dent index] (one realisation per case, reproducible)
+AUTO_NOISE_PCT = 4.5
+AUTO_BIAS_PCT = 20.0
+AUTO_SEED = 1515
 
 
 def subject(radius: float = 23.5, nf_pct: float = 20.0) -> P.Subject:
@@ -144,6 +162,100 @@ def dent_case(subj: P.Subject, depth: float, grid: str, offset=(0.31, 0.17, 0.43
     }
 
 
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * float((a & b).sum()) / total
+
+
+def render_dent_scan(subj: P.Subject, depth: float, grid: str, seed):
+    """An MRI of the right hip with a dent of ``depth`` mm on ``grid`` (a 112 x 112 x 96 mm field
+    of view holding the head and acetabulum), as :class:`Scan`, its truth head and lesion labels
+    (partial-volume rule, canonical order) and the truth."""
+    spacing, plane, oblique = GRIDS[grid]
+    iso = max(spacing) <= 1.5
+    acq = P.Acquisition(
+        spacing_mm=spacing, fov_mm=(112.0, 112.0, 96.0), centre_ras=(20.0, 0.0, -20.0), plane=plane,
+        oblique_deg=oblique, noise_pct=AUTO_NOISE_PCT, bias_pct=AUTO_BIAS_PCT,
+        render_ss=(2, 2, 2) if iso else (1, 1, max(1, round(spacing[2] / spacing[0]))),
+        psf_sigma_vox=(0.35, 0.35, 0.35) if iso else (0.45, 0.45, 0.0),
+        label_ss=tuple(int(math.ceil(s / 0.4)) for s in spacing), label_ss_bone=(1, 1, 1))
+    r = P.render_scan(subj, P.Visit(right=P.HipState(dent_mm=depth)), acq, ("right",), seed=seed, truth_h=0.5)
+    scan = Scan.from_source(r.image.astype(np.float32), r.affine, {"path": f"dent {depth:g} {grid}",
+                                                                    "format": "phantom"})
+    labels = scan.from_source_order(r.labels)
+    return scan, labels >= 1, labels == 2, r.truth["right"]
+
+
+def auto_measure(scan: Scan, truth: dict, head_t: np.ndarray, lesion_t: np.ndarray, side: str = "right",
+                 settings: Settings | None = None) -> dict:
+    """Automatic segmentation of ``scan`` measured like the labels (:func:`measure`), with Dice."""
+    from pipeline.segment import segment_hip
+
+    settings = settings or Settings()
+    start = time.perf_counter()
+    res = segment_hip(scan, side, settings)
+    seconds = time.perf_counter() - start
+    out = measure(res.head, scan.affine, truth, settings)
+    info = res.confidence.get("dome_surface") or {}
+    return {
+        "depression_mm": out["head_depression_mm"],
+        "stage": out["arco2019_collapse"],
+        "dice_head": round(_dice(res.head, head_t), 4),
+        "dice_lesion": round(_dice(res.lesion, lesion_t), 4) if lesion_t.any() else None,
+        "dome_accepted_directions": info.get("accepted_directions"),
+        "dome_max_depth_mm": None if info.get("max_depth_mm") is None else round(info["max_depth_mm"], 3),
+        "segment_s": round(seconds, 2),
+    }
+
+
+def auto_case(subj: P.Subject, depth: float, grid: str) -> dict:
+    """The automatic columns of one dent row: render, segment, measure."""
+    seed = [AUTO_SEED, list(GRIDS).index(grid), DEPTHS.index(depth) if depth in DEPTHS else int(depth * 100)]
+    scan, head_t, lesion_t, truth = render_dent_scan(subj, depth, grid, seed)
+    auto = auto_measure(scan, truth, head_t, lesion_t)
+    grid_labels = measure(head_t, scan.affine, truth)
+    return {
+        "auto_depression_mm": round(auto["depression_mm"], 3),
+        "auto_error_mm": round(auto["depression_mm"] - depth, 3),
+        "auto_stage": auto["stage"],
+        "auto_dice_head": auto["dice_head"],
+        "auto_dice_lesion": auto["dice_lesion"],
+        "auto_grid_labels_depression_mm": round(grid_labels["head_depression_mm"], 3),
+        "auto_grid_labels_stage": grid_labels["arco2019_collapse"],
+        "auto_dome_accepted_directions": auto["dome_accepted_directions"],
+        "auto_dome_max_depth_mm": auto["dome_max_depth_mm"],
+        "auto_noise_seed": seed,
+        "auto_segment_s": auto["segment_s"],
+    }
+
+
+def sample_collapse(auto: bool = True) -> list[dict]:
+    """The sample cohort's ONFH06 (right hip, coronal 0.7 x 0.7 x 3.5 mm): intact at m00, a 2.8 mm
+    dent over the lesion at m12, from its label maps and (``auto``) automatically."""
+    from pipeline.io.scan import load_scan
+
+    folder = ROOT / "sample_data"
+    rows = []
+    for visit in ("m00", "m12"):
+        scan = load_scan(folder / f"ONFH06_{visit}_cor.nii.gz")
+        truth = json.loads((folder / f"ONFH06_{visit}_cor_truth.json").read_text())
+        labels = np.asarray(load_scan(folder / f"ONFH06_{visit}_cor_labels.nii.gz").data)
+        head_t, lesion_t = labels >= 1, labels == 2
+        depth = float((truth.get("dent") or {}).get("head_depression_mm") or 0.0)
+        lab = measure(head_t, scan.affine, truth)
+        row = {"source": f"sample cohort ONFH06 right {visit}", "grid": "coronal 0.7x0.7x3.5", "dent_mm": depth,
+               "stage_truth": "none" if depth == 0 else ("IIIA" if depth <= 2.0 else "IIIB"),
+               "depression_mm": round(lab["head_depression_mm"], 3), "error_mm": round(lab["head_depression_mm"] - depth, 3),
+               "stage": lab["arco2019_collapse"], "target_error_mm": TARGET_ERROR_MM["thick"]}
+        if auto:
+            a = auto_measure(scan, truth, head_t, lesion_t)
+            row.update(auto_depression_mm=round(a["depression_mm"], 3), auto_error_mm=round(a["depression_mm"] - depth, 3),
+                       auto_stage=a["stage"], auto_dice_head=a["dice_head"], auto_dice_lesion=a["dice_lesion"],
+                       auto_dome_accepted_directions=a["dome_accepted_directions"])
+        rows.append(row)
+    return rows
+
+
 def null_case(subj: P.Subject, grid: str, offset) -> dict:
     """An intact head: the largest depth in units of the voxel's radial extent (depth_to_limit x factor)."""
     head, _, aff, truth = label_grid(subj, 0.0, grid, offset)
@@ -188,37 +300,101 @@ def cohort_null() -> list[dict]:
     return rows
 
 
-def main() -> None:
+def _pick_grids(spec: str | None) -> list[str]:
+    if not spec:
+        return list(GRIDS)
+    out = []
+    for part in spec.split(","):
+        key = part.strip().lower()
+        hits = [g for g in GRIDS if g.lower().startswith(key)] or [g for g in GRIDS if key in g.lower()]
+        if len(hits) != 1:
+            raise SystemExit(f"--grids: {part!r} matches {hits or 'no grid'}; grids: {', '.join(GRIDS)}")
+        out.append(hits[0])
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--no-auto", action="store_true", help="label maps only (no rendering or segmentation)")
+    ap.add_argument("--grids", help="comma-separated grid names or unique substrings (default: all five)")
+    ap.add_argument("--depths", help="comma-separated dent depths, mm (default: the table's seven)")
+    ap.add_argument("--no-null", action="store_true", help="skip the null distribution on intact heads")
+    ap.add_argument("--out", type=Path, help=f"write the JSON here (default {OUT.relative_to(ROOT)} for a full run; "
+                                             "a run with --grids/--depths/--no-null writes nothing unless given)")
+    args = ap.parse_args(argv)
+    grids = _pick_grids(args.grids)
+    depths = [float(x) for x in args.depths.split(",")] if args.depths else list(DEPTHS)
+    partial = bool(args.grids or args.depths or args.no_null)
     started = time.perf_counter()
     subj = subject()
-    dents = [dent_case(subj, depth, grid) for grid in GRIDS for depth in DEPTHS]
+    dents = []
+    for grid in grids:
+        for depth in depths:
+            row = dent_case(subj, depth, grid)
+            if not args.no_auto:
+                row.update(auto_case(subj, depth, grid))
+            dents.append(row)
+            _print_row(row)
+    sample = sample_collapse(auto=not args.no_auto)
+    for row in sample:
+        _print_row(row)
     null = []
-    for radius in (21.0, 23.5, 26.0):
-        s = subj if radius == 23.5 else subject(radius)
-        for grid in GRIDS:
-            for offset in ((0.0, 0.0, 0.0), (0.37, -0.21, 1.13)):
-                null.append(null_case(s, grid, offset))
-    null += cohort_null()
-    worst = max(n["depth_in_voxels"] for n in null)
+    if not args.no_null:
+        for radius in (21.0, 23.5, 26.0):
+            s = subj if radius == 23.5 else subject(radius)
+            for grid in GRIDS:
+                for offset in ((0.0, 0.0, 0.0), (0.37, -0.21, 1.13)):
+                    null.append(null_case(s, grid, offset))
+        null += cohort_null()
     settings = Settings()
     report = {
-        "what": "head depression on phantoms with a known flat dent over the lesion, and its null distribution on "
-                "intact heads (docs/method.md section 6); written by scripts/collapse_validation.py",
+        "what": "head depression on phantoms with a known flat dent over the lesion, from their truth labels and "
+                "(auto_*) from the automatic segmentation of a rendered MRI, the sample cohort's collapsing hip, and "
+                "the null distribution on intact heads (docs/method.md section 6); written by "
+                "scripts/collapse_validation.py",
         "detection_limit_factor": settings.collapse.detection_limit_factor,
-        "null_max_depth_in_voxels": worst,
-        "null_margin": round(settings.collapse.detection_limit_factor / worst, 2),
+        "auto": None if args.no_auto else {"noise_pct": AUTO_NOISE_PCT, "bias_pct": AUTO_BIAS_PCT,
+                                          "seed": f"[{AUTO_SEED}, grid index, dent index]",
+                                          "field_of_view_mm": [112.0, 112.0, 96.0]},
         "dents": dents,
+        "sample": sample,
         "null": null,
-        "seconds": round(time.perf_counter() - started, 1),
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {OUT.relative_to(ROOT)}: null max {worst:.3f} voxels, factor "
-          f"{settings.collapse.detection_limit_factor:g}")
-    for row in dents:
-        print(f"| {row['grid']} | {row['dent_mm']:.1f} | {row['depression_mm']:.2f} | {row['error_mm']:+.2f} | "
-              f"{row['stage_truth']} | {row['stage']} | {row['detection_limit_at_dent_mm']:.2f} | "
-              f"{row['missing_volume_ml']:.3f} | {row['missing_volume_truth_ml']:.3f} |")
+    if null:
+        worst = max(n["depth_in_voxels"] for n in null)
+        report["null_max_depth_in_voxels"] = worst
+        report["null_margin"] = round(settings.collapse.detection_limit_factor / worst, 2)
+        print(f"null max {worst:.3f} voxels, factor {settings.collapse.detection_limit_factor:g}")
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    out = args.out or (None if partial else OUT)
+    if out is None:
+        return
+    if out == OUT and args.no_auto and OUT.exists():
+        # keep the committed automatic columns: a label-only run refreshes the label figures
+        old = {(r["grid"], r["dent_mm"]): r for r in json.loads(OUT.read_text()).get("dents", [])}
+        for row in dents:
+            row.update({k: v for k, v in old.get((row["grid"], row["dent_mm"]), {}).items() if k.startswith("auto_")})
+        committed = json.loads(OUT.read_text())
+        report["auto"] = committed.get("auto")
+        old_sample = {r["source"]: r for r in committed.get("sample", [])}
+        for row in sample:
+            row.update({k: v for k, v in old_sample.get(row["source"], {}).items() if k.startswith("auto_")})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+def _print_row(row: dict) -> None:
+    """A markdown row: grid, dent, labels depression/stage, auto depression/stage, Dice."""
+    text = (f"| {row['grid']} | {row['dent_mm']:.1f} | {row['depression_mm']:.2f} | {row['error_mm']:+.2f} | "
+            f"{row['stage_truth']} | {row['stage']} |")
+    if "auto_depression_mm" in row:
+        les = row.get("auto_dice_lesion")
+        text += (f" {row['auto_depression_mm']:.2f} | {row['auto_error_mm']:+.2f} | {row['auto_stage']} | "
+                 f"{row['auto_dice_head']:.3f} | {'-' if les is None else f'{les:.3f}'} |")
+    if "source" in row:
+        text = f"| {row['source']} " + text
+    print(text, flush=True)
 
 
 if __name__ == "__main__":
