@@ -15,7 +15,7 @@ Writes ``docs/validation/collapse.json``:
 * ``sample``: the sample cohort's collapsing hip ONFH06 (m00 intact, m12 a 2.8 mm dent), from its
   label maps and automatically.
 * ``null``: intact heads (the same phantoms without a dent: three radii, five grids, two sub-voxel
-  positions each) and the sample cohort's nine hips (no collapse modelled): the largest depth in
+  positions each) and the sample cohort's ten intact hip scans (ONFH06 at 12 months, collapsed, left out): the largest depth in
   units of the voxel's radial extent, the statistic the detection limit is set from.
 
 Label maps are the phantom's truth labels (a voxel is head when at least half of it is: the
@@ -268,7 +268,8 @@ def null_case(subj: P.Subject, grid: str, offset) -> dict:
 
 
 def cohort_null() -> list[dict]:
-    """The sample cohort's nine hips (no collapse modelled), as onfh analyze --labels measures them."""
+    """The sample cohort's intact hip scans (ten: all but ONFH06 at 12 months, which has a dent), as
+    onfh analyze --labels measures them."""
     import csv
 
     from pipeline.io.scan import load_scan
@@ -285,8 +286,11 @@ def cohort_null() -> list[dict]:
     seen = set()
     for row in csv.DictReader(open(folder / "manifest.csv")):
         key = (row["subject"], row["side"], row["timepoint_months"])
-        if row.get("reader") or row.get("repeat") or key in seen:  # the nine hips, each once
+        if row.get("reader") or row.get("repeat") or key in seen:  # each hip scan once
             continue
+        truth_file = folder / row["image"].replace(".nii.gz", "_truth.json")
+        if truth_file.exists() and json.loads(truth_file.read_text()).get("dent"):
+            continue  # a collapsed hip (ONFH06 at 12 months) is no null case: see sample_collapse
         seen.add(key)
         scan = load_scan(folder / row["image"])
         head, lesion, seg, warnings = import_masks(scan, settings, row["side"], folder / row["labels"], None, None,

@@ -86,7 +86,7 @@ def test_detection_limit_exceeds_the_null_distribution_with_margin():
     factor = Settings().collapse.detection_limit_factor
     assert TABLE["detection_limit_factor"] == factor
     null = TABLE["null"]
-    assert len([n for n in null if n["source"].startswith("sample cohort")]) == 9
+    assert len([n for n in null if n["source"].startswith("sample cohort")]) == 10  # ONFH06 m12 (collapsed) left out
     assert len({n["grid"] for n in null}) >= 5
     assert all(n["stage"] == "none" for n in null)
     assert max(n["depth_in_voxels"] for n in null) * 1.3 <= factor
@@ -209,6 +209,22 @@ def test_compare_reports_change_and_new_collapse():
     assert depression_change_mm(visit(None, None), visit(0.2, "none")) is None
 
 
+def test_committed_table_has_the_automatic_column():
+    """The automatic column (render, segment_hip, measure) exists for every row; intact heads are
+    "none" automatically on every grid, and on 1 mm voxels it meets the targets. The thick-slice
+    misses are documented in docs/method.md section 6 (issue 15 open), and a sagittal case is
+    recomputed in tests/test_segment_collapse.py."""
+    for row in TABLE["dents"]:
+        assert {"auto_depression_mm", "auto_error_mm", "auto_stage", "auto_dice_head"} <= set(row), row
+        assert row["auto_dice_head"] > 0.97, row
+        if row["dent_mm"] == 0:
+            assert row["auto_stage"] == "none", row
+        if row["target_error_mm"] == 0.3 and row["dent_mm"] >= row["detection_limit_at_dent_mm"]:
+            assert abs(row["auto_error_mm"]) <= 0.3, row
+            assert row["auto_stage"] == row["stage_truth"], row
+    assert [r["auto_stage"] for r in TABLE["sample"]] == ["none", "IIIB"]
+
+
 # --------------------------------------------------------------------------------------------
 # hand-drawn-like outlines (scripts/collapse_roughness.py)
 # --------------------------------------------------------------------------------------------
@@ -250,7 +266,8 @@ def test_a_wobbling_outline_raises_the_limit_and_stays_none():
     rec = m.collapse
     voxel_limit = Settings().collapse.detection_limit_factor * 0.7  # in-plane voxel at the dome's top
     assert m.head_depression_mm > voxel_limit
-    assert rec["roughness_limit_mm"] == pytest.approx(Settings().collapse.roughness_limit_factor * rec["surface_roughness_mm"])
+    factor = Settings().collapse.roughness_limit_factor
+    assert rec["roughness_limit_mm"] == pytest.approx(factor * rec["surface_roughness_mm"])
     assert rec["detection_limit_mm"] >= rec["roughness_limit_mm"] > m.head_depression_mm
     assert m.arco2019_collapse == "none"
 
