@@ -450,7 +450,7 @@ class RadialSurface:
 
 
 def first_rising_edge(prof: np.ndarray, radii: np.ndarray, min_rise: float, min_slope: float,
-                      min_dip: float = 0.08, inner_mm: float = 3.0) -> np.ndarray:
+                      min_dip=0.08, inner_mm: float = 3.0) -> np.ndarray:
     """Per profile (rows, sampled outward at ``radii``): the radius of the first rising edge
     outward of the outermost dark dip, NaN where there is none.
 
@@ -459,12 +459,14 @@ def first_rising_edge(prof: np.ndarray, radii: np.ndarray, min_rise: float, min_
     dark line on T1 between marrow or lesion and cartilage or joint fluid); the edge
     is the first local maximum of the outward slope beyond the dip reaching ``min_slope`` (per
     mm), refined to sub-sample by a parabola: the cortex's outer face, the bone surface.
+    ``min_dip`` is a number or one value per profile.
     """
     step = float(radii[1] - radii[0])
     n = prof.shape[1]
     out = np.full(prof.shape[0], np.nan)
     slope = np.gradient(prof, step, axis=1)
     inner = max(3, int(round(inner_mm / step)))
+    min_dip = np.broadcast_to(np.asarray(min_dip, dtype=np.float64), (prof.shape[0],))
     for i in range(prof.shape[0]):
         p = prof[i]
         if not np.all(np.isfinite(p)):
@@ -475,7 +477,7 @@ def first_rising_edge(prof: np.ndarray, radii: np.ndarray, min_rise: float, min_
         back = ndimage.maximum_filter1d(p, size=inner, origin=(inner - 1) // 2, mode="nearest") - p
         is_min = np.zeros(n, dtype=bool)
         is_min[1:-1] = (p[1:-1] <= p[:-2]) & (p[1:-1] <= p[2:])
-        dips = np.flatnonzero(is_min & (rise >= min_rise) & (back >= min_dip))
+        dips = np.flatnonzero(is_min & (rise >= min_rise) & (back >= min_dip[i]))
         if len(dips) == 0:
             continue
         j0 = dips[-1]
@@ -512,7 +514,7 @@ def dome_surface(norm_w: np.ndarray, crop_affine: np.ndarray, scan_affine: np.nd
     """
     from scipy.spatial import cKDTree
 
-    from pipeline.measures.collapse import detection_limit_mm
+    from pipeline.measures.collapse import detection_limit_mm, radial_extent_mm
 
     s = settings.segmentation
     centre = np.asarray(centre, dtype=np.float64)
@@ -529,7 +531,16 @@ def dome_surface(norm_w: np.ndarray, crop_affine: np.ndarray, scan_affine: np.nd
     pts = centre[None, None, :] + radii[None, :, None] * e[:, None, :]
     prof = grid.sample(norm_w, crop_affine, pts, cval=np.nan).astype(np.float64)
     prof = ndimage.gaussian_filter1d(prof, s.dome_profile_sigma_mm / step, axis=1, mode="nearest")
-    edge = first_rising_edge(prof, radii, s.dome_min_rise, s.dome_min_slope, s.dome_min_dip)
+    # the inward rise of the dip scales with the scan voxel's extent along the line: a cortex
+    # thinner than that extent keeps about (finest spacing / extent) of its contrast against
+    # what lies inside it, which on a 3-4 mm slice is often as dark (a lesion, blurred fluid), so
+    # along thick-slice lines ``dome_min_dip`` is asked in that proportion (unchanged in-plane and
+    # on isotropic voxels). The outward rise and slope are not lowered: in a dark lesion they
+    # would pass noise (false depths on intact heads).
+    extent = radial_extent_mm(e, scan_affine)
+    finest = float(np.linalg.norm(np.asarray(scan_affine, dtype=np.float64)[:3, :3], axis=0).min())
+    min_dip = s.dome_min_dip * np.minimum(1.0, finest / extent)
+    edge = first_rising_edge(prof, radii, s.dome_min_rise, s.dome_min_slope, min_dip)
     # what lies between a surface found inside the sphere and the sphere is no bone: never
     # marrow-like signal (a dark band with a bright core beyond it is lesion, not a dent)
     beyond = (radii[None, :] > edge[:, None]) & (radii[None, :] < radius - 0.5)
