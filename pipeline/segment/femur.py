@@ -500,7 +500,8 @@ def dome_surface(norm_w: np.ndarray, crop_affine: np.ndarray, scan_affine: np.nd
     Along radial lines from the sphere centre over the upper hemisphere (world superior, clear
     of the neck cut), the bone surface is the outer face of the subchondral cortex
     (:func:`first_rising_edge` on the marrow-scaled signal, from ``dome_search_mm`` inside the
-    sphere to ``dome_outer_mm`` outside it). Its inward deviation from the sphere, less the
+    sphere to ``dome_outer_mm`` outside it; the dip's inward rise ``dome_min_dip`` asked in
+    proportion finest spacing / the scan voxel's extent along the line). Its inward deviation from the sphere, less the
     median deviation over the dome (the sphere radius' own offset from that edge), is averaged
     over the surface by a Gaussian of ``dome_sigma_mm`` and accepted only where it exceeds the
     collapse detection limit along that direction (:func:`pipeline.measures.collapse.detection_limit_mm`);
