@@ -372,7 +372,8 @@ class SegmentationSettings(_Section):
         0.5, ge=0, le=3, description="Gaussian smoothing of the head crop on the working grid, mm (noise)"
     )
     dome_surface: bool = Field(
-        True, description="follow a collapsed dome: the surface found along radial lines where it lies inside the sphere"
+        True, description="follow a collapsed dome: the surface found along radial lines where it lies inside "
+        "the sphere"
     )
     dome_search_mm: float = Field(7.0, gt=1, le=15, description="dome surface searched this far inside the sphere, mm")
     dome_outer_mm: float = Field(
@@ -393,7 +394,8 @@ class SegmentationSettings(_Section):
     dome_min_elevation: float = Field(
         0.0, ge=-0.5, lt=0.9, description="dome directions: world-superior component above this"
     )
-    dome_neck_margin_mm: float = Field(4.0, ge=0, le=15, description="dome directions end this far from the neck cut, mm")
+    dome_neck_margin_mm: float = Field(
+        4.0, ge=0, le=15, description="dome directions end this far from the neck cut, mm")
 
 
 class SideSettings(_Section):

@@ -167,8 +167,9 @@ def main() -> None:
     }
     OUT.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {OUT.relative_to(ROOT)}: rough intact heads, largest depth / roughness "
-          f"{report['null_max_depth_over_roughness_wobble']:.2f} (factor {settings.collapse.roughness_limit_factor:g}), "
-          f"largest wide depth / limit {report['null_max_broad_to_limit']} (factor {settings.collapse.breadth_factor:g})")
+          f"{report['null_max_depth_over_roughness_wobble']:.2f} "
+          f"(factor {settings.collapse.roughness_limit_factor:g}), largest wide depth / limit "
+          f"{report['null_max_broad_to_limit']} (factor {settings.collapse.breadth_factor:g})")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ Writes ``docs/validation/collapse.json``:
 * ``sample``: the sample cohort's collapsing hip ONFH06 (m00 intact, m12 a 2.8 mm dent), from its
   label maps and automatically.
 * ``null``: intact heads (the same phantoms without a dent: three radii, five grids, two sub-voxel
-  positions each) and the sample cohort's ten intact hip scans (ONFH06 at 12 months, collapsed, left out): the largest depth in
+  positions each) and the sample cohort's ten intact hip scans (ONFH06 at 12 months, collapsed, left
+  out): the largest depth in
   units of the voxel's radial extent, the statistic the detection limit is set from.
 
 Label maps are the phantom's truth labels (a voxel is head when at least half of it is: the
@@ -44,9 +45,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from pipeline.config import Settings  # noqa: E402
-from pipeline.io.scan import Scan  # noqa: E402
 from pipeline.geometry.frame import HeadFrame, fit_head_sphere  # noqa: E402
 from pipeline.geometry.mesh import isotropic_reconstructions, mask_mesh  # noqa: E402
+from pipeline.io.scan import Scan  # noqa: E402
 from pipeline.measures.collapse import head_depression, radial_extent_mm  # noqa: E402
 from pipeline.synthetic import phantom as P  # noqa: E402
 
@@ -245,11 +246,13 @@ def sample_collapse(auto: bool = True) -> list[dict]:
         lab = measure(head_t, scan.affine, truth)
         row = {"source": f"sample cohort ONFH06 right {visit}", "grid": "coronal 0.7x0.7x3.5", "dent_mm": depth,
                "stage_truth": "none" if depth == 0 else ("IIIA" if depth <= 2.0 else "IIIB"),
-               "depression_mm": round(lab["head_depression_mm"], 3), "error_mm": round(lab["head_depression_mm"] - depth, 3),
+               "depression_mm": round(lab["head_depression_mm"], 3),
+               "error_mm": round(lab["head_depression_mm"] - depth, 3),
                "stage": lab["arco2019_collapse"], "target_error_mm": TARGET_ERROR_MM["thick"]}
         if auto:
             a = auto_measure(scan, truth, head_t, lesion_t)
-            row.update(auto_depression_mm=round(a["depression_mm"], 3), auto_error_mm=round(a["depression_mm"] - depth, 3),
+            row.update(auto_depression_mm=round(a["depression_mm"], 3),
+                       auto_error_mm=round(a["depression_mm"] - depth, 3),
                        auto_stage=a["stage"], auto_dice_head=a["dice_head"], auto_dice_lesion=a["dice_lesion"],
                        auto_dome_accepted_directions=a["dome_accepted_directions"])
         rows.append(row)

@@ -256,7 +256,11 @@ def test_a_few_voxels_missed_by_an_outline_are_no_collapse():
     assert m.head_depression_mm >= rec["detection_limit_mm"]  # deep enough at the fine scale...
     assert rec["broad_to_limit_max"] < Settings().collapse.breadth_factor  # ...but narrow
     assert m.arco2019_collapse == "none" and rec["narrow"] is True
-    assert "narrower than a collapse" in m.collapse_text()
+    from pipeline.report.qc import depression_title
+
+    assert "narrower than a collapse" in m.collapse_text()  # qc.png's title
+    assert "narrower than a collapse" in depression_title(m)  # qc.png's depression panel
+    assert dict(m.table_rows())["ARCO 2019 collapse"] == "none (the dip is narrower than a collapse)"  # napari
 
 
 def test_a_wobbling_outline_raises_the_limit_and_stays_none():

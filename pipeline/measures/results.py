@@ -349,7 +349,8 @@ class HipMetrics:
             ("Head depression", num(self.head_depression_mm, ".2f", " mm")
              + (f" (detection limit {num(self.detection_limit_mm(), '.2f', ' mm')})"
                 if self.detection_limit_mm() is not None else "")),
-            ("ARCO 2019 collapse", self.arco2019_collapse or "–"),
+            ("ARCO 2019 collapse", (self.arco2019_collapse or "–")
+             + (" (the dip is narrower than a collapse)" if (self.collapse or {}).get("narrow") else "")),
         ]
         flags = self.literature_flags or []
         rows += [(f"Literature cut-off{f' {k}' if len(flags) > 1 else ''}", flag.removeprefix("literature cut-off: "))

@@ -363,7 +363,7 @@ def head_on_grid(shape, affine, centre, radius: float, n, cut: float) -> np.ndar
 
 
 def head_fraction_mask(shape, affine, centre, radius: float, n, cut: float, sub_mm: float = 0.35,
-                       surface: "RadialSurface | None" = None) -> np.ndarray:
+                       surface: RadialSurface | None = None) -> np.ndarray:
     """Voxels at least half inside the neck-plane head (ball ∩ half-space), by supersampling.
 
     The rule of the reference label maps (a voxel is labelled when at least half of it lies in
