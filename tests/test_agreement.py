@@ -107,3 +107,28 @@ def test_reader_study_with_three_readers_uses_fleiss_kappa_and_every_pair():
             if abs(nf[s][i] - nf[s][j]) > 2.5 or jic[s][i] != jic[s][j]}
     assert {(p["scan"], *p["readers"]) for p in out["discordant"]} == want
     assert all(p["status"] == "open" for p in out["discordant"])
+
+
+def test_reader_study_at_cohort_scale_recovers_a_pure_reader_bias():
+    """200 scans (ten times a small core-lab batch), reader r2 reads every NF exactly 2 points
+    higher than r1: consistency ICC(3,1) is 1, absolute ICC(2,1) is var / (var + 2) (the mean
+    squares of a two-way table whose only error is the readers' offset: MSR = 2 var, MSC = 2n,
+    MSE = 0), Bland-Altman bias 2 with zero spread, and no pair is discordant at 2.5 points."""
+    rng = np.random.default_rng(3)
+    nf1 = rng.uniform(2.0, 45.0, 200)
+    reads = [{"key": f"s{i}_{r}", "scan_key": f"s{i}", "subject": f"S{i:03d}", "side": "right",
+              "timepoint_months": 0.0, "repeat": 1, "reader": r, "necrotic_fraction_pct": v + off,
+              "head_volume_ml": 50.0, "lesion_volume_ml": 0.5 * (v + off), "jic_type": "C1", "size_class": "B"}
+             for i, v in enumerate(nf1) for r, off in (("r1", 0.0), ("r2", 2.0))]
+    out = A.reader_study(reads, {}, "adjudicator", 2.5, 0.7)
+    icc = out["measures"]["necrotic_fraction_pct"]["icc"]
+    assert icc["n_targets"] == 200
+    assert icc["ICC(3,1)"]["icc"] == pytest.approx(1.0, abs=1e-9)
+    var = nf1.var(ddof=1)
+    assert icc["ICC(2,1)"]["icc"] == pytest.approx(var / (var + 2.0), rel=1e-9)
+    ba = out["measures"]["necrotic_fraction_pct"]["bland_altman"]["r1 vs r2"]
+    assert ba["n"] == 200 and ba["bias"] == pytest.approx(2.0) and ba["sd"] == pytest.approx(0.0, abs=1e-9)
+    assert len(out["pairs"]) == 200 and out["discordant"] == []
+    # both readers call every scan C1: kappa is undefined, said so instead of a number
+    kappa = out["classes"]["jic_type"]["cohen"]["r1 vs r2"]
+    assert kappa.get("kappa") is None and kappa.get("reason")
