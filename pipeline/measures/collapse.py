@@ -25,14 +25,19 @@ Choices where docs/method.md leaves room (settings in the ``collapse`` section):
   to the intact surface (:func:`match_reference`), since the least-squares sphere of a staircase
   absorbs about 0.1 mm of it.
 * Head depression: the largest depth over the weight-bearing surface among the points whose
-  depth reaches their detection limit; without such a point, the largest depth in units of the
-  limit, and the stage is "none".
+  depth reaches their detection limit and whose wide average (sigma ``breadth_sigma_mm``)
+  reaches ``breadth_factor`` x it (a collapse spans millimetres; a voxel or two missed by an
+  outline do not); without such a point, the largest depth in units of the limit, and the stage
+  is "none" (``narrow`` when that depth reaches the limit but fails the breadth test).
 * Detection limit at p: ``detection_limit_factor`` x the scan voxel's radial extent along e,
   |diag(spacing) e'| with e' = e in the scan's own voxel axes (a thick slice quantises the
-  surface along its own axis only). The factor is set from the depth's null distribution on
-  intact heads (docs/method.md section 6; ``scripts/collapse_validation.py``).
+  surface along its own axis only), and at least ``roughness_limit_factor`` x the surface
+  roughness (:func:`robust_spread` of the depth over the region: a hand-drawn outline's wobble).
+  The factors are set from the depth's null distributions on intact heads, clean and roughened
+  (docs/method.md section 6; ``scripts/collapse_validation.py``, ``scripts/collapse_roughness.py``).
 * Depressed area: the faces of the weight-bearing surface whose mean vertex depth reaches the
-  detection limit at their centroid, mm^2.
+  voxel detection limit at their centroid (the roughness and breadth tests are not applied per
+  face), mm^2.
 * Missing volume: the volume between the sphere and the surface over the weight-bearing surface,
   the sum over its faces of (A_f . e_f) d_f (r^2 + r rho_f + rho_f^2) / (3 rho_f^2), A_f the face's
   area vector, e_f and rho_f its centroid's direction and distance from c, d_f its depth (raw
