@@ -256,6 +256,7 @@ def test_a_few_voxels_missed_by_an_outline_are_no_collapse():
     assert m.head_depression_mm >= rec["detection_limit_mm"]  # deep enough at the fine scale...
     assert rec["broad_to_limit_max"] < Settings().collapse.breadth_factor  # ...but narrow
     assert m.arco2019_collapse == "none" and rec["narrow"] is True
+    assert rec["depressed_area_mm2"] == 0.0  # not staged, so nothing is depressed
     from pipeline.report.qc import depression_title
 
     assert "narrower than a collapse" in m.collapse_text()  # qc.png's title
@@ -274,6 +275,7 @@ def test_a_wobbling_outline_raises_the_limit_and_stays_none():
     assert rec["roughness_limit_mm"] == pytest.approx(factor * rec["surface_roughness_mm"])
     assert rec["detection_limit_mm"] >= rec["roughness_limit_mm"] > m.head_depression_mm
     assert m.arco2019_collapse == "none"
+    assert rec["depressed_area_mm2"] == 0.0
 
 
 def test_clean_label_maps_keep_the_voxel_limit():

@@ -35,9 +35,10 @@ Choices where docs/method.md leaves room (settings in the ``collapse`` section):
   roughness (:func:`robust_spread` of the depth over the region: a hand-drawn outline's wobble).
   The factors are set from the depth's null distributions on intact heads, clean and roughened
   (docs/method.md section 6; ``scripts/collapse_validation.py``, ``scripts/collapse_roughness.py``).
-* Depressed area: the faces of the weight-bearing surface whose mean vertex depth reaches the
-  voxel detection limit at their centroid (the roughness and breadth tests are not applied per
-  face), mm^2.
+* Depressed area: the faces of the weight-bearing surface that pass the rule that stages the
+  head: mean vertex depth at least the detection limit at their centroid (voxel and roughness
+  terms) and mean wide average at least ``breadth_factor`` x it; 0 when no point passes (stage
+  "none"), mm^2.
 * Missing volume: the volume between the sphere and the surface over the weight-bearing surface,
   the sum over its faces of (A_f . e_f) d_f (r^2 + r rho_f + rho_f^2) / (3 rho_f^2), A_f the face's
   area vector, e_f and rho_f its centroid's direction and distance from c, d_f its depth (raw
@@ -563,8 +564,15 @@ def head_depression(head_mask: np.ndarray, affine: np.ndarray, fit: SphereFit, f
     centroid = verts[faces[inner]].mean(axis=1) - center_ref
     rho = row_norms(centroid)
     e_f = centroid / rho[:, None]
-    face_limit = detection_limit_mm(e_f, scan_affine, cs.detection_limit_factor)
-    depressed_area = float(areas[inner][face_depth[inner] >= face_limit].sum())
+    # a face is depressed by the rule that stages the head: its depth reaches its limit (voxel
+    # and roughness terms) and its wide average breadth_factor x that limit; with no such point
+    # the head is not collapsed and nothing of it is depressed
+    face_limit = np.maximum(detection_limit_mm(e_f, scan_affine, cs.detection_limit_factor), roughness_limit)
+    face_ok = face_depth[inner] >= face_limit
+    if cs.breadth_factor > 0:
+        face_broad = np.where(inner[:, None], broad[faces], np.nan).mean(axis=1)[inner]
+        face_ok &= np.nan_to_num(face_broad, nan=np.inf) >= cs.breadth_factor * face_limit
+    depressed_area = float(areas[inner][face_ok].sum()) if len(significant) else 0.0
     # the raw depth of each face less the reference's averaged depth (its grid bias) there
     face_bias = radius_ref - reference(center_ref + radius_ref * e_f)
     raw = radius_ref - rho - np.nan_to_num(face_bias)
