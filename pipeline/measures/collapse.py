@@ -63,7 +63,10 @@ REFERENCE_SUBSAMPLE_MM = 0.25
 METHOD = ("radial depth r - |p - c| of the unsmoothed marching-cubes surface (level 0.5) below the fitted head "
           "sphere as the scan's grid images it (the ball labelled on the same lattice by the partial-volume rule, "
           "reconstructed and meshed alike; centre and radius matched to the intact surface), Gaussian-weighted "
-          "mean over the surface, over the weight-bearing surface")
+          "mean over the surface, over the weight-bearing surface; a point counts where that depth reaches the "
+          "detection limit (detection_limit_factor x the scan voxel's radial extent, at least "
+          "roughness_limit_factor x the surface roughness) and its wide mean (breadth_sigma_mm) breadth_factor "
+          "x that limit")
 
 
 def radial_extent_mm(directions: np.ndarray, scan_affine: np.ndarray) -> np.ndarray:
