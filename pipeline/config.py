@@ -297,6 +297,17 @@ class SegmentationSettings(_Section):
         "around it by at least this (fraction of the head's marrow signal): where the core is as dark as the "
         "track it cannot be seen and is not followed",
     )
+    track_axis_length_mm: float = Field(
+        20.0, ge=0, le=60,
+        description="drill track: its direction is read from the dark line it draws through the femur's marrow "
+        "over this length back from the piece next to the lesion (a few mm long, its own axis unreliable on "
+        "thick slices); 0: the piece's principal axis, mm",
+    )
+    track_axis_cone_deg: float = Field(
+        50.0, ge=0, le=90,
+        description="drill track: directions searched for its line, within this angle of the principal axis of "
+        "the piece next to the lesion, degrees",
+    )
     min_lesion_ml: float = Field(0.15, ge=0, description="lesion components smaller than this are dropped, mL")
     surface_contact_mm: float = Field(
         3.0, gt=0, description="a lesion component must reach this close to the head surface (subchondral), mm"

@@ -271,6 +271,56 @@ def test_drill_track_follow_up_is_within_one_point_and_the_track_is_not_lesion(m
     assert (old.lesion & on_track).sum() > 0.6 * on_track.sum()
 
 
+def test_drill_track_axis_is_read_from_its_line_through_the_marrow(monkeypatch):
+    """Seed 7707's track follow-up (held out when the track step was written: NF 1.03 points high).
+    The piece of track next to the lesion is 8 mm long and spans two 3.5 mm slices: its principal
+    axis tilted 30 degrees toward the slice axis, so the track was followed into the lesion
+    along the wrong line and its last 10 mm before the lesion stayed lesion. The direction is now
+    read from the dark line the track draws through the neck's marrow."""
+    scan, side, truth, head_t, lesion_t = _validation_case(monkeypatch, 7707, "v14_track_C_3.5mm")
+    track = truth["drill_track"]
+    a, b = np.asarray(track["entry_ras_mm"]), np.asarray(track["end_ras_mm"])
+    axis = (b - a) / np.linalg.norm(b - a)
+
+    def nf_error(res):
+        return 100.0 * (res.lesion.sum() / res.head.sum() - lesion_t.sum() / head_t.sum())
+
+    res = segment_hip(scan, side, Settings())
+    found = res.confidence["drill_track"]
+    assert np.dot(found["stub_axis"], axis) < 0.9  # the short piece's own axis is far off...
+    assert np.dot(found["axis"], axis) > 0.995  # ...the line through the marrow is within 6 degrees
+    assert found["line_contrast"] > 3 * found["stub_axis_line_contrast"]
+    assert abs(nf_error(res)) <= 1.0
+    old = segment_hip(scan, side, Settings(segmentation={"track_axis_length_mm": 0.0}))
+    assert old.confidence["drill_track"]["axis"] == found["stub_axis"]
+    assert nf_error(old) > 1.0
+
+
+def test_track_axis_recovers_a_tube_from_a_tilted_guess():
+    """A dark tube (radius 1.75 mm, 50 % of marrow) on a 0.7 mm grid: from a guess 30 degrees off,
+    the line search finds its direction within the grid of directions (about 5 degrees)."""
+    from pipeline.segment.lesion import track_axis
+
+    sp = 0.7
+    n = 90
+    affine = np.diag([sp, sp, sp, 1.0])
+    idx = np.indices((n, n, n)).reshape(3, -1).T * sp
+    anchor = np.full(3, n * sp / 2)
+    true = np.array([0.3, -0.4, 0.866])
+    true /= np.linalg.norm(true)
+    rel = idx - anchor
+    t = rel @ true
+    r = np.linalg.norm(rel - t[:, None] * true, axis=1)
+    image = np.where((r <= 1.75) & (t <= 0), 0.5, 1.0).reshape(n, n, n).astype(np.float32)
+    bone = np.ones((n, n, n), dtype=bool)
+    perp = np.cross(true, [1.0, 0.0, 0.0])
+    perp /= np.linalg.norm(perp)
+    guess = np.cos(np.radians(30)) * true + np.sin(np.radians(30)) * perp
+    found, seen, guess_seen = track_axis(image, bone, affine, anchor, guess, 1.75, Settings())
+    assert np.degrees(np.arccos(np.clip(found @ true, -1, 1))) < 5.0
+    assert seen > 0.4 and guess_seen < 0.1  # the tube's contrast 0.5 along the right line
+
+
 def test_femur_mask_alone_isolates_the_head_and_segments_the_lesion_inside(tmp_path):
     """docs/design.md's `--femur-mask M` without a lesion mask: the head comes from the femur mask by
     the neck-plane rule (as with a lesion mask), the lesion from the automatic segmentation."""

@@ -129,7 +129,7 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
                                           warnings=warnings)
     # a core-decompression drill track is a tube of fluid/granulation tissue, not necrosis
     track_w, linfo["drill_track"] = _lesion.drill_track(head_w, healthy, lesion_w, norm_w, crop, centre, r_m,
-                                                        settings)
+                                                        settings, bone=femur_w)
     lesion_w &= ~track_w
     lesion_w = _lesion.refine_margin(lesion_w, healthy, norm_w, head_w, crop, centre, r_m, settings, linfo,
                                      exclude=track_w)

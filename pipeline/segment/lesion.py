@@ -281,8 +281,83 @@ def slab_boundary_cut(norm_w: np.ndarray, crop: grid.Crop, level: float, sigma_m
     return cut
 
 
+def _orthonormal(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit vectors perpendicular to ``u`` and to each other."""
+    a = np.array([1.0, 0.0, 0.0]) if abs(u[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    v = np.cross(u, a)
+    v /= np.linalg.norm(v)
+    return v, np.cross(u, v)
+
+
+def track_line_contrast(norm_w: np.ndarray, bone: np.ndarray, affine: np.ndarray, anchor, directions: np.ndarray,
+                        radius: float, length_mm: float, step_mm: float = 0.5) -> np.ndarray:
+    """How dark a tube of ``radius`` is against a coaxial ring 1-3 mm outside it, along lines from
+    ``anchor`` (mm) in each of ``directions`` (N, 3) out to ``length_mm``: the mean over the line of
+    ring minus tube signal (fraction of marrow), where the ring lies in ``bone`` (a position outside
+    the bone counts 0). A line that runs along a dark tube in the marrow scores about its contrast;
+    one that leaves it, about 0.
+    """
+    anchor = np.asarray(anchor, dtype=np.float64)
+    t = np.arange(step_mm, length_mm + 1e-9, step_mm)
+    ang = np.linspace(0.0, 2.0 * np.pi, 8, endpoint=False)
+    tube_r = np.concatenate([[0.0], np.full(6, 0.5 * radius)])
+    tube_a = np.concatenate([[0.0], ang[::-1][:6] * 1.0])
+    ring_r = np.concatenate([np.full(8, radius + 1.0), np.full(8, radius + 3.0)])
+    ring_a = np.concatenate([ang, ang + np.pi / 8])
+    out = np.zeros(len(directions))
+    for i, u in enumerate(np.asarray(directions, dtype=np.float64)):
+        v, w = _orthonormal(u)
+        axis = anchor + t[:, None] * u
+
+        def points(r, a):
+            off = r[:, None] * (np.cos(a)[:, None] * v + np.sin(a)[:, None] * w)
+            return axis[:, None, :] + off[None, :, :]
+
+        tube = grid.sample(norm_w, affine, points(tube_r, tube_a), cval=np.nan).mean(axis=1)
+        ring_pts = points(ring_r, ring_a)
+        ring = grid.sample(norm_w, affine, ring_pts, cval=np.nan).mean(axis=1)
+        inside = grid.sample(bone.astype(np.float32), affine, ring_pts, cval=0.0).mean(axis=1) > 0.5
+        c = np.where(inside & np.isfinite(tube) & np.isfinite(ring), ring - tube, 0.0)
+        out[i] = float(c.mean())
+    return out
+
+
+def track_axis(norm_w: np.ndarray, bone: np.ndarray, affine: np.ndarray, anchor, u: np.ndarray, radius: float,
+               settings) -> tuple[np.ndarray, float, float]:
+    """The drill track's direction read from the line it draws through the femur's marrow.
+
+    The piece of track next to the lesion (the stub) is often a few millimetres long; on thick
+    slices it spans two slices, and its principal axis tilts toward the slice axis by tens of
+    degrees, so that followed into the lesion it misses the track. Behind the stub the track runs
+    on through the neck as a thin dark line. Among the directions within ``track_axis_cone_deg``
+    of the stub's axis, the one whose line back from the stub's centre, over
+    ``track_axis_length_mm``, is darkest against the marrow around it (:func:`track_line_contrast`)
+    is the track's; the stub's own axis is kept where no line beats it or none is seen (contrast
+    under ``track_contrast``: the neck outside the field of view, or a thin dark piece that is no
+    track).
+
+    Returns
+    -------
+    axis (unit, pointing into the lesion), its line contrast, the stub axis' line contrast
+    (fractions of marrow signal).
+    """
+    from pipeline.segment.femur import fibonacci_directions
+
+    s = settings.segmentation
+    u = np.asarray(u, dtype=np.float64)
+    dirs = fibonacci_directions(2000)
+    back = dirs[dirs @ -u >= np.cos(np.radians(s.track_axis_cone_deg))]
+    back = np.vstack([-u[None], back])
+    score = track_line_contrast(norm_w, bone, affine, anchor, back, radius, s.track_axis_length_mm)
+    best = int(np.argmax(score))
+    if score[best] < s.track_contrast:
+        best = 0
+    return -back[best], float(score[best]), float(score[0])
+
+
 def drill_track(head_w: np.ndarray, healthy: np.ndarray, lesion: np.ndarray, norm_w: np.ndarray,
-                crop: grid.Crop, centre, r_m: float, settings) -> tuple[np.ndarray, dict | None]:
+                crop: grid.Crop, centre, r_m: float, settings, bone: np.ndarray | None = None
+                ) -> tuple[np.ndarray, dict | None]:
     """A core-decompression drill track leading into the lesion, on the working grid.
 
     Core decompression leaves a straight tube (3-4 mm across) of fluid or granulation tissue from
@@ -343,6 +418,13 @@ def drill_track(head_w: np.ndarray, healthy: np.ndarray, lesion: np.ndarray, nor
         return track, None
     stub, cm, length, radius, u, t_end = best
     track |= stub
+    axis_info = {}
+    if bone is not None and s.track_axis_length_mm > 0:
+        u_line, seen, stub_seen = track_axis(norm_w, bone | head_w, crop.affine, cm, u, radius, settings)
+        axis_info = {"stub_axis": [round(float(x), 3) for x in u], "line_contrast": round(seen, 3),
+                     "stub_axis_line_contrast": round(stub_seen, 3)}
+        u = u_line
+        t_end = float(((pts[stub] - cm) @ u).max())
     # follow the axis into the lesion while the tube is still darker than the ring around it
     d = pts - cm.astype(np.float32)
     t_all = d @ u.astype(np.float32)
@@ -369,5 +451,5 @@ def drill_track(head_w: np.ndarray, healthy: np.ndarray, lesion: np.ndarray, nor
         t0 += 1.0
     info = {"axis": [round(float(x), 3) for x in u], "radius_mm": round(radius, 2),
             "seen_length_mm": round(length, 1), "followed_in_lesion_mm": round(max(followed, 0.0), 1),
-            "removed_from_lesion_ml": round(inside_ml * float(np.prod(sp)) / 1000.0, 3)}
+            "removed_from_lesion_ml": round(inside_ml * float(np.prod(sp)) / 1000.0, 3), **axis_info}
     return track, info
