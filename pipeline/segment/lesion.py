@@ -281,14 +281,6 @@ def slab_boundary_cut(norm_w: np.ndarray, crop: grid.Crop, level: float, sigma_m
     return cut
 
 
-def _orthonormal(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two unit vectors perpendicular to ``u`` and to each other."""
-    a = np.array([1.0, 0.0, 0.0]) if abs(u[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    v = np.cross(u, a)
-    v /= np.linalg.norm(v)
-    return v, np.cross(u, v)
-
-
 def track_line_contrast(norm_w: np.ndarray, bone: np.ndarray, affine: np.ndarray, anchor, directions: np.ndarray,
                         radius: float, length_mm: float, step_mm: float = 0.5) -> np.ndarray:
     """How dark a tube of ``radius`` is against a coaxial ring 1-3 mm outside it, along lines from
@@ -298,28 +290,23 @@ def track_line_contrast(norm_w: np.ndarray, bone: np.ndarray, affine: np.ndarray
     one that leaves it, about 0.
     """
     anchor = np.asarray(anchor, dtype=np.float64)
+    u = np.asarray(directions, dtype=np.float64).reshape(-1, 3)
     t = np.arange(step_mm, length_mm + 1e-9, step_mm)
-    ang = np.linspace(0.0, 2.0 * np.pi, 8, endpoint=False)
-    tube_r = np.concatenate([[0.0], np.full(6, 0.5 * radius)])
-    tube_a = np.concatenate([[0.0], ang[::-1][:6] * 1.0])
-    ring_r = np.concatenate([np.full(8, radius + 1.0), np.full(8, radius + 3.0)])
-    ring_a = np.concatenate([ang, ang + np.pi / 8])
-    out = np.zeros(len(directions))
-    for i, u in enumerate(np.asarray(directions, dtype=np.float64)):
-        v, w = _orthonormal(u)
-        axis = anchor + t[:, None] * u
-
-        def points(r, a):
-            off = r[:, None] * (np.cos(a)[:, None] * v + np.sin(a)[:, None] * w)
-            return axis[:, None, :] + off[None, :, :]
-
-        tube = grid.sample(norm_w, affine, points(tube_r, tube_a), cval=np.nan).mean(axis=1)
-        ring_pts = points(ring_r, ring_a)
-        ring = grid.sample(norm_w, affine, ring_pts, cval=np.nan).mean(axis=1)
-        inside = grid.sample(bone.astype(np.float32), affine, ring_pts, cval=0.0).mean(axis=1) > 0.5
-        c = np.where(inside & np.isfinite(tube) & np.isfinite(ring), ring - tube, 0.0)
-        out[i] = float(c.mean())
-    return out
+    # cross-section: the axis and six points at half the radius (tube), sixteen at 1 and 3 mm
+    # outside it (ring)
+    six, eight = np.arange(6) * np.pi / 3, np.arange(8) * np.pi / 4
+    r = np.concatenate([[0.0], np.full(6, 0.5 * radius), np.full(8, radius + 1.0), np.full(8, radius + 3.0)])
+    a = np.concatenate([[0.0], six, eight, eight + np.pi / 8])
+    helper = np.where(np.abs(u[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
+    v = np.cross(u, helper)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    w = np.cross(u, v)
+    off = r[None, :, None] * (np.cos(a)[None, :, None] * v[:, None, :] + np.sin(a)[None, :, None] * w[:, None, :])
+    pts = anchor + t[None, :, None, None] * u[:, None, None, :] + off[:, None, :, :]  # (N, T, 23, 3)
+    values = grid.sample(norm_w, affine, pts, cval=np.nan)
+    tube, ring = values[..., :7].mean(axis=-1), values[..., 7:].mean(axis=-1)
+    inside = grid.sample(bone.astype(np.float32), affine, pts[..., 7:, :], cval=0.0).mean(axis=-1) > 0.5
+    return np.where(inside & np.isfinite(tube) & np.isfinite(ring), ring - tube, 0.0).mean(axis=1)
 
 
 def track_axis(norm_w: np.ndarray, bone: np.ndarray, affine: np.ndarray, anchor, u: np.ndarray, radius: float,
