@@ -21,6 +21,7 @@ from pipeline.config import Settings
 from pipeline.errors import InputError
 from pipeline.geometry.frame import select_side
 from pipeline.io.scan import load_labels, load_scan
+from pipeline.measures.hip import measure_hip
 from pipeline.segment import segment_hip
 
 from conftest import realdata
@@ -294,6 +295,29 @@ def test_drill_track_axis_is_read_from_its_line_through_the_marrow(monkeypatch):
     old = segment_hip(scan, side, Settings(segmentation={"track_axis_length_mm": 0.0}))
     assert old.confidence["drill_track"]["axis"] == found["stub_axis"]
     assert nf_error(old) > 1.0
+
+
+def test_acetabulum_joined_on_thick_slices_is_ambiguous(monkeypatch):
+    """Seed 8808's 4 mm Mitchell C case (held out): on the working grid the joined acetabulum's
+    edge was right (17.6 mm, truth 17.0), but taken to 4 mm slices the mask joined tissue running
+    on around the head, and the measurement read the edge at 25.6 mm: a centre-edge angle of
+    89.5 degrees, JIC type C1 for C2, status ok. The scan-grid read is now checked against the
+    working grid's: the bulk edge is used and the scan flagged."""
+    scan, side, truth, head_t, lesion_t = _validation_case(monkeypatch, 8808, "v06_C_4mm")
+    settings = Settings()
+    res = segment_hip(scan, side, settings)
+    info = res.confidence["acetabulum"]
+    assert info["edge_u_scan_grid_mm"] - info["edge_u_joined_mm"] > settings.segmentation.acetabulum_edge_tolerance_mm
+    assert info["chosen"] == "bulk" and info["ambiguous"]
+    assert res.confidence["status"] == "review"
+    assert any("on the scan's slices" in w for w in res.warnings)
+    quick = settings.model_copy(
+        update={"reconstruction": settings.reconstruction.model_copy(update={"isotropic": False})})
+    m = measure_hip(scan, res.head, res.lesion, side, quick, acetabulum=res.acetabulum).metrics
+    wb = truth["weight_bearing"]
+    assert m["weight_bearing"]["lce_angle_deg"] < 45.0
+    assert abs(m["weight_bearing"]["u_lat_mm"] - wb["u_lat_mm"]) < 6.0
+    assert m["jic_type"] == truth["jic_type"]
 
 
 def test_track_axis_recovers_a_tube_from_a_tilted_guess():

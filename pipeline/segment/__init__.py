@@ -133,11 +133,12 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
     lesion_w &= ~track_w
     lesion_w = _lesion.refine_margin(lesion_w, healthy, norm_w, head_w, crop, centre, r_m, settings, linfo,
                                      exclude=track_w)
-    acet_w, ainfo = _acetabulum.acetabulum_mask(bright, femur_w, crop, centre, radius, settings, side)
+    acet_w, ainfo, bulk_w = _acetabulum.acetabulum_mask(bright, femur_w, crop, centre, radius, settings, side)
 
     # back to the native grid: head by voxel centre, the rest by the half-voxel rule
     head, lesion, femur, acet = _to_native(scan.shape, crop, native_aff, centre, radius, n, cut,
                                            lesion_w, femur_w, acet_w, surface=surface)
+    acet = _acetabulum_on_scan_grid(acet, bulk_w, crop, affine, centre, radius, side, settings, ainfo)
     warnings += _acetabulum_warnings(acet, ainfo)
 
     # QC
@@ -385,6 +386,38 @@ def _to_native(full, crop: grid.Crop, native_aff: np.ndarray, centre, radius: fl
     return head, lesion, femur, acet
 
 
+def _acetabulum_on_scan_grid(acet: np.ndarray, bulk_w, crop, affine, centre, radius: float, side: str, settings,
+                             ainfo: dict) -> np.ndarray:
+    """The joined acetabulum as the measurement will read it, on the scan's own grid.
+
+    Taken to thick slices by the half-voxel rule, tissue that ran on around the head a voxel apart
+    from the roof on the working grid can join it, and the measurement (which reads the edge on
+    this grid, :func:`pipeline.measures.location.find_acetabular_roof`) would then put the edge
+    far lateral (seed 8808's 4 mm case: 25.6 mm against 17.6 on the working grid, a centre-edge
+    angle of 89.5 degrees). Where the two reads differ by more than
+    ``acetabulum_edge_tolerance_mm`` the edge is ambiguous: the bulk mask is used instead, as
+    when the joined and bulk edges disagree. ``ainfo`` gains ``edge_u_scan_grid_mm``.
+    """
+    from pipeline.geometry.frame import HeadFrame
+    from pipeline.measures.location import find_acetabular_roof
+
+    if ainfo.get("chosen") != "joined" or not acet.any():
+        return acet
+    frame = HeadFrame(np.asarray(centre, float), float(radius), side)
+    u = find_acetabular_roof(acet, affine, frame, settings.location)["edge_u_mm"]
+    ainfo["edge_u_scan_grid_mm"] = None if u is None else round(float(u), 2)
+    joined = ainfo["edge_u_joined_mm"]
+    if u is not None and abs(u - joined) <= settings.segmentation.acetabulum_edge_tolerance_mm:
+        return acet
+    if bulk_w is None:
+        ainfo.update(ambiguous=True)
+        return acet
+    bulk = np.zeros(acet.shape, dtype=bool)
+    bulk[crop.slices] = crop.to_native(bulk_w) >= 0.5
+    ainfo.update(chosen="bulk", ambiguous=True)
+    return bulk
+
+
 def _acetabulum_warnings(acet: np.ndarray, ainfo: dict) -> list[str]:
     """Warnings about the acetabulum: not found (default span), or an ambiguous edge.
 
@@ -402,6 +435,15 @@ def _acetabulum_warnings(acet: np.ndarray, ainfo: dict) -> list[str]:
     warnings = []
     if not acet.any():
         warnings.append("acetabulum not found automatically: the default weight-bearing span is used")
+    elif ainfo["ambiguous"] and "edge_u_scan_grid_mm" in ainfo:
+        u_scan = ainfo["edge_u_scan_grid_mm"]
+        warnings.append(
+            "acetabular edge ambiguous: on the scan's slices the acetabulum joins tissue running on around the head "
+            f"(edge at u = {'none' if u_scan is None else format(u_scan, '.1f')} mm against "
+            f"{ainfo['edge_u_joined_mm']:.1f} mm on the working grid); "
+            + ("the edge of the bone bulk is used, possibly a few mm medial: check the JIC span"
+               if ainfo["chosen"] == "bulk" else "check the JIC span")
+        )
     elif ainfo["ambiguous"]:
         warnings.append(
             "acetabular edge ambiguous: the pelvic marrow joins bright tissue (a fat sheet?) running on around the "
@@ -473,7 +515,8 @@ def _qc_flags(scan: Scan, s, fit, coverage: float, contrast, head: np.ndarray, l
         flags.append(f"acetabular edge read across {scan.slice_thickness_mm:.1f} mm {thick_axis} slices: "
                      "it may lie a few mm medial (check the JIC span)")
     if ainfo["ambiguous"]:
-        flags.append("acetabular edge ambiguous (bright tissue joins the roof): the bone-bulk edge is used")
+        flags.append("acetabular edge ambiguous (bright tissue joins the roof): "
+                     + ("the bone-bulk edge is used" if ainfo["chosen"] == "bulk" else "check the JIC span"))
     rivals = [c for c in candidates if c["ok"] and c["votes"] >= s.rival_votes_share * chosen["votes"]]
     if len(rivals) > s.max_head_candidates:
         flags.append(f"more than {_NUMBER_WORDS.get(s.max_head_candidates, s.max_head_candidates)} head-like "

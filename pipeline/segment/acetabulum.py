@@ -42,6 +42,10 @@ def acetabulum_mask(bright: np.ndarray, femur: np.ndarray, crop: grid.Crop, cent
     bone : ndarray of bool
     info : dict with edge_u_joined_mm, edge_u_bulk_mm, chosen ("joined", "bulk" or None) and
         ambiguous (bool).
+    bulk : ndarray of bool or None
+        The bulk mask where the joined one was chosen (the caller falls back to it when the
+        joined mask, taken to the scan's grid, reads another edge: see
+        :func:`pipeline.segment.segment_hip`).
     """
     from pipeline.geometry.frame import HeadFrame
     from pipeline.measures.location import find_acetabular_roof
@@ -99,4 +103,8 @@ def acetabulum_mask(bright: np.ndarray, femur: np.ndarray, crop: grid.Crop, cent
     out = np.zeros(full_shape, dtype=bool)
     if info["chosen"] is not None:
         out[box] = masks[info["chosen"]]
-    return out, info
+    bulk_out = None
+    if info["chosen"] == "joined" and masks["bulk"].any():
+        bulk_out = np.zeros(full_shape, dtype=bool)
+        bulk_out[box] = masks["bulk"]
+    return out, info, bulk_out
