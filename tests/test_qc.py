@@ -410,6 +410,19 @@ def test_drawn_contact_is_the_contact_the_arcs_were_measured_from(side, request)
         assert _orange_share(pic, panel, drawn * (1 - 4.0 / radial)[:, None]) < 0.1, plane
 
 
+def test_picture_draws_the_measured_contact_without_sampling_again(right, monkeypatch):
+    """measure_hip keeps each mid-plane's surface contact; qc.png draws it as is (no second sampling)."""
+    analysis, pic = right
+    assert sorted(analysis.contacts) == ["coronal", "sagittal"]
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("qc.png sampled the surface contact again")
+
+    monkeypatch.setattr(qc, "surface_contact", no_sampling)
+    again = qc.qc_picture(analysis, "", SETTINGS)
+    assert np.array_equal(again.rgb, pic.rgb)
+
+
 def _orange_share(pic, panel, points):
     """Share of the points (data mm) whose qc.png pixel is tinted with the contact's orange."""
     px = panel.to_pixel(points).astype(int)

@@ -33,6 +33,9 @@ class Analysis:
     zones: np.ndarray | None = None
     meshes: dict = field(default_factory=dict)
     frame: HeadFrame | None = None
+    #: the mid-planes' :class:`pipeline.measures.location.SurfaceContact` the arcs were measured on,
+    #: by plane name (qc.png draws them instead of sampling the planes again)
+    contacts: dict = field(default_factory=dict)
 
     @property
     def metrics(self) -> dict:
@@ -102,8 +105,9 @@ def measure_hip(
     segmentation = segmentation or {"method": "imported"}
     frame, fit = measure.plausible_head_frame(head, affine, side, settings.head)
     side_check, side_warnings = _check_side(scan, side, segmentation, frame, settings, acetabulum)
+    contacts = {}
     span, location, location_warnings = _locate(scan, head, lesion, frame, fit, settings, acetabular_edge,
-                                                acetabular_roof_medial, acetabulum)
+                                                acetabular_roof_medial, acetabulum, contacts)
     warnings += side_warnings + location_warnings
     meshes = {"head": head_mesh, "lesion": lesion_mesh}
     reconstruction = None
@@ -156,13 +160,14 @@ def measure_hip(
         sphere_fit=fit.as_dict(),
     )
     return Analysis(scan, head, lesion, result, zones=zone_map(head, affine, frame, span), meshes=meshes,
-                    frame=frame)
+                    frame=frame, contacts=contacts)
 
 
 def _locate(scan: Scan, head: np.ndarray, lesion: np.ndarray, frame: HeadFrame, fit, settings: Settings,
-            edge, roof_medial, acetabulum) -> tuple[dict, dict, list[str]]:
+            edge, roof_medial, acetabulum, contacts: dict | None = None) -> tuple[dict, dict, list[str]]:
     """Weight-bearing span, zones, types and angles in the head frame (docs/method.md sections 1
-    and 4). Returns ``(weight_bearing, location figures, warnings)``."""
+    and 4). Returns ``(weight_bearing, location figures, warnings)``; ``contacts`` receives the
+    mid-planes' surface contact (:func:`pipeline.measures.location.location_metrics`)."""
     warnings = []
     if fit.rms_mm > settings.head.max_sphere_rms_mm:
         warnings.append(
@@ -176,7 +181,7 @@ def _locate(scan: Scan, head: np.ndarray, lesion: np.ndarray, frame: HeadFrame, 
     warnings += span["details"].pop("warnings")
     location = location_metrics(head, lesion, scan.affine, frame, span,
                                 step_mm=settings.location.plane_step_mm,
-                                contact_shell_mm=settings.location.contact_shell_mm)
+                                contact_shell_mm=settings.location.contact_shell_mm, contacts=contacts)
     # The empty-lesion case is already stated once by measure_hip.
     warnings += [w for w in location.pop("warnings") if not w.startswith("empty lesion")]
     return span, location, warnings

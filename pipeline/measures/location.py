@@ -533,6 +533,7 @@ def location_metrics(
     step_mm: float = 0.25,
     contact_shell_mm: float = 1.0,
     sample_order: int = 1,
+    contacts: dict | None = None,
 ) -> dict:
     """Location of the lesion in the head (docs/method.md section 4).
 
@@ -554,6 +555,9 @@ def location_metrics(
         3.5 mm, against the continuous truth).
     sample_order : {0, 1}
         Mid-plane sampling: 1 trilinear thresholded at 0.5 (default), 0 nearest neighbour.
+    contacts : dict, optional
+        Receives the :class:`SurfaceContact` of each mid-plane the arcs were measured on, by plane
+        name (none for an empty lesion), so that qc.png draws them without sampling again.
 
     Returns
     -------
@@ -586,14 +590,16 @@ def location_metrics(
     else:
         warnings.append("no lesion in the upper hemisphere (w > 0): jic_type_3d is null")
 
-    arcs = _mid_plane_figures(head, lesion, affine, frame, span, step_mm, contact_shell_mm, sample_order, out)
+    arcs = _mid_plane_figures(head, lesion, affine, frame, span, step_mm, contact_shell_mm, sample_order, out,
+                              contacts)
     _combined_angles(arcs, out)
     _centroid_angles(uvw, out)
     return out
 
 
 def _mid_plane_figures(head: np.ndarray, lesion: np.ndarray, affine: np.ndarray, frame: HeadFrame, span: dict,
-                       step_mm: float, contact_shell_mm: float, sample_order: int, out: dict) -> dict:
+                       step_mm: float, contact_shell_mm: float, sample_order: int, out: dict,
+                       contacts: dict | None = None) -> dict:
     """Necrotic arcs on the mid-coronal and mid-sagittal planes; JIC and ARCO types from the coronal one.
 
     Parameters
@@ -608,6 +614,8 @@ def _mid_plane_figures(head: np.ndarray, lesion: np.ndarray, affine: np.ndarray,
         As in :func:`location_metrics`.
     out : dict
         The location figures: jic_type and arco2021_type are set, warnings appended to.
+    contacts : dict, optional
+        Receives each plane's :class:`SurfaceContact`.
 
     Returns
     -------
@@ -618,6 +626,8 @@ def _mid_plane_figures(head: np.ndarray, lesion: np.ndarray, affine: np.ndarray,
     arcs = {}
     for plane in ("coronal", "sagittal"):
         sc = surface_contact(head, lesion, affine, frame, plane, step_mm, contact_shell_mm, sample_order)
+        if contacts is not None:
+            contacts[plane] = sc
         les = sc.lesion
         if not les.image.any():
             # a lesion that does not cross the plane touches no surface there: its arc is 0, so CNA,

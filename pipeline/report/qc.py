@@ -726,8 +726,11 @@ def _plane_panel(canvas: _Canvas, slot, analysis, plane: str, half: float, step:
     panel = _Panel(rec)
     panel.plane(img, a_mm, w_mm, lo, hi)
     # the contact dots under the lines, as before; their legend entry after the sphere's
-    sc = surface_contact(analysis.head, analysis.lesion, scan.affine, frame, plane,
-                         step_mm=location.plane_step_mm, contact_shell_mm=location.contact_shell_mm)
+    # the contact the arcs were measured on (measure_hip keeps it); sampled here only when absent
+    sc = (getattr(analysis, "contacts", None) or {}).get(plane)
+    if sc is None:
+        sc = surface_contact(analysis.head, analysis.lesion, scan.affine, frame, plane,
+                             step_mm=location.plane_step_mm, contact_shell_mm=location.contact_shell_mm)
     contact_label = f"surface contact (arc, {location.contact_shell_mm:g} mm shell)"
     if sc.contact.any():
         panel.dots(np.column_stack(sc.points_mm()), CONTACT_COLOUR, 0.5, "surface-contact", contact_label)
