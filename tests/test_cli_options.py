@@ -24,3 +24,19 @@ def test_bad_numbers_exit_2_one_line(tmp_path, capsys, option, value, expected):
     assert err.startswith("onfh: error: ") and err.count("\n") == 1
     assert expected in err and repr(value) in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("given, expected", [(None, "1"), ("3", "3")])
+def test_onfh_runs_blas_on_one_thread_unless_the_environment_says(given, expected):
+    """`onfh` sets OPENBLAS_NUM_THREADS (and MKL's, vecLib's) to 1 before numpy loads; a user's own value wins."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given is not None:
+        env["OPENBLAS_NUM_THREADS"] = given
+    code = ("import os, sys; from pipeline.app.cli import one_blas_thread; one_blas_thread(); "
+            "assert 'numpy' not in sys.modules; print(os.environ['OPENBLAS_NUM_THREADS'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == expected

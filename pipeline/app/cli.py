@@ -156,7 +156,26 @@ def _dicom_seg_option(p, scope: str = "") -> None:
                    f"{scope}; they carry the patient and study modules, to go back to the PACS")
 
 
+#: BLAS thread-count variables that `onfh` sets to 1 unless the environment sets them (see main)
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
+def one_blas_thread() -> None:
+    """Let BLAS run on one thread in this process, unless the user's environment says otherwise.
+
+    The products of one scan are small (points x 3 by 3 x 3); a second BLAS thread only spins,
+    and on a busy machine it made them several times slower (docs/batch.md: batch workers run
+    with one thread already, so `onfh analyze` now computes exactly as they do). Only effective
+    before numpy is first imported, which the commands do lazily.
+    """
+    if "numpy" in sys.modules:
+        return
+    for var in BLAS_THREAD_VARIABLES:
+        os.environ.setdefault(var, "1")
+
+
 def main(argv: list[str] | None = None) -> int:
+    one_blas_thread()
     argv = _join_negative_points(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     try:
