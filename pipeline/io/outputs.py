@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -262,18 +263,25 @@ def sha256_of(path: str | Path, files: list[str] | None = None) -> str:
     return digest.hexdigest()
 
 
-def provenance(settings, elapsed_s: float | None = None) -> dict:
-    versions = {}
+@functools.cache
+def _package_versions() -> tuple:
+    """(name, version or None) of :data:`PACKAGES`, looked up once per process (each lookup
+    searches every sys.path entry: about 0.05 s a scan in a batch)."""
+    versions = []
     for name in PACKAGES:
         try:
-            versions[name] = metadata.version(name)
+            versions.append((name, metadata.version(name)))
         except metadata.PackageNotFoundError:
-            versions[name] = None
+            versions.append((name, None))
+    return tuple(versions)
+
+
+def provenance(settings, elapsed_s: float | None = None) -> dict:
     return {
         "software": "onfh-pipeline",
         "software_version": __version__,
         "python": platform.python_version(),
-        "packages": versions,
+        "packages": dict(_package_versions()),
         "config_sha256": settings.sha256,
         "config": settings.model_dump(mode="json"),
         "elapsed_seconds": None if elapsed_s is None else round(elapsed_s, 3),
