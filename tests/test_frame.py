@@ -326,3 +326,18 @@ def test_real_ct_select_side(real_ct):
     both = masks["femur_right"] | masks["femur_left"]
     assert np.array_equal(F.select_side(both, scan.affine, "right"), masks["femur_right"])
     assert np.array_equal(F.select_side(both, scan.affine, "left"), masks["femur_left"])
+
+
+@pytest.mark.parametrize("order", [0, 1])
+def test_sample_masks_gives_each_mask_what_sample_mask_gives_it_alone(order):
+    from pipeline.geometry.frame import sample_mask, sample_masks
+
+    rng = np.random.default_rng(3)
+    masks = [rng.random((20, 18, 16)) > p for p in (0.3, 0.6, 0.9)]
+    aff = np.array([[0.9, 0.1, 0.0, -5.0], [0.0, 1.1, 0.2, 3.0], [0.1, 0.0, 2.5, 1.0], [0, 0, 0, 1.0]])
+    pts = rng.uniform(-10, 35, (40, 30, 3))
+    values, in_fov = sample_masks(masks, aff, pts, order)
+    for mask, got in zip(masks, values):
+        alone, fov = sample_mask(mask, aff, pts, order)
+        assert np.array_equal(got, alone) and np.array_equal(in_fov, fov)
+    assert in_fov.any() and not in_fov.all()

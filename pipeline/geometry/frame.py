@@ -80,25 +80,41 @@ def sample_mask(mask: np.ndarray, affine: np.ndarray, points_mm: np.ndarray, ord
     in_fov : ndarray of bool, shape (...)
         The point falls inside the image grid (within half a voxel of a voxel centre).
     """
-    mask = np.asarray(mask, dtype=bool)
+    (values,), in_fov = sample_masks([mask], affine, points_mm, order)
+    return values, in_fov
+
+
+def sample_masks(masks, affine: np.ndarray, points_mm: np.ndarray, order: int = 0):
+    """:func:`sample_mask` of several masks on one grid at the same points, the points' voxel
+    indices computed once (each mask's values are those :func:`sample_mask` gives it alone).
+
+    Returns ``(list of values, in_fov)``.
+    """
+    masks = [np.asarray(mask, dtype=bool) for mask in masks]
+    shape = masks[0].shape
+    if any(mask.shape != shape for mask in masks):
+        raise ValueError(f"masks differ in shape: {[mask.shape for mask in masks]}")
     ijk = mm_to_index(affine, points_mm)
     idx = np.rint(ijk).astype(np.int64)
-    in_fov = np.all((idx >= 0) & (idx < np.array(mask.shape)), axis=-1)
-    values = np.zeros(in_fov.shape, dtype=bool)
+    in_fov = np.all((idx >= 0) & (idx < np.array(shape)), axis=-1)
+    out = [np.zeros(in_fov.shape, dtype=bool) for _ in masks]
     if not in_fov.any():
-        return values, in_fov
+        return out, in_fov
     if order == 0:
         hit = idx[in_fov]
-        values[in_fov] = mask[hit[:, 0], hit[:, 1], hit[:, 2]]
-        return values, in_fov
+        for values, mask in zip(out, masks):
+            values[in_fov] = mask[hit[:, 0], hit[:, 1], hit[:, 2]]
+        return out, in_fov
     # interpolate on the crop the points need, not on the whole (possibly huge) mask
     inside = ijk[in_fov]
     lo = np.maximum(np.floor(inside.min(axis=0)).astype(int) - 1, 0)
-    hi = np.minimum(np.ceil(inside.max(axis=0)).astype(int) + 2, mask.shape)
-    crop = mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].astype(np.float32)
-    interp = ndimage.map_coordinates(crop, (inside - lo).T, order=1, mode="nearest")
-    values[in_fov] = interp >= 0.5
-    return values, in_fov
+    hi = np.minimum(np.ceil(inside.max(axis=0)).astype(int) + 2, shape)
+    coords = (inside - lo).T
+    for values, mask in zip(out, masks):
+        crop = mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].astype(np.float32)
+        interp = ndimage.map_coordinates(crop, coords, order=1, mode="nearest")
+        values[in_fov] = interp >= 0.5
+    return out, in_fov
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
@@ -754,11 +770,19 @@ def sample_plane(
     -------
     PlaneSample
     """
+    return sample_planes([mask], affine, frame, plane, step_mm, half_width_mm, order)[0]
+
+
+def sample_planes(masks, affine: np.ndarray, frame: HeadFrame, plane: str = "coronal", step_mm: float = 0.25,
+                  half_width_mm: float | None = None, order: int = 0) -> list[PlaneSample]:
+    """:func:`sample_plane` of several masks on one grid, the plane's points located once
+    (:func:`sample_masks`); one :class:`PlaneSample` per mask, each as :func:`sample_plane` gives it."""
     half = 1.5 * frame.radius if half_width_mm is None else float(half_width_mm)
     k = int(np.ceil(half / step_mm))
     coords = np.arange(-k, k + 1) * float(step_mm)
-    values, in_fov = sample_mask(mask, affine, plane_points(frame, plane, coords, coords), order)
-    return PlaneSample(values, coords, coords.copy(), in_fov, plane)
+    values, in_fov = sample_masks(masks, affine, plane_points(frame, plane, coords, coords), order)
+    return [PlaneSample(v, coords if i == 0 else coords.copy(), coords.copy(), in_fov if i == 0 else in_fov.copy(),
+                        plane) for i, v in enumerate(values)]
 
 
 # --------------------------------------------------------------------------------------------

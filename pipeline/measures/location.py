@@ -38,7 +38,7 @@ from scipy import ndimage
 from pipeline.config import LocationSettings
 from pipeline.errors import InputError
 from pipeline.geometry.affine import voxel_spacing, voxel_volume_mm3
-from pipeline.geometry.frame import HeadFrame, PlaneSample, sample_mask, sample_plane
+from pipeline.geometry.frame import HeadFrame, PlaneSample, sample_mask, sample_planes
 
 JIC_ZONES = ("A", "B", "C1", "C2")
 AP_REGIONS = ("anterior", "central", "posterior")
@@ -476,8 +476,7 @@ def surface_contact(
     head = np.asarray(head_mask, dtype=bool)
     lesion = np.asarray(lesion_mask, dtype=bool) & head
     half = frame.radius + 2.0 * float(voxel_spacing(affine).max()) + 2.0
-    les = sample_plane(lesion, affine, frame, plane, step_mm, half, order=sample_order)
-    hd = sample_plane(head, affine, frame, plane, step_mm, half, order=sample_order)
+    les, hd = sample_planes([lesion, head], affine, frame, plane, step_mm, half, order=sample_order)
     return SurfaceContact(les, hd, contact_pixels(les, hd, float(contact_shell_mm)))
 
 
