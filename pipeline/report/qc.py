@@ -38,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pipeline.geometry.affine import mm_to_index
-from pipeline.geometry.frame import HeadFrame, plane_points, sample_plane
+from pipeline.geometry.frame import HeadFrame, plane_points, sample_planes
 from pipeline.geometry.mesh import mask_mesh
 from pipeline.measures.location import surface_contact
 
@@ -95,12 +95,7 @@ VIEWER_LEFT = {"coronal": np.array([1.0, 0.0, 0.0]), "sagittal": np.array([0.0, 
 def sample_image_plane(data: np.ndarray, affine: np.ndarray, frame: HeadFrame, plane: str,
                        a_mm: np.ndarray, w_mm: np.ndarray) -> np.ndarray:
     """Image intensities on a mid-plane pixel grid (trilinear; 0 outside the field of view)."""
-    from scipy import ndimage
-
-    pts = plane_points(frame, plane, a_mm, w_mm)
-    ijk = mm_to_index(affine, pts)
-    return ndimage.map_coordinates(np.asarray(data, dtype=np.float32), np.moveaxis(ijk, -1, 0),
-                                   order=1, mode="constant", cval=0.0)
+    return _sample(data, affine, plane_points(frame, plane, a_mm, w_mm))
 
 
 # --------------------------------------------------------------------------------------------
@@ -712,8 +707,7 @@ def _plane_panel(canvas: _Canvas, slot, analysis, plane: str, half: float, step:
     frame, result, scan = analysis.frame, analysis.result, analysis.scan
     # Outlines sampled as location.py samples its planes (trilinear, thresholded at 0.5), so the
     # lesion's drawn extremes are the ones the JIC type and arcs were read from.
-    head = sample_plane(analysis.head, scan.affine, frame, plane, step, half, order=1)
-    lesion = sample_plane(analysis.lesion, scan.affine, frame, plane, step, half, order=1)
+    head, lesion = sample_planes([analysis.head, analysis.lesion], scan.affine, frame, plane, step, half, order=1)
     img = sample_image_plane(scan.data, scan.affine, frame, plane, head.a_mm, head.w_mm)
     lo, hi = np.percentile(img[head.in_fov], [1, 99.5]) if head.in_fov.any() else (0, 1)
     screen_right, screen_up, reversed_a = panel_axes(frame, plane)
@@ -836,9 +830,26 @@ def depression_plane(result, frame: HeadFrame) -> DepressionPlane:
 
 
 def _sample(values: np.ndarray, affine: np.ndarray, points: np.ndarray, order: int = 1) -> np.ndarray:
+    """``values`` (as float32) at world points (..., 3), interpolated (``order``); 0 outside the grid.
+
+    Only the box of the grid the points reach (and a voxel around it) is converted to float32 and
+    interpolated on: the values are those of the whole grid (shifting the indices by whole voxels
+    is exact, and every voxel an interpolation reads lies in the box), at a fraction of the cost
+    of converting a whole scan.
+    """
     from scipy import ndimage
 
     ijk = mm_to_index(affine, points)
+    values = np.asarray(values)
+    shape = np.array(values.shape)
+    finite = ijk.reshape(-1, 3)
+    finite = finite[np.isfinite(finite).all(axis=1)]
+    if len(finite):
+        lo = np.clip(np.floor(finite.min(axis=0)).astype(np.int64) - 1, 0, shape)
+        hi = np.clip(np.ceil(finite.max(axis=0)).astype(np.int64) + 2, 0, shape)
+        if np.all(hi > lo) and np.any((lo > 0) | (hi < shape)):
+            values = values[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+            ijk = ijk - lo
     return ndimage.map_coordinates(np.asarray(values, dtype=np.float32), np.moveaxis(ijk, -1, 0), order=order,
                                    mode="constant", cval=0.0)
 
@@ -851,14 +862,16 @@ def _outline_points(a_mm, w_mm, field: np.ndarray) -> list[np.ndarray]:
     return [np.asarray(line) for line in gen.lines(0.5) if len(line) > 1]
 
 
-def outline_depths(analysis, plane: DepressionPlane, radius: float, a_mm, w_mm) -> list[tuple[np.ndarray, np.ndarray]]:
+def outline_depths(analysis, plane: DepressionPlane, radius: float, a_mm, w_mm,
+                   head_field: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """The head's outline on the depression plane and its depth below the reference sphere there.
 
     Depth = (r - distance of the outline from the centre) less the same of the reference ball as
     the scan's grid images it (:func:`pipeline.measures.collapse.ball_on_grid`), sampled on the same
     plane in the same way, at the same angle: the staircase of the grid is thus not drawn as a
     depression (docs/method.md section 6). A display of the measured figure, not the measurement
-    (which averages over the 3D surface).
+    (which averages over the 3D surface). ``head_field``: the head already sampled (trilinear) on
+    the plane's a_mm x w_mm grid, when the caller has it.
 
     Returns
     -------
@@ -869,7 +882,9 @@ def outline_depths(analysis, plane: DepressionPlane, radius: float, a_mm, w_mm) 
 
     scan = analysis.scan
     pts = plane.points(a_mm, w_mm)
-    head_lines = _outline_points(a_mm, w_mm, _sample(analysis.head, scan.affine, pts))
+    if head_field is None:
+        head_field = _sample(analysis.head, scan.affine, pts)
+    head_lines = _outline_points(a_mm, w_mm, head_field)
     ball, crop = ball_on_grid(plane.center, radius, scan.affine, plane.e_sup, 0.5 * radius)
     ref_lines = _outline_points(a_mm, w_mm, _sample(ball, crop, pts))
     if not ref_lines:
@@ -913,11 +928,13 @@ def _depression_panel(canvas: _Canvas, slot, analysis, step: float) -> PanelReco
     half = 1.35 * radius
     a_mm = np.arange(-half, half + step / 2, step)
     w_mm = np.arange(-0.55 * radius, half + step / 2, step)
-    img = _sample(scan.data, scan.affine, plane.points(a_mm, w_mm))
-    inside = _sample(analysis.head, scan.affine, plane.points(a_mm, w_mm)) > 0.5
+    pts = plane.points(a_mm, w_mm)
+    img = _sample(scan.data, scan.affine, pts)
+    head_field = _sample(analysis.head, scan.affine, pts)
+    inside = head_field > 0.5
     lo, hi = np.percentile(img[inside], [1, 99.5]) if inside.any() else (0, 1)
     segments, depths = [], []
-    for line, depth in outline_depths(analysis, plane, radius, a_mm, w_mm):
+    for line, depth in outline_depths(analysis, plane, radius, a_mm, w_mm, head_field):
         # the weight-bearing half only (w > 0): below the equator lie the neck and its cut
         mid_w = 0.5 * (line[1:, 1] + line[:-1, 1])
         mid_depth = 0.5 * (depth[1:] + depth[:-1])
