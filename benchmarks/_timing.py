@@ -8,16 +8,17 @@ import subprocess
 import time
 
 
-def time_process(cmd: list[str], repeat: int, label_words: int = 3) -> dict:
+def time_process(cmd: list[str], repeat: int, label_words: int = 3, env: dict | None = None) -> dict:
     """Wall time (median, min) over ``repeat`` runs and the children's peak resident memory.
 
     ``ru_maxrss`` of RUSAGE_CHILDREN is the largest child so far, hence ``peak_rss_mb_max_so_far``.
+    ``env``: the command's environment (default: this process's).
     Raises RuntimeError with the command's stderr when it fails.
     """
     walls, peaks = [], []
     for _ in range(repeat):
         t = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         walls.append(time.perf_counter() - t)
         if proc.returncode != 0:
             raise RuntimeError(f"{cmd[:label_words + 1]} failed: {proc.stderr.strip()}")

@@ -28,8 +28,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
+#: The environment as given, for the timed processes (onfh's and pyradiomics'). This process
+#: times onfh in-process as ``onfh batch`` runs a scan (pipeline.app.cli.one_blas_thread: BLAS on
+#: one thread unless the environment says otherwise), so it sets the same before numpy loads.
+GIVEN_ENV = dict(os.environ)
+for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -168,6 +175,7 @@ def main() -> int:
     onfh = str(Path(sys.executable).with_name("onfh"))
     radiomics_python = os.environ.get("PYRADIOMICS_PYTHON")
     results = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                           "onfh_blas_threads": os.environ["OPENBLAS_NUM_THREADS"],
                            "platform": platform.platform(),
                            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}, "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,25 +186,25 @@ def main() -> int:
             entry = {"shape": case["shape"], "spacing_mm": case["spacing"]}
             entry["onfh_analyze_process"] = time_process(
                 [onfh, "analyze", str(img), "--side", "right", "--out", str(folder / "out"), "--labels", str(lab)],
-                args.repeat)
+                args.repeat, env=GIVEN_ENV)
             # The same job without the picture and the isotropic reconstruction: the figures that
             # pyradiomics' shape class also gives (volumes, meshes), plus location.
             light = folder / "light.yaml"
             light.write_text("outputs: {qc_png: false}\nreconstruction: {isotropic: false}\n")
             entry["onfh_analyze_process_no_qc_no_reconstruction"] = time_process(
                 [onfh, "analyze", str(img), "--side", "right", "--out", str(folder / "out_light"), "--labels",
-                 str(lab), "--config", str(light)], args.repeat)
+                 str(lab), "--config", str(light)], args.repeat, env=GIVEN_ENV)
             entry["phases_in_process"] = time_phases(img, lab, folder / "out_phases")
             entry["onfh_in_process_per_scan"] = time_in_process(img, lab, folder / "out_in_process", args.repeat)
             if radiomics_python:
                 script = folder / "radiomics_shape.py"
                 script.write_text(RADIOMICS_SNIPPET)
                 entry["pyradiomics_shape_process"] = time_process(
-                    [radiomics_python, str(script), str(img), str(lab)], args.repeat)
+                    [radiomics_python, str(script), str(img), str(lab)], args.repeat, env=GIVEN_ENV)
                 script_in = folder / "radiomics_shape_in_process.py"
                 script_in.write_text(RADIOMICS_IN_PROCESS_SNIPPET)
                 out = subprocess.run([radiomics_python, str(script_in), str(img), str(lab), str(args.repeat)],
-                                     capture_output=True, text=True, check=True).stdout
+                                     capture_output=True, text=True, check=True, env=GIVEN_ENV).stdout
                 entry["pyradiomics_shape_in_process_s_median"] = round(float(out.split()[-1]), 3)
                 entry["ratio_process"] = round(entry["onfh_analyze_process"]["wall_s_median"]
                                                / entry["pyradiomics_shape_process"]["wall_s_median"], 2)
