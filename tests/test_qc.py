@@ -556,21 +556,3 @@ def test_intact_head_says_no_depression_above_the_detection_limit(right):
     assert np.median(np.linalg.norm(colour - qc.depth_colour(depth.values), axis=1)) < 40
     assert np.median(np.linalg.norm(colour - qc.depth_colour(DENT_MM), axis=1)) > 150
 
-
-@pytest.mark.parametrize("order", [0, 1])
-def test_sample_reads_a_box_of_the_grid_with_the_values_of_the_whole_grid(order):
-    """qc._sample converts only the box the points reach: the values are the whole grid's, bit for bit
-    (points inside, outside and straddling the grid's edges)."""
-    from scipy import ndimage
-
-    from pipeline.geometry.affine import mm_to_index
-
-    rng = np.random.default_rng(5)
-    data = rng.integers(-500, 3000, (60, 14, 50)).astype(np.int16)
-    aff = np.array([[0.7, 0.05, 0.0, -20.0], [0.0, 0.1, 3.5, 4.0], [0.03, -0.7, 0.0, 15.0], [0, 0, 0, 1.0]])
-    # inside the grid (a box is cut), straddling its edges, beyond it
-    for lo, hi in (((-10, 40, 9), (5, 90, 13)), ((-25, 0, 5), (25, 60, 17)), ((30, 10, 9), (40, 20, 13))):
-        pts = rng.uniform(lo, hi, (31, 17, 3))
-        whole = ndimage.map_coordinates(data.astype(np.float32), np.moveaxis(mm_to_index(aff, pts), -1, 0),
-                                        order=order, mode="constant", cval=0.0)
-        assert np.array_equal(qc._sample(data, aff, pts, order), whole)

@@ -830,26 +830,10 @@ def depression_plane(result, frame: HeadFrame) -> DepressionPlane:
 
 
 def _sample(values: np.ndarray, affine: np.ndarray, points: np.ndarray, order: int = 1) -> np.ndarray:
-    """``values`` (as float32) at world points (..., 3), interpolated (``order``); 0 outside the grid.
-
-    Only the box of the grid the points reach (and a voxel around it) is converted to float32 and
-    interpolated on: the values are those of the whole grid (shifting the indices by whole voxels
-    is exact, and every voxel an interpolation reads lies in the box), at a fraction of the cost
-    of converting a whole scan.
-    """
+    """``values`` (as float32) at world points (..., 3), interpolated (``order``); 0 outside the grid."""
     from scipy import ndimage
 
     ijk = mm_to_index(affine, points)
-    values = np.asarray(values)
-    shape = np.array(values.shape)
-    finite = ijk.reshape(-1, 3)
-    finite = finite[np.isfinite(finite).all(axis=1)]
-    if len(finite):
-        lo = np.clip(np.floor(finite.min(axis=0)).astype(np.int64) - 1, 0, shape)
-        hi = np.clip(np.ceil(finite.max(axis=0)).astype(np.int64) + 2, 0, shape)
-        if np.all(hi > lo) and np.any((lo > 0) | (hi < shape)):
-            values = values[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-            ijk = ijk - lo
     return ndimage.map_coordinates(np.asarray(values, dtype=np.float32), np.moveaxis(ijk, -1, 0), order=order,
                                    mode="constant", cval=0.0)
 
