@@ -341,3 +341,15 @@ def test_sample_masks_gives_each_mask_what_sample_mask_gives_it_alone(order):
         alone, fov = sample_mask(mask, aff, pts, order)
         assert np.array_equal(got, alone) and np.array_equal(in_fov, fov)
     assert in_fov.any() and not in_fov.all()
+
+
+def test_column_bounds_and_within_grid_equal_the_numpy_reductions():
+    from pipeline.geometry.affine import column_bounds, within_grid
+
+    rng = np.random.default_rng(4)
+    pts = rng.normal(0, 30, (5000, 3))
+    lo, hi = column_bounds(pts)
+    assert np.array_equal(lo, pts.min(axis=0)) and np.array_equal(hi, pts.max(axis=0))
+    idx = rng.integers(-3, 25, (40, 50, 3))
+    shape = (20, 22, 18)
+    assert np.array_equal(within_grid(idx, shape), np.all((idx >= 0) & (idx < np.array(shape)), axis=-1))

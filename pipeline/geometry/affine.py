@@ -52,6 +52,26 @@ def row_norms(vectors: np.ndarray) -> np.ndarray:
     return np.sqrt(out, out=out)
 
 
+def column_bounds(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(points.min(axis=0), points.max(axis=0))`` of points (N, k), the same values, column by
+    column: a reduction along the first axis of an (N, 3) array runs a short strided loop per
+    point, some 20 times slower than three contiguous-stride reductions."""
+    pts = np.asarray(points)
+    lo = np.array([pts[:, k].min() for k in range(pts.shape[1])], dtype=pts.dtype)
+    hi = np.array([pts[:, k].max() for k in range(pts.shape[1])], dtype=pts.dtype)
+    return lo, hi
+
+
+def within_grid(idx: np.ndarray, shape) -> np.ndarray:
+    """``np.all((idx >= 0) & (idx < shape), axis=-1)`` of integer indices (..., 3), axis by axis
+    (no (..., 3) temporaries and no reduction over a length-3 last axis)."""
+    ok = (idx[..., 0] >= 0) & (idx[..., 0] < shape[0])
+    for k in range(1, len(shape)):
+        ok &= idx[..., k] >= 0
+        ok &= idx[..., k] < shape[k]
+    return ok
+
+
 def mask_points_mm(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """RAS mm of the centres of the mask's voxels, shape (N, 3), in np.argwhere order."""
     return index_to_mm(affine, np.argwhere(np.asarray(mask, dtype=bool)))

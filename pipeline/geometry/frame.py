@@ -35,11 +35,13 @@ from pipeline.errors import InputError
 from pipeline.geometry.affine import (
     bounding_box,
     box_start,
+    column_bounds,
     index_to_mm,
     mask_points_mm,
     mm_to_index,
     row_norms,
     voxel_spacing,
+    within_grid,
 )
 from pipeline.geometry.side import check_side, side_of_x
 
@@ -96,7 +98,7 @@ def sample_masks(masks, affine: np.ndarray, points_mm: np.ndarray, order: int = 
         raise ValueError(f"masks differ in shape: {[mask.shape for mask in masks]}")
     ijk = mm_to_index(affine, points_mm)
     idx = np.rint(ijk).astype(np.int64)
-    in_fov = np.all((idx >= 0) & (idx < np.array(shape)), axis=-1)
+    in_fov = within_grid(idx, shape)
     out = [np.zeros(in_fov.shape, dtype=bool) for _ in masks]
     if not in_fov.any():
         return out, in_fov
@@ -107,8 +109,9 @@ def sample_masks(masks, affine: np.ndarray, points_mm: np.ndarray, order: int = 
         return out, in_fov
     # interpolate on the crop the points need, not on the whole (possibly huge) mask
     inside = ijk[in_fov]
-    lo = np.maximum(np.floor(inside.min(axis=0)).astype(int) - 1, 0)
-    hi = np.minimum(np.ceil(inside.max(axis=0)).astype(int) + 2, shape)
+    lo, hi = column_bounds(inside)
+    lo = np.maximum(np.floor(lo).astype(int) - 1, 0)
+    hi = np.minimum(np.ceil(hi).astype(int) + 2, shape)
     coords = (inside - lo).T
     for values, mask in zip(out, masks):
         crop = mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].astype(np.float32)

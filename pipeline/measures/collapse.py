@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.geometry.affine import mm_to_index, row_norms
+from pipeline.geometry.affine import column_bounds, mm_to_index, row_norms
 from pipeline.geometry.frame import HeadFrame, SphereFit
 from pipeline.geometry.mesh import mask_mesh
 
@@ -324,8 +324,9 @@ class SurfaceMean:
         from scipy import ndimage
 
         self.cell = sigma_mm / 1.5
-        self.origin = points.min(axis=0) - 4.0 * sigma_mm
-        shape = tuple(np.ceil((points.max(axis=0) + 4.0 * sigma_mm - self.origin) / self.cell).astype(int) + 2)
+        low, high = column_bounds(points)
+        self.origin = low - 4.0 * sigma_mm
+        shape = tuple(np.ceil((high + 4.0 * sigma_mm - self.origin) / self.cell).astype(int) + 2)
         pos = (points - self.origin) / self.cell
         base = np.floor(pos).astype(np.int64)
         frac = pos - base
