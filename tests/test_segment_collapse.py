@@ -129,3 +129,26 @@ def test_dented_phantom_on_sagittal_slices_follows_the_dent():
     assert auto["dice_head"] > 0.97
     assert abs(auto["depression_mm"] - depth) <= V.TARGET_ERROR_MM["thick"], auto
     assert auto["stage"] in ("IIIA", "IIIB"), auto
+
+
+def test_broad_dent_on_coronal_slices_keeps_the_intact_edge_offset():
+    """The collapse validation's coronal grid (0.7 x 0.7 x 3.5 mm), a 5 mm dent against the intact
+    head, rendered as ``scripts/collapse_validation.py`` makes them. The sphere radius' offset from
+    the cortical edge is read on the intact surface only (lines deeper than the detection limit
+    are left out of its median): with the dent's lines in it, it rose by about 0.3 mm and every
+    depth shrank by as much (the automatic depression was 4.19 mm, 0.81 mm short). Now the offset
+    stays within 0.15 mm of the intact head's and the depression within the thick-slice target."""
+    grid = "coronal 0.7x0.7x3.5"
+    offsets = {}
+    for depth in (0.0, 5.0):
+        seed = [V.AUTO_SEED, list(V.GRIDS).index(grid), V.DEPTHS.index(depth)]
+        scan, head_t, lesion_t, truth = V.render_dent_scan(V.subject(), depth, grid, seed)
+        res = segment_hip(scan, "right", Settings())
+        offsets[depth] = res.confidence["dome_surface"]["edge_offset_mm"]
+        if depth:
+            out = V.measure(res.head, scan.affine, truth)
+            assert abs(out["head_depression_mm"] - depth) <= V.TARGET_ERROR_MM["thick"], out["head_depression_mm"]
+            assert out["arco2019_collapse"] == "IIIB"
+        else:
+            assert res.confidence["dome_surface"]["accepted_directions"] == 0
+    assert abs(offsets[5.0] - offsets[0.0]) < 0.15, offsets

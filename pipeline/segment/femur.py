@@ -502,7 +502,8 @@ def dome_surface(norm_w: np.ndarray, crop_affine: np.ndarray, scan_affine: np.nd
     (:func:`first_rising_edge` on the marrow-scaled signal, from ``dome_search_mm`` inside the
     sphere to ``dome_outer_mm`` outside it; the dip's inward rise ``dome_min_dip`` asked in
     proportion finest spacing / the scan voxel's extent along the line). Its inward deviation from the sphere, less the
-    median deviation over the dome (the sphere radius' own offset from that edge), is averaged
+    median deviation over the intact dome (the sphere radius' own offset from that edge; lines deeper than the
+    detection limit are left out of that median, trimmed until the set kept is stable), is averaged
     over the surface by a Gaussian of ``dome_sigma_mm`` and accepted only where it exceeds the
     collapse detection limit along that direction (:func:`pipeline.measures.collapse.detection_limit_mm`);
     there and within ``dome_sigma_mm`` x 2 of it the radius follows the image, elsewhere the
@@ -552,7 +553,20 @@ def dome_surface(norm_w: np.ndarray, crop_affine: np.ndarray, scan_affine: np.nd
     if found.sum() < 20:
         return RadialSurface(centre, dirs, radii_out, radius), info
     raw = radius - edge
+    limit = detection_limit_mm(e, scan_affine, settings.collapse.detection_limit_factor)
+    # the sphere radius' own offset from the edge is a property of the intact surface: the lines
+    # deeper than the detection limit (a dent's) are left out of its median, else a broad dent
+    # raises it and every depth, the dent's included, shrinks by that much (0.3 mm for a 5 mm
+    # dent on 3.5-4 mm slices). Trimmed until the set of lines kept no longer changes (two or
+    # three passes; ten at most).
     offset = float(np.median(raw[found]))
+    kept = found
+    for _ in range(10):
+        keep = found & (raw - offset < limit)
+        if keep.sum() < 20 or np.array_equal(keep, kept):
+            break
+        kept = keep
+        offset = float(np.median(raw[keep]))
     info["edge_offset_mm"] = offset
     # no surface seen: no evidence of a dent there (the sphere's depth, 0)
     raw = np.where(found, np.clip(raw - offset, -2.0, s.dome_search_mm), 0.0)
@@ -569,7 +583,6 @@ def dome_surface(norm_w: np.ndarray, crop_affine: np.ndarray, scan_affine: np.nd
         ang = np.arccos(np.clip(e[nb] @ e[i], -1.0, 1.0))
         w = np.exp(-0.5 * (ang * radius / sigma) ** 2)
         depth[i] = float((w * med[nb]).sum() / w.sum())
-    limit = detection_limit_mm(e, scan_affine, settings.collapse.detection_limit_factor)
     accepted = depth > limit
     info["accepted_directions"] = int(accepted.sum())
     if accepted.any():
