@@ -121,7 +121,7 @@ def test_dented_phantom_on_sagittal_slices_follows_the_dent():
     where the dip's inward rise is asked in proportion to the voxel's extent along the line
     (``dome_surface``). The automatic depression lies within the thick-slice target of the truth
     and is a collapse. 2.5 mm lies 0.5 mm from the 2 mm IIIA/IIIB cut, inside the margin where the
-    stage is not held to the truth (docs/method.md section 6): it measures about 2.0 mm, IIIA."""
+    stage is not held to the truth (docs/method.md section 6): it measures about 2.0 mm, at the cut."""
     grid, depth = "sagittal 0.7x0.7x3.5", 2.5
     seed = [V.AUTO_SEED, list(V.GRIDS).index(grid), V.DEPTHS.index(depth)]
     scan, head_t, lesion_t, truth = V.render_dent_scan(V.subject(), depth, grid, seed)
