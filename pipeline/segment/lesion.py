@@ -350,8 +350,10 @@ def drill_track(head_w: np.ndarray, healthy: np.ndarray, lesion: np.ndarray, nor
     Core decompression leaves a straight tube (3-4 mm across) of fluid or granulation tissue from
     the lateral femoral cortex through the neck into the lesion: T1-dark like a dark core, but not
     necrosis. In the healthy marrow between the neck and the lesion it is seen as a thin, dark,
-    elongated structure that the opening removes from the lesion candidate; there its axis and
-    radius are read (principal axis of the piece, radius from its volume per length). The tube is
+    elongated structure that the opening removes from the lesion candidate; there its radius is
+    read (from the piece's volume per length), and its axis from the dark line the track draws
+    back through the marrow (:func:`track_axis`, given the femur as ``bone``; the piece's own
+    principal axis where no line is seen or ``bone`` is None). The tube is
     then followed along its straight axis into the lesion, 1 mm at a time, for as long as it is
     still seen: darker, by at least ``track_contrast`` (fraction of marrow), than a coaxial ring
     around it. A track hidden in a core as dark as itself (Mitchell C/D) is thus followed only as
