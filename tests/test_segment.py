@@ -343,6 +343,14 @@ def test_track_axis_recovers_a_tube_from_a_tilted_guess():
     found, seen, guess_seen = track_axis(image, bone, affine, anchor, guess, 1.75, Settings())
     assert np.degrees(np.arccos(np.clip(found @ true, -1, 1))) < 5.0
     assert seen > 0.4 and guess_seen < 0.1  # the tube's contrast 0.5 along the right line
+    # a line fainter than track_contrast (0.05) is not taken for the track: the piece's own axis is
+    # kept (no bone behind the piece, e.g. the neck outside the field of view, scores 0 alike)
+    faint = np.where(image < 1.0, 0.97, 1.0).astype(np.float32)
+    found, seen, guess_seen = track_axis(faint, bone, affine, anchor, guess, 1.75, Settings())
+    assert np.allclose(found, guess / np.linalg.norm(guess))
+    assert seen == guess_seen < Settings().segmentation.track_contrast
+    assert track_axis(faint, bone, affine, anchor, guess, 1.75,
+                      Settings(segmentation={"track_contrast": 0.01}))[0] @ true > 0.99  # seen when asked less
 
 
 def test_femur_mask_alone_isolates_the_head_and_segments_the_lesion_inside(tmp_path):
