@@ -80,11 +80,13 @@ def subject(radius: float = 23.5, nf_pct: float = 20.0) -> P.Subject:
     return P.build_subject(params)
 
 
-def label_grid(subj: P.Subject, depth: float, grid: str, offset=(0.0, 0.0, 0.0)):
+def label_grid(subj: P.Subject, depth: float, grid: str, offset=(0.0, 0.0, 0.0), shape: dict | None = None):
     """Head and lesion masks (partial-volume rule) of the right hip with a dent of ``depth`` mm,
-    on a 64 mm field of view around the head, and the grid's affine and the truth."""
+    on a 64 mm field of view around the head, and the grid's affine and the truth. ``shape``: more
+    :class:`~pipeline.synthetic.phantom.HipState` fields of the dent (``dent_direction``,
+    ``dent_radius_mm``); None: a flat dent over the lesion."""
     spacing, plane, oblique = GRIDS[grid]
-    visit = P.Visit(right=P.HipState(dent_mm=depth))
+    visit = P.Visit(right=P.HipState(dent_mm=depth, **(shape or {})))
     hip = subj.hips["right"]
     fov = tuple(float(np.ceil(2 * hip.r + 16.0)) for _ in range(3))
     acq = P.Acquisition(spacing_mm=spacing, fov_mm=fov, centre_ras=tuple(float(x) for x in offset), plane=plane,
@@ -113,9 +115,9 @@ def measure(head: np.ndarray, affine: np.ndarray, truth: dict, settings: Setting
     return out
 
 
-def dent_case(subj: P.Subject, depth: float, grid: str, offset=(0.31, 0.17, 0.43)) -> dict:
-    """One row of the dent table."""
-    head, lesion, aff, truth = label_grid(subj, depth, grid, offset)
+def dent_case(subj: P.Subject, depth: float, grid: str, offset=(0.31, 0.17, 0.43), shape: dict | None = None) -> dict:
+    """One row of the dent table (``shape``: as :func:`label_grid`)."""
+    head, lesion, aff, truth = label_grid(subj, depth, grid, offset, shape)
     out = measure(head, aff, truth)
     rec = out["collapse"]
     centre = np.asarray(truth["head_center_ras_mm"])
@@ -134,7 +136,11 @@ def dent_case(subj: P.Subject, depth: float, grid: str, offset=(0.31, 0.17, 0.43
     spacing = np.linalg.norm(aff[:3, :3], axis=0)
     inside = True
     if depth > 0:
-        half_angle = math.asin(math.sqrt(2 * r * depth - depth**2) / r)
+        # the rim's angle from the dent's axis: where the cut meets the sphere
+        rd = truth["dent"].get("crater_radius_mm")
+        dist = r - depth + rd if rd is not None else None
+        half_angle = (math.acos((r - depth) / r) if rd is None
+                      else math.acos((dist * dist + r * r - rd * rd) / (2 * dist * r)))
         for k in np.flatnonzero(spacing > 1.5 * spacing.min()):
             cone = math.acos(1.0 - spacing[k] / r)
             off_axis = math.acos(min(1.0, abs(float(axis @ aff[:3, k]) / spacing[k])))
@@ -168,7 +174,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * float((a & b).sum()) / total
 
 
-def render_dent_scan(subj: P.Subject, depth: float, grid: str, seed):
+def render_dent_scan(subj: P.Subject, depth: float, grid: str, seed, shape: dict | None = None):
     """An MRI of the right hip with a dent of ``depth`` mm on ``grid`` (a 112 x 112 x 96 mm field
     of view holding the head and acetabulum), as :class:`Scan`, its truth head and lesion labels
     (partial-volume rule, canonical order) and the truth."""
@@ -180,7 +186,8 @@ def render_dent_scan(subj: P.Subject, depth: float, grid: str, seed):
         render_ss=(2, 2, 2) if iso else (1, 1, max(1, round(spacing[2] / spacing[0]))),
         psf_sigma_vox=(0.35, 0.35, 0.35) if iso else (0.45, 0.45, 0.0),
         label_ss=tuple(int(math.ceil(s / 0.4)) for s in spacing), label_ss_bone=(1, 1, 1))
-    r = P.render_scan(subj, P.Visit(right=P.HipState(dent_mm=depth)), acq, ("right",), seed=seed, truth_h=0.5)
+    r = P.render_scan(subj, P.Visit(right=P.HipState(dent_mm=depth, **(shape or {}))), acq, ("right",), seed=seed,
+                      truth_h=0.5)
     scan = Scan.from_source(r.image.astype(np.float32), r.affine, {"path": f"dent {depth:g} {grid}",
                                                                     "format": "phantom"})
     labels = scan.from_source_order(r.labels)
@@ -209,10 +216,11 @@ def auto_measure(scan: Scan, truth: dict, head_t: np.ndarray, lesion_t: np.ndarr
     }
 
 
-def auto_case(subj: P.Subject, depth: float, grid: str) -> dict:
+def auto_case(subj: P.Subject, depth: float, grid: str, shape: dict | None = None, seed=None) -> dict:
     """The automatic columns of one dent row: render, segment, measure."""
-    seed = [AUTO_SEED, list(GRIDS).index(grid), DEPTHS.index(depth) if depth in DEPTHS else int(depth * 100)]
-    scan, head_t, lesion_t, truth = render_dent_scan(subj, depth, grid, seed)
+    if seed is None:
+        seed = [AUTO_SEED, list(GRIDS).index(grid), DEPTHS.index(depth) if depth in DEPTHS else int(depth * 100)]
+    scan, head_t, lesion_t, truth = render_dent_scan(subj, depth, grid, seed, shape)
     auto = auto_measure(scan, truth, head_t, lesion_t)
     grid_labels = measure(head_t, scan.affine, truth)
     return {
@@ -328,7 +336,11 @@ def main(argv=None) -> None:
     ap.add_argument("--no-null", action="store_true", help="skip the null distribution on intact heads")
     ap.add_argument("--out", type=Path, help=f"write the JSON here (default {OUT.relative_to(ROOT)} for a full run; "
                                              "a run with --grids/--depths/--no-null writes nothing unless given)")
+    ap.add_argument("--table", action="store_true", help="print the committed table as markdown rows and stop")
     args = ap.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(OUT.read_text())["dents"]))
+        return
     grids = _pick_grids(args.grids)
     depths = [float(x) for x in args.depths.split(",")] if args.depths else list(DEPTHS)
     partial = bool(args.grids or args.depths or args.no_null)
@@ -389,6 +401,19 @@ def main(argv=None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {out}")
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The dent table of docs/method.md section 6 from the rows of collapse.json (``--table``)."""
+    lines = []
+    for r in rows:
+        les = r.get("auto_dice_lesion")
+        lines.append(
+            f"| {r['grid']} | {r['dent_mm']:.1f} | {r['depression_mm']:.2f} | {r['error_mm']:+.2f} | "
+            f"{r['stage_truth']} | {r['stage']} | {r['detection_limit_at_dent_mm']:.2f} | {r['missing_volume_ml']:.3f} | "
+            f"{r['missing_volume_truth_ml']:.3f} | {r['auto_depression_mm']:.2f} | {r['auto_error_mm']:+.2f} | "
+            f"{r['auto_stage']} | {r['auto_dice_head']:.3f} / {'-' if les is None else f'{les:.3f}'} |")
+    return "\n".join(lines)
 
 
 def _print_row(row: dict) -> None:

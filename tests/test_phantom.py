@@ -131,6 +131,45 @@ def test_continuous_head_volume_is_the_cut_ball(subject):
     assert abs(mc - P.head_volume_ml(hip)) < 4 * se
 
 
+@pytest.mark.parametrize("crater_mm", [None, 8.0])
+def test_dent_truth_is_the_removed_cap_or_lens(subject, crater_mm):
+    """A collapse dent (``HipState.dent_mm``, flat or a spherical crater of ``dent_radius_mm``): the
+    head set loses exactly the truth's missing volume (Monte Carlo over the dent's box), its
+    deepest point lies on the head surface at r - h along the axis, and the head volume in the
+    truth drops by as much."""
+    hip = subject.hips["right"]
+    h = 2.5
+    state = P.HipState(dent_mm=h, dent_direction=(0.3, 0.2, 0.93), dent_radius_mm=crater_mm)
+    dent = hip.dent(state)
+    a = dent[0]
+    # the deepest point: on the dented surface, inside the intact ball by h
+    tip = (hip.r - h) * a
+    assert hip.head_sdf(*(tip - 0.01 * a), dent=dent) < 0 < hip.head_sdf(*(tip + 0.01 * a), dent=dent)
+    # the removed volume, sampled in a box around the dent's axis
+    rng = np.random.default_rng(1)
+    n = 400_000
+    half = 12.0
+    e1 = np.cross(a, [1.0, 0.0, 0.0])
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(a, e1)
+    s = rng.uniform(-half, half, size=(2, n))
+    t = rng.uniform(hip.r - h - 0.5, hip.r + 0.5, size=n)
+    pts = t[None] * a[:, None] + s[0][None] * e1[:, None] + s[1][None] * e2[:, None]
+    gone = (hip.head_sdf(*pts) <= 0) & (hip.head_sdf(*pts, dent=dent) > 0)
+    box_ml = (2 * half) ** 2 * (h + 1.0) / 1000.0
+    mc = gone.mean() * box_ml
+    se = box_ml * math.sqrt(gone.mean() * (1 - gone.mean()) / n)
+    expected = P.dent_missing_volume_ml(hip.r, h, crater_mm)
+    assert abs(mc - expected) < 4 * se
+    if crater_mm is not None:  # a crater is narrower than the flat cut of the same depth
+        assert expected < 0.5 * P.dent_missing_volume_ml(hip.r, h)
+    truth = P.hip_truth(subject, "right", P.Visit(right=state), h=1.0)
+    intact = P.hip_truth(subject, "right", P.Visit(), h=1.0)
+    assert truth["head_volume_ml"] == pytest.approx(intact["head_volume_ml"] - expected, abs=1e-9)
+    assert truth["dent"]["missing_volume_ml"] == pytest.approx(expected)
+    assert truth["dent"].get("crater_radius_mm") == crater_mm
+
+
 def test_fovea_is_carved_from_head_truth():
     sub = P.build_subject(_params(fovea=True))
     hip = sub.hips["right"]

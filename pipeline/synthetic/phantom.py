@@ -266,6 +266,11 @@ class HipState:
     dent_direction : (3,) float or None
         Hip-local (u, v, w) axis a of the dent; None: the lesion's direction (straight up, w, for
         a healthy head).
+    dent_radius_mm : float or None
+        Shape of the dent: None, the flat cut above; a radius rd, a spherical crater instead, the
+        head less the ball of radius rd centred at c + (r - dent_mm + rd) a (depression dent_mm at
+        the same deepest point, a narrower and steeper dent the smaller rd; a lens of volume
+        :func:`dent_missing_volume_ml` is missing).
     """
 
     regeneration_pct: float = 0.0
@@ -275,6 +280,7 @@ class HipState:
     track_signal: float | None = None
     dent_mm: float = 0.0
     dent_direction: tuple | None = None
+    dent_radius_mm: float | None = None
 
 
 @dataclass(frozen=True)
@@ -693,25 +699,34 @@ class Hip:
 
     # -- collapse dent ----------------------------------------------------------------------------
     def dent(self, state: HipState | None):
-        """(unit axis a, depth h) of a visit's dent (:attr:`HipState.dent_mm`), or None."""
+        """(unit axis a, depth h, crater radius rd or None) of a visit's dent
+        (:attr:`HipState.dent_mm`), or None."""
         if state is None or state.dent_mm <= 0:
             return None
         if state.dent_direction is not None:
             axis = state.dent_direction
         else:
             axis = self.lesion.direction if self.lesion is not None else (0.0, 0.0, 1.0)
-        return _unit(axis), float(state.dent_mm)
+        rd = None if state.dent_radius_mm is None else float(state.dent_radius_mm)
+        return _unit(axis), float(state.dent_mm), rd
+
+    def dent_distance(self, u, v, w, dent):
+        """Signed distance-like function of the removed region's complement near the head: < 0
+        inside the dent's cut (above the plane (p . a) = r - h, or inside the crater ball)."""
+        a, h, rd = dent
+        a = a.tolist()
+        if rd is None:
+            return (self.r - h) - (u * a[0] + v * a[1] + w * a[2])
+        k = self.r - h + rd
+        return np.sqrt((u - k * a[0]) ** 2 + (v - k * a[1]) ** 2 + (w - k * a[2]) ** 2) - rd
 
     def _cut_dent(self, d, u, v, w, dent, rho=None):
-        """A distance function with the dent removed: the set minus {(p . a) > r - h, |p| < r + 1}."""
+        """A distance function with the dent removed: the set minus {dent_distance < 0, |p| < r + 1}."""
         if dent is None:
             return d
-        a, h = dent
-        a = a.tolist()
         if rho is None:
             rho = np.sqrt(u * u + v * v + w * w)
-        plane = u * a[0] + v * a[1] + w * a[2] - (self.r - h)
-        return np.maximum(d, np.minimum(plane, self.r + 1.0 - rho))
+        return np.maximum(d, np.minimum(-self.dent_distance(u, v, w, dent), self.r + 1.0 - rho))
 
     # -- femur ----------------------------------------------------------------------------------
     def neck_radius(self, t):
@@ -1175,6 +1190,18 @@ def _lesion_volume(hip: Hip, state: HipState, change_mm: float, h: float, scale=
     return n * h**3 / 1000.0
 
 
+def dent_missing_volume_ml(r: float, h: float, rd: float | None = None) -> float:
+    """Volume (mL) a dent of depth ``h`` mm removes from a ball of radius ``r`` mm: a spherical cap
+    pi h^2 (3 r - h) / 3 for a flat cut (``rd`` None); for a crater of radius ``rd`` the lens
+    shared by the two balls, centres d = r - h + rd apart:
+    pi (r + rd - d)^2 (d^2 + 2 d rd - 3 rd^2 + 2 d r + 6 rd r - 3 r^2) / (12 d)."""
+    if rd is None:
+        return math.pi * h * h * (3.0 * r - h) / 3.0 / 1000.0
+    d = r - h + rd
+    return (math.pi * h * h * (d * d + 2 * d * rd - 3 * rd * rd + 2 * d * r + 6 * rd * r - 3 * r * r)
+            / (12.0 * d) / 1000.0)
+
+
 def head_volume_ml(hip: Hip) -> float:
     """Continuous neck-plane head volume: ball cut by the neck plane (analytic), minus the fovea."""
     r, h = hip.r, hip.h
@@ -1295,7 +1322,7 @@ def hip_truth(
     hv = head_volume_ml(hip)
     dent = hip.dent(visit.state(side))
     if dent is not None:  # a collapse dent removes its cap from the head (and from the lesion, below)
-        hv -= math.pi * dent[1] ** 2 * (3.0 * hip.r - dent[1]) / 3.0 / 1000.0
+        hv -= dent_missing_volume_ml(hip.r, dent[1], dent[2])
     out = {
         "side": side,
         "head_center_ras_mm": c_w.tolist(),
@@ -1313,13 +1340,15 @@ def hip_truth(
         "fovea": bool(hip.params.fovea),
     }
     if dent is not None:  # only then: every other truth record stays as it was
-        axis, depth = dent
+        axis, depth, rd = dent
         out["dent"] = {
             "head_depression_mm": depth,
             "axis_ras": (R @ hip.dir_to_body(axis)).tolist(),
             "deepest_point_ras_mm": world((hip.r - depth) * axis).tolist(),
-            "missing_volume_ml": math.pi * depth**2 * (3.0 * hip.r - depth) / 3.0 / 1000.0,
+            "missing_volume_ml": dent_missing_volume_ml(hip.r, depth, rd),
         }
+        if rd is not None:
+            out["dent"]["crater_radius_mm"] = rd
     state = visit.state(side)
     jic, ap = _zone_names()
     empty = {
@@ -1384,7 +1413,7 @@ def hip_truth(
         les = hip.lesion_set_sdf(u, v, w, state, chg, head=head) <= 0
         # a collapse dent's cap is no longer head, so no longer lesion; the comparison with the
         # baseline below keeps the uncut set (every truth without a dent stays as it was)
-        now = les if dent is None else les & (u * dent[0][0] + v * dent[0][1] + w * dent[0][2] <= hip.r - dent[1])
+        now = les if dent is None else les & (hip.dent_distance(u, v, w, dent) >= 0)
         if now.any():
             uu, vv, ww = frame_of(u[now], v[now], w[now], rot_local)
             n_les += int(now.sum())
