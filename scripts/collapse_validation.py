@@ -410,8 +410,9 @@ def markdown_table(rows: list[dict]) -> str:
         les = r.get("auto_dice_lesion")
         lines.append(
             f"| {r['grid']} | {r['dent_mm']:.1f} | {r['depression_mm']:.2f} | {r['error_mm']:+.2f} | "
-            f"{r['stage_truth']} | {r['stage']} | {r['detection_limit_at_dent_mm']:.2f} | {r['missing_volume_ml']:.3f} | "
-            f"{r['missing_volume_truth_ml']:.3f} | {r['auto_depression_mm']:.2f} | {r['auto_error_mm']:+.2f} | "
+            f"{r['stage_truth']} | {r['stage']} | {r['detection_limit_at_dent_mm']:.2f} | "
+            f"{r['missing_volume_ml']:.3f} | {r['missing_volume_truth_ml']:.3f} | "
+            f"{r['auto_depression_mm']:.2f} | {r['auto_error_mm']:+.2f} | "
             f"{r['auto_stage']} | {r['auto_dice_head']:.3f} / {'-' if les is None else f'{les:.3f}'} |")
     return "\n".join(lines)
 
