@@ -320,6 +320,29 @@ def test_acetabulum_joined_on_thick_slices_is_ambiguous(monkeypatch):
     assert m["jic_type"] == truth["jic_type"]
 
 
+def test_acetabulum_joined_on_thick_slices_without_a_bulk_mask_is_flagged(monkeypatch):
+    """The same case when no bone bulk was found to fall back on: the joined mask is kept (it is
+    all there is), but the disagreement is not hidden: the edge is ambiguous, the scan goes to
+    review and the warning asks for the JIC span to be checked, without claiming a bulk edge."""
+    from pipeline.segment import acetabulum as A
+
+    original = A.acetabulum_mask
+
+    def without_bulk(*args, **kwargs):
+        out, info, _ = original(*args, **kwargs)
+        return out, info, None
+
+    scan, side, truth, head_t, lesion_t = _validation_case(monkeypatch, 8808, "v06_C_4mm")
+    monkeypatch.setattr(A, "acetabulum_mask", without_bulk)
+    res = segment_hip(scan, side, Settings())
+    info = res.confidence["acetabulum"]
+    assert info["chosen"] == "joined" and info["ambiguous"]
+    assert info["edge_u_scan_grid_mm"] - info["edge_u_joined_mm"] > Settings().segmentation.acetabulum_edge_tolerance_mm
+    assert res.confidence["status"] == "review"
+    note = [w for w in res.warnings if "on the scan's slices" in w]
+    assert len(note) == 1 and note[0].endswith("check the JIC span") and "bulk" not in note[0]
+
+
 def test_track_axis_recovers_a_tube_from_a_tilted_guess():
     """A dark tube (radius 1.75 mm, 50 % of marrow) on a 0.7 mm grid: from a guess 30 degrees off,
     the line search finds its direction within the grid of directions (about 5 degrees)."""
