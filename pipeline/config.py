@@ -147,6 +147,11 @@ class CollapseSettings(_Section):
         0.6, ge=0, le=1, description="a point counts as depressed only where that wider average also reaches this x "
         "its detection limit (phantom dents above the limit: 0.81 or more; a rough outline's false dent: 0.42)",
     )
+    floor_extrapolation: bool = Field(
+        True, description="a collapsed head's depression is extrapolated to zero averaging width from the two "
+        "averages (averaging_sigma_mm, breadth_sigma_mm): the Gaussian average lowers a rounded dent's floor by "
+        "its curvature x sigma^2, e.g. 0.2 mm for a 12 mm wide dent on 1 mm voxels (docs/method.md 6)",
+    )
     nf_cutoff_pct: float = Field(
         25.0, gt=0, le=100, description="literature cut-off flagged at or above this NF, % (Hip Int 2022: collapse "
         "within a year 90.6 % vs 31.3 %)",

@@ -81,6 +81,33 @@ def test_committed_table_meets_the_targets():
     assert fine and all(abs(r["error_mm"]) <= 0.3 for r in fine)
 
 
+@pytest.mark.parametrize("crater_mm", [8.0, 12.0])
+def test_floor_extrapolation_recovers_a_rounded_dent(subject, crater_mm):
+    """A spherical crater (``HipState.dent_radius_mm``) 2.5 mm deep, about 10-12 mm across, from
+    its truth labels on 1 mm voxels: the 1 mm average lowers its rounded floor by 0.14-0.2 mm; the
+    floor extrapolated to zero width from the two averages is within 0.1 mm of the truth. With
+    the extrapolation off the averaged depth is reported, and it is the one recorded beside it."""
+    shape = {"dent_radius_mm": crater_mm}
+    head, _, aff, truth = V.label_grid(subject, 2.5, "1 mm isotropic", (0.31, 0.17, 0.43), shape)
+    on = V.measure(head, aff, truth)
+    off = V.measure(head, aff, truth, Settings(collapse={"floor_extrapolation": False}))
+    rec = on["collapse"]
+    assert off["collapse"]["floor_correction_mm"] is None
+    assert rec["averaged_depression_mm"] == pytest.approx(off["head_depression_mm"])
+    assert on["head_depression_mm"] == pytest.approx(rec["averaged_depression_mm"] + rec["floor_correction_mm"])
+    assert 2.5 - off["head_depression_mm"] > 0.12  # the averaging's loss on a rounded floor
+    assert abs(on["head_depression_mm"] - 2.5) <= 0.1
+    assert on["arco2019_collapse"] == "IIIB"
+
+
+def test_floor_extrapolation_leaves_an_intact_head_alone(subject):
+    head, _, aff, truth = V.label_grid(subject, 0.0, "coronal 0.7x0.7x3.5", (0.31, 0.17, 0.43))
+    on = V.measure(head, aff, truth)
+    off = V.measure(head, aff, truth, Settings(collapse={"floor_extrapolation": False}))
+    assert on["arco2019_collapse"] == "none" and on["collapse"]["floor_correction_mm"] is None
+    assert on["head_depression_mm"] == off["head_depression_mm"]
+
+
 def test_detection_limit_exceeds_the_null_distribution_with_margin():
     """The limit factor is above every intact head's largest depth (in voxels), by at least 1.3x."""
     factor = Settings().collapse.detection_limit_factor

@@ -29,6 +29,12 @@ Choices where docs/method.md leaves room (settings in the ``collapse`` section):
   reaches ``breadth_factor`` x it (a collapse spans millimetres; a voxel or two missed by an
   outline do not); without such a point, the largest depth in units of the limit, and the stage
   is "none" (``narrow`` when that depth reaches the limit but fails the breadth test).
+* Floor extrapolation (``floor_extrapolation``): the Gaussian mean of a floor curved like
+  h - k |x|^2 is h - 2 k sigma^2, so the depth at the deepest point, averaged at sigma and at the
+  wide sigma W, gives the floor at zero width: d + (d - d_W) sigma^2 / (W^2 - sigma^2) (Richardson
+  extrapolation; exact for a paraboloid floor, no change on a floor flat over about W). Applied
+  to a staged head only (the stage's decision uses the averaged depth; an intact head's figures
+  are unchanged), never negative. Recorded: ``averaged_depression_mm``, ``floor_correction_mm``.
 * Detection limit at p: ``detection_limit_factor`` x the scan voxel's radial extent along e,
   |diag(spacing) e'| with e' = e in the scan's own voxel axes (a thick slice quantises the
   surface along its own axis only), and at least ``roughness_limit_factor`` x the surface
@@ -66,7 +72,8 @@ METHOD = ("radial depth r - |p - c| of the unsmoothed marching-cubes surface (le
           "mean over the surface, over the weight-bearing surface; a point counts where that depth reaches the "
           "detection limit (detection_limit_factor x the scan voxel's radial extent, at least "
           "roughness_limit_factor x the surface roughness) and its wide mean (breadth_sigma_mm) breadth_factor "
-          "x that limit")
+          "x that limit; a staged head's depression extrapolated to zero averaging width from the two averages "
+          "(floor_extrapolation)")
 
 
 def radial_extent_mm(directions: np.ndarray, scan_affine: np.ndarray) -> np.ndarray:
@@ -455,6 +462,7 @@ def head_depression(head_mask: np.ndarray, affine: np.ndarray, fit: SphereFit, f
         "surface_roughness_mm": None, "roughness_limit_mm": None, "roughness_limit_factor": cs.roughness_limit_factor,
         "broad_depth_mm": None, "broad_to_limit_max": None, "breadth_sigma_mm": cs.breadth_sigma_mm,
         "breadth_factor": cs.breadth_factor, "narrow": None,
+        "averaged_depression_mm": None, "floor_correction_mm": None, "floor_extrapolation": cs.floor_extrapolation,
         "region": f"weight-bearing surface: elevation >= {cs.region_min_elevation_deg:g} deg above the head equator, "
                   "less the ends of a thick-slice axis (within acos(1 - T/r) of it)",
         "averaging_sigma_mm": sigma,
@@ -561,6 +569,12 @@ def head_depression(head_mask: np.ndarray, affine: np.ndarray, fit: SphereFit, f
         best = valid[np.argmax(to_limit)]
     depression = max(float(depth[best]), 0.0)
     best_limit = float(limit[best])
+    correction = None
+    if len(significant) and cs.floor_extrapolation and wide > 1.2 * sigma and np.isfinite(broad[best]):
+        # the average lowers a rounded floor by its curvature x sigma^2 (the wide one by
+        # curvature x W^2): the two together give the floor at zero width. At the deepest point
+        # the wide average is the shallower; the rare opposite (noise) is no reason to go shallower.
+        correction = max(sigma**2 / (wide**2 - sigma**2) * (float(depth[best]) - float(broad[best])), 0.0)
 
     # faces of the (cut-clear) region: depressed area, and the missing volume
     inner = in_region[faces].all(axis=1)
@@ -604,9 +618,13 @@ def head_depression(head_mask: np.ndarray, affine: np.ndarray, fit: SphereFit, f
         broad_to_limit_max=_broad_max(depth, broad, limit, valid),
         narrow=bool(not len(significant) and depression >= best_limit),
         roughness_limit_mm=roughness_limit,
+        averaged_depression_mm=depression,
+        floor_correction_mm=correction,
         reference_center_ras_mm=[float(x) for x in center_ref],
         reference_radius_mm=float(radius_ref),
     )
+    if correction is not None:
+        depression += correction
     stage = arco2019_collapse(depression, best_limit) if len(significant) else "none"
     return {"head_depression_mm": depression, "arco2019_collapse": stage,
             "collapse": record}
