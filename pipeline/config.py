@@ -412,6 +412,10 @@ class SegmentationSettings(_Section):
     )
     dome_neck_margin_mm: float = Field(
         4.0, ge=0, le=15, description="dome directions end this far from the neck cut, mm")
+    dome_min_top_share: float = Field(
+        0.5, ge=0, le=1, description="review when fewer of the radial lines over the dome's top (within 45 degrees of "
+        "superior) find the bone surface: a collapse there would be missed (axial 3 mm slices: about 0.3)",
+    )
 
 
 class SideSettings(_Section):

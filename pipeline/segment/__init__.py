@@ -145,6 +145,12 @@ def segment_hip(scan: Scan, side: str, settings: Settings | None = None, seeds=N
     contrast = _lesion.band_contrast(norm_w, lesion_w, healthy, crop.spacing)
     flags = _qc_flags(scan, s, fit, coverage, contrast, head, lesion, lesion_w, crop, roi, acet, ainfo, candidates,
                       chosen)
+    share = (dinfo or {}).get("top_edges_found_share")
+    if share is not None and share < s.dome_min_top_share:
+        # the dome's surface is read only where these slices resolve its cortex: elsewhere the
+        # sphere stands, and a collapse there reads "none"
+        flags.append(f"dome surface found along only {100 * share:.0f} % of the lines over its top on these slices: "
+                     "the automatic head may miss a collapse there (check the dome, or import a drawn head)")
     seconds = {"search": round(t_search, 2), "total": round(time.perf_counter() - started, 2)}
     confidence = _confidence_record(flags, fit, coverage, radius, n, rho, contrast, marrow_level, chosen, candidates,
                                     linfo, ainfo, seconds)
