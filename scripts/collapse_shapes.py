@@ -55,13 +55,32 @@ def shape_case(subj, shape: str, depth: float, grid: str, auto: bool) -> dict:
     return row
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """docs/method.md's table of the shapes: per shape and grid, the error at each depth (labels;
+    automatic) and the stages called, "-" for a dent found "none"."""
+    out = []
+    for shape in dict.fromkeys(r["shape"] for r in rows):
+        for grid in dict.fromkeys(r["grid"] for r in rows if r["shape"] == shape):
+            cases = [r for r in rows if r["shape"] == shape and r["grid"] == grid]
+            lab = " / ".join(f"{r['error_mm']:+.2f}" for r in cases)
+            auto = " / ".join(f"{r['auto_error_mm']:+.2f}" for r in cases)
+            calls = " / ".join(f"{r['stage'] if r['stage'] != 'none' else '-'}, "
+                               f"{r['auto_stage'] if r['auto_stage'] != 'none' else '-'}" for r in cases)
+            out.append(f"| {shape} | {grid} | {lab} | {auto} | {calls} |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-auto", action="store_true", help="label maps only")
     ap.add_argument("--grids", help="grid names or unique substrings, comma-separated")
     ap.add_argument("--shapes", help="shape names or unique substrings, comma-separated")
     ap.add_argument("--out", type=Path, help="write here (default: docs/validation/collapse_shapes.json on a full run)")
+    ap.add_argument("--table", action="store_true", help="print the committed table as markdown rows and stop")
     args = ap.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(OUT.read_text())["rows"]))
+        return
     grids = V._pick_grids(args.grids)
     shapes = [s for s in SHAPES if not args.shapes or any(k in s for k in args.shapes.split(","))]
     started = time.perf_counter()
