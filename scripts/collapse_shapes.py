@@ -8,7 +8,10 @@ head (:func:`collapse_validation.subject`) with
   over the lesion (``HipState.dent_radius_mm``), narrower and steeper than the flat cut of the
   same depth (10-13 mm across at 2.5 mm deep, against 21 mm);
 * ``flat, medial`` and ``flat, postero-lateral``: the flat cut with its axis moved off the
-  lesion, near the pole and towards the posterior-lateral dome,
+  lesion, near the pole and towards the posterior-lateral dome;
+* ``flat, cartilage on the dent``: the validation's flat cut with the articular cartilage sunk
+  with the bone (``HipState.dent_cartilage_follows``) instead of left on the sphere over a
+  fluid-filled dent (the labels are the same; the image differs),
 
 at 1.5, 2.5 and 3.5 mm on the validation's five grids, from the truth labels and (``auto_*``)
 from the automatic segmentation of a rendered MRI (one noise seed per case,
@@ -41,6 +44,7 @@ SHAPES = {
     "crater 12 mm": {"dent_radius_mm": 12.0},
     "flat, medial": {"dent_direction": (-0.15, 0.25, 0.96)},
     "flat, postero-lateral": {"dent_direction": (0.55, -0.25, 0.80)},
+    "flat, cartilage on the dent": {"dent_cartilage_follows": True},
 }
 
 

@@ -170,6 +170,31 @@ def test_dent_truth_is_the_removed_cap_or_lens(subject, crater_mm):
     assert truth["dent"].get("crater_radius_mm") == crater_mm
 
 
+@pytest.mark.parametrize("follows", [False, True])
+def test_dent_cartilage_on_the_sphere_or_on_the_dented_bone(subject, follows):
+    """``HipState.dent_cartilage_follows``: along the dent's axis the articular cartilage lies on
+    the sphere over a dent filled with soft tissue, or on the dented bone with joint fluid above
+    it, up to where the cartilage was."""
+    hip = subject.hips["right"]
+    h, cart = 2.5, hip.params.cartilage_mm
+    state = P.HipState(dent_mm=h, dent_cartilage_follows=follows)
+    a = hip.dent(state)[0]
+    ct = hip.contrast
+
+    def signal(s):  # noise-free T1 signal at distance s along the axis from the head centre
+        x, y, z = (hip.to_body(s * a)[:, None]).astype(np.float32)
+        return float(subject.render_points(x, y, z, P.Visit(right=state))[0][0])
+
+    bone = hip.r - h
+    cart_at = bone if follows else hip.r
+    gap = (bone + cart + 0.3, hip.r + cart - 0.3) if follows else (bone + 0.3, hip.r - 0.3)
+    for s in np.linspace(cart_at + 0.3, cart_at + cart - 0.3, 4):
+        assert signal(s) == ct.cartilage, s
+    for s in np.linspace(*gap, 3):
+        assert signal(s) == (ct.joint_fluid if follows else ct.muscle), s
+    assert signal(bone - 0.3) != ct.cartilage  # bone (cortex) below the dented surface
+
+
 def test_fovea_is_carved_from_head_truth():
     sub = P.build_subject(_params(fovea=True))
     hip = sub.hips["right"]

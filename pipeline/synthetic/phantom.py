@@ -271,6 +271,10 @@ class HipState:
         head less the ball of radius rd centred at c + (r - dent_mm + rd) a (depression dent_mm at
         the same deepest point, a narrower and steeper dent the smaller rd; a lens of volume
         :func:`dent_missing_volume_ml` is missing).
+    dent_cartilage_follows : bool
+        Where the articular cartilage lies over a dent: False, on the sphere (the dent fills with
+        joint fluid under it); True, on the dented bone, as when the subchondral plate and its
+        cartilage sink together (the gap above it is joint fluid). Labels are the same.
     """
 
     regeneration_pct: float = 0.0
@@ -281,6 +285,7 @@ class HipState:
     dent_mm: float = 0.0
     dent_direction: tuple | None = None
     dent_radius_mm: float | None = None
+    dent_cartilage_follows: bool = False
 
 
 @dataclass(frozen=True)
@@ -869,12 +874,25 @@ class Hip:
 
         # cartilage, joint film, pulvinar fat in the fossa
         cov = cone < 0
-        head_cart = (rho > self.r) & (rho <= self.r + p.cartilage_mm) & (t < self.h - 0.5)
+        dent = self.dent(state)
+        gap = None
+        if dent is not None and state.dent_cartilage_follows:
+            # the cartilage sank with the bone: a layer of its thickness over the dented surface,
+            # and joint fluid between it and where it was
+            cut = -self.dent_distance(u, v, w, dent)
+            above = np.maximum(rho - self.r, cut)
+            head_cart = (above > 0) & (above <= p.cartilage_mm) & (t < self.h - 0.5)
+            gap = (cut > p.cartilage_mm) & (rho <= self.r + p.cartilage_mm) & (t < self.h - 0.5)
+            near(np.where(rho < self.r + p.cartilage_mm + 1.0, above - p.cartilage_mm, 99.0))
+        else:
+            head_cart = (rho > self.r) & (rho <= self.r + p.cartilage_mm) & (t < self.h - 0.5)
         if p.fovea:
             fc = self.fovea_c.tolist()
             d_fov = np.sqrt((u - fc[0]) ** 2 + (v - fc[1]) ** 2 + (w - fc[2]) ** 2) - self.fovea_r
             head_cart &= d_fov > 1.0
         paint(head_cart, ct.cartilage, 0.03)
+        if gap is not None:
+            paint(gap, ct.joint_fluid, 0.02)
         paint(cov & (rho > self.r + p.cartilage_mm) & (rho < r_inner), ct.joint_fluid, 0.02)
         paint(cov & (wf < 0.5) & (rho >= self.R_in - p.cartilage_mm) & (rho < r_inner), ct.cartilage, 0.03)
         paint(cov & (wf >= 0.5) & (rho > self.r + p.cartilage_mm + 0.8) & (rho < r_inner), ct.pulvinar_fat, 0.04)
