@@ -413,8 +413,9 @@ class SegmentationSettings(_Section):
     dome_neck_margin_mm: float = Field(
         4.0, ge=0, le=15, description="dome directions end this far from the neck cut, mm")
     dome_min_top_share: float = Field(
-        0.5, ge=0, le=1, description="review when fewer of the radial lines over the dome's top (within 45 degrees of "
-        "superior) find the bone surface: a collapse there would be missed (axial 3 mm slices: about 0.3)",
+        0.4, ge=0, le=1, description="review when fewer of the radial lines over the dome's top (within 45 degrees of "
+        "superior) find the bone surface: a collapse there would be missed (axial 3-3.5 mm slices 0.04-0.31, "
+        "coronal 5 mm 0.33-0.38, coronal 4 mm 0.46 and up, 3.5 mm coronal and sagittal 0.69-0.82)",
     )
 
 
