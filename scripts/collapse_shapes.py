@@ -11,7 +11,9 @@ head (:func:`collapse_validation.subject`) with
   lesion, near the pole and towards the posterior-lateral dome;
 * ``flat, cartilage on the dent``: the validation's flat cut with the articular cartilage sunk
   with the bone (``HipState.dent_cartilage_follows``) instead of left on the sphere over a
-  fluid-filled dent (the labels are the same; the image differs),
+  fluid-filled dent (the labels are the same; the image differs);
+* ``flat, head radius 20 mm`` and ``27 mm``: the validation's flat cut on a smaller and a larger
+  head (23.5 mm there),
 
 at 1.5, 2.5 and 3.5 mm on the validation's five grids, from the truth labels and (``auto_*``)
 from the automatic segmentation of a rendered MRI (one noise seed per case,
@@ -45,13 +47,19 @@ SHAPES = {
     "flat, medial": {"dent_direction": (-0.15, 0.25, 0.96)},
     "flat, postero-lateral": {"dent_direction": (0.55, -0.25, 0.80)},
     "flat, cartilage on the dent": {"dent_cartilage_follows": True},
+    "flat, head radius 20 mm": {"head_radius_mm": 20.0},
+    "flat, head radius 27 mm": {"head_radius_mm": 27.0},
 }
 
 
 def shape_case(subj, shape: str, depth: float, grid: str, auto: bool) -> dict:
     """One row: the label measurement (:func:`collapse_validation.dent_case`) and, with ``auto``,
-    the automatic one (:func:`collapse_validation.auto_case`)."""
-    kw = SHAPES[shape]
+    the automatic one (:func:`collapse_validation.auto_case`). ``subj``: the validation's subject
+    (a shape with ``head_radius_mm`` builds its own)."""
+    kw = dict(SHAPES[shape])
+    radius = kw.pop("head_radius_mm", None)
+    if radius is not None:
+        subj = V.subject(radius)
     row = {"shape": shape, **V.dent_case(subj, depth, grid, shape=kw)}
     if auto:
         seed = [V.AUTO_SEED + 1, list(SHAPES).index(shape), list(V.GRIDS).index(grid), DEPTHS.index(depth)]
