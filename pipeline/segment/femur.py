@@ -626,7 +626,8 @@ def dome_surface(norm_w: np.ndarray, crop_affine: np.ndarray, scan_affine: np.nd
         # the Gaussian average decides where a dent is (noise-proof); the surface followed there
         # is the median depth, before that average: the measurement averages the surface again
         # (collapse.averaging_sigma_mm), and averaging twice flattens a narrow dent's floor (a
-        # 10 mm wide, 2.5 mm deep crater on 1 mm voxels: 1.91 mm with the average, 1.99 without)
+        # 10 mm wide, 2.5 mm deep crater on 1 mm voxels, measured before the floor extrapolation:
+        # 1.91 mm with the average, 1.99 without)
         follow = near & (med > 0)
         r_dome = radii_out[dome]
         r_dome[follow] = radius - med[follow]
