@@ -19,8 +19,9 @@ at 1.5, 2.5 and 3.5 mm on the validation's five grids, from the truth labels and
 from the automatic segmentation of a rendered MRI (one noise seed per case,
 [AUTO_SEED + 1, shape, grid, depth]). Writes ``docs/validation/collapse_shapes.json``.
 
-Run: ``python scripts/collapse_shapes.py`` (about 15 minutes on one core; ``--no-auto``: labels
-only, 1 minute; ``--grids``/``--shapes`` select cases and print without writing unless ``--out``).
+Run: ``python scripts/collapse_shapes.py`` (about 17-25 minutes on one core for the 105 rows;
+``--no-auto``: labels only, 2 minutes; ``--grids``/``--shapes`` select cases and print without
+writing unless ``--out``; ``--table``: docs/method.md's table from the committed JSON).
 """
 
 from __future__ import annotations

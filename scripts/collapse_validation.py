@@ -26,7 +26,7 @@ reconstruction at 0.5 mm, :func:`pipeline.measures.collapse.head_depression`).
 Run: ``python scripts/collapse_validation.py`` (about 10 minutes on one core; ``--no-auto``: the
 label table alone, 2-4 minutes). ``--grids`` (names or unique substrings, comma-separated) and
 ``--depths`` select cases for quick iteration and print without writing the JSON unless ``--out``
-is given.
+is given. ``--table`` prints docs/method.md's dent table from the committed JSON.
 """
 
 from __future__ import annotations
