@@ -264,6 +264,26 @@ def test_compare_reports_change_and_new_collapse():
     assert depression_change_mm(visit(None, None), visit(0.2, "none")) is None
 
 
+def test_a_new_collapse_over_an_open_baseline_is_said():
+    """Baseline "none" on axial thick slices (top not measured) or under a limit over 2 mm, then
+    IIIB: still a new collapse by the rule, with a warning that the baseline left the top open."""
+    from pipeline.longitudinal.change import new_collapse, new_collapse_warnings
+    from pipeline.measures.results import HipMetrics
+
+    def visit(depression, stage, **rec):
+        return HipMetrics(side="right", head_depression_mm=depression, arco2019_collapse=stage, collapse=rec)
+
+    late = visit(2.6, "IIIB", top_in_end_slices=False, top_limit_mm=0.49)
+    for open_top, words in (({"top_in_end_slices": True}, "top of the dome not measured"),
+                            ({"top_in_end_slices": False, "top_limit_mm": 2.1}, "2.1 mm limit at the top")):
+        base = visit(0.3, "none", **open_top)
+        assert new_collapse(base, late) is True
+        (warning,) = new_collapse_warnings(base, late)
+        assert words in warning
+    assert new_collapse_warnings(visit(0.3, "none", top_in_end_slices=False, top_limit_mm=0.49), late) == []
+    assert new_collapse_warnings(visit(0.3, "none", top_in_end_slices=True), visit(0.3, "none")) == []
+
+
 def test_committed_table_has_the_automatic_column():
     """The automatic column (render, segment_hip, measure) exists for every row; intact heads are
     "none" automatically on every grid, and on 1 mm voxels it meets the targets. The thick-slice
@@ -355,3 +375,65 @@ def test_a_dent_under_a_wobbling_outline_is_still_iiib():
         "docs/validation/collapse_roughness.json is stale: run python scripts/collapse_roughness.py"
     assert row["stage"] == "IIIB"
     assert row["detection_limit_mm"] > Settings().collapse.detection_limit_factor * 0.7  # raised by the wobble
+
+
+@pytest.mark.parametrize("grid,top_limit,flag", [
+    ("1 mm isotropic", 0.7, None),  # 0.7 x 1 mm straight up
+    ("coronal 0.7x0.7x3.5", 0.49, None),  # the top is in-plane: 0.7 x 0.7 mm
+    ("axial 0.9x0.9x3", None, "not assessed at the top of the dome"),  # the top is in the end slices
+])
+def test_what_none_rules_out_at_the_dome_top(subject, grid, top_limit, flag):
+    """An intact head reads "none" on every grid; the flag says where that does not rule out a
+    collapse: on axial 3 mm slices the dome's top lies in the slice axis' end cone (left out of
+    the region, acos(1 - 3/23.5) = 29 degrees), so a collapse there would read "none" too."""
+    from pipeline.measures.collapse import assessment_flags
+
+    head, _, aff, truth = V.label_grid(subject, 0.0, grid, (0.31, 0.17, 0.43))
+    out = V.measure(head, aff, truth)
+    rec = out["collapse"]
+    assert out["arco2019_collapse"] == "none"
+    assert rec["top_in_end_slices"] is (top_limit is None)
+    if top_limit is None:
+        assert rec["top_limit_mm"] is None
+    else:
+        assert rec["top_limit_mm"] == pytest.approx(top_limit, abs=1e-6)
+    flags = assessment_flags(out["arco2019_collapse"], rec, aff)
+    assert (flags == []) if flag is None else (len(flags) == 1 and flag in flags[0])
+
+
+def test_a_limit_over_2_mm_is_flagged_only_for_none():
+    """A "none" under a limit above the IIIA/IIIB boundary would also be the reading of a IIIA
+    collapse: flagged, naming the term that sets it; a staged head needs no such flag."""
+    from pipeline.measures.collapse import assessment_flags
+
+    aff = np.diag([3.0, 3.0, 3.0, 1.0])
+    rec = {"top_in_end_slices": False, "top_limit_mm": 2.1, "roughness_limit_mm": 0.4, "surface_roughness_mm": 0.057,
+           "roughness_limit_factor": 7.0, "detection_limit_factor": 0.7}
+    (flag,) = assessment_flags("none", rec, aff)
+    assert "2.1 mm (0.7 x the voxel's extent)" in flag
+    rough = dict(rec, top_limit_mm=5.6, roughness_limit_mm=5.6, surface_roughness_mm=0.8)
+    assert "7 x the outline's roughness of 0.80 mm" in assessment_flags("none", rough, aff)[0]
+    assert assessment_flags("none", dict(rec, top_limit_mm=1.9), aff) == []
+    assert assessment_flags("IIIA", rough, aff) == assessment_flags("IIIB", rough, aff) == []
+    assert assessment_flags(None, rough, aff) == []
+
+
+def test_an_axial_none_says_the_top_was_not_measured(subject):
+    """onfh's own path on axial 3 mm label maps of an intact head: "none", and every place that
+    shows the stage (CLI line, qc.png title and panel, napari table, review flags) says the top
+    of the dome was not measured."""
+    from pipeline.io.scan import Scan
+    from pipeline.measures.hip import measure_hip
+    from pipeline.report.qc import depression_title
+
+    head, lesion, aff, _ = V.label_grid(subject, 0.0, "axial 0.9x0.9x3", (0.31, 0.17, 0.43))
+    scan = Scan.from_source(head.astype(np.float32), aff, {"path": "axial.nii.gz", "format": "phantom"})
+    m = measure_hip(scan, head, lesion, "right", Settings()).result
+    assert m.arco2019_collapse == "none"
+    caveat = "top of the dome not measured"
+    assert m.collapse_caveat() == caveat
+    assert m.collapse_short() == f"collapse none ({caveat})"
+    assert m.collapse_text().endswith(caveat) and caveat in m.qc_title() and caveat in depression_title(m)
+    assert caveat in dict(m.table_rows())["ARCO 2019 collapse"]
+    assert any("not assessed at the top of the dome" in f and "3.0 mm slice axis" in f for f in m.review_flags)
+    assert m.review().startswith("review: ")

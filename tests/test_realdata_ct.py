@@ -52,3 +52,19 @@ def test_real_acetabulum_gives_a_normal_centre_edge_angle(ct_right):
     assert wb["lce_angle_deg"] == pytest.approx(np.degrees(np.arctan2(u, w)), abs=1e-3)
     # The edge overhangs the head: it lies beyond the head surface, above the centre.
     assert np.hypot(u, w) > m["head_radius_mm"] and w > 0
+
+
+def test_real_intact_head_reads_none_and_says_what_that_rules_out(ct_right):
+    """A real head on 3 mm CT voxels, outlined by TotalSegmentator: its dips reach 4-5 mm (the
+    outline's staircase and the head's own asphericity), all under the roughness limit, so "none";
+    but a limit that high cannot tell a IIIA or small IIIB collapse from an intact head, and says so."""
+    m, _ = ct_right
+    rec = m["collapse"]
+    assert m["arco2019_collapse"] == "none" and rec["depressed_area_mm2"] == 0.0
+    assert m["head_depression_mm"] < rec["detection_limit_mm"]
+    # 0.7 x 3 mm voxel = 2.1 mm straight up; the outline's roughness raises it further
+    assert rec["top_in_end_slices"] is False
+    assert rec["top_limit_mm"] == pytest.approx(max(2.1, rec["roughness_limit_mm"]), abs=1e-3)
+    assert rec["top_limit_mm"] > 2.0
+    assert any("stage 'none' does not rule out collapse" in f for f in m["review_flags"])
+

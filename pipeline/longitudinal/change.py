@@ -747,6 +747,16 @@ def new_collapse(baseline: HipMetrics, followup: HipMetrics) -> bool | None:
     return a == "none" and b in ("IIIA", "IIIB")
 
 
+def new_collapse_warnings(baseline: HipMetrics, followup: HipMetrics) -> list[str]:
+    """A new collapse whose baseline "none" could not rule collapse out at the dome's top
+    (:meth:`HipMetrics.collapse_caveat`) may have been there already: said, not hidden."""
+    caveat = baseline.collapse_caveat()
+    if not (new_collapse(baseline, followup) and caveat):
+        return []
+    return [f"new collapse at follow-up, but the baseline's stage 'none' leaves the top of the dome open ({caveat}): "
+            "check the baseline dome on the images"]
+
+
 # --------------------------------------------------------------------------------------------
 # checks that the two visits show the same hip
 # --------------------------------------------------------------------------------------------
@@ -902,6 +912,7 @@ def compare_visits(baseline, followup, settings) -> Comparison:
     if fov_lost:
         warnings.append(f"{fov_lost} baseline head voxels fall outside the follow-up's field of view")
 
+    warnings += new_collapse_warnings(m0, m1)
     change = change_map(lesion_0, lesion_t)
     ml = voxel_volume_mm3(aff) / 1000.0
     v0, vt = m0.lesion_volume_ml, m1.lesion_volume_ml

@@ -460,6 +460,7 @@ def head_depression(head_mask: np.ndarray, affine: np.ndarray, fit: SphereFit, f
         "missing_volume_ml": None, "detection_limit_mm": None, "depth_to_limit": None,
         "detection_limit_factor": cs.detection_limit_factor,
         "surface_roughness_mm": None, "roughness_limit_mm": None, "roughness_limit_factor": cs.roughness_limit_factor,
+        "top_limit_mm": None, "top_in_end_slices": None,
         "broad_depth_mm": None, "broad_to_limit_max": None, "breadth_sigma_mm": cs.breadth_sigma_mm,
         "breadth_factor": cs.breadth_factor, "narrow": None,
         "averaged_depression_mm": None, "floor_correction_mm": None, "floor_extrapolation": cs.floor_extrapolation,
@@ -554,6 +555,12 @@ def head_depression(head_mask: np.ndarray, affine: np.ndarray, fit: SphereFit, f
     roughness = robust_spread(depth[valid])
     roughness_limit = cs.roughness_limit_factor * roughness
     limit[targets] = np.maximum(limit[targets], roughness_limit)
+    # what a "none" rules out at the dome's top, where collapse sits: the limit straight up, or
+    # nothing when the top lies in a thick-slice axis' end cone, which the region leaves out
+    top_in_end = any(abs(float(e_sup @ scan_affine[:3, k])) / spacing[k] > 1.0 - spacing[k] / radius
+                     for k in np.flatnonzero(spacing > 1.5 * spacing.min()))
+    top_limit = None if top_in_end else max(
+        float(detection_limit_mm(e_sup[None], scan_affine, cs.detection_limit_factor)[0]), roughness_limit)
     # breadth rule: a point counts as depressed only where the wide average also reaches
     # breadth_factor x its limit
     to_limit = depth[valid] / limit[valid]
@@ -618,6 +625,8 @@ def head_depression(head_mask: np.ndarray, affine: np.ndarray, fit: SphereFit, f
         broad_to_limit_max=_broad_max(depth, broad, limit, valid),
         narrow=bool(not len(significant) and depression >= best_limit),
         roughness_limit_mm=roughness_limit,
+        top_limit_mm=top_limit,
+        top_in_end_slices=top_in_end,
         averaged_depression_mm=depression,
         floor_correction_mm=correction,
         reference_center_ras_mm=[float(x) for x in center_ref],
@@ -628,6 +637,40 @@ def head_depression(head_mask: np.ndarray, affine: np.ndarray, fit: SphereFit, f
     stage = arco2019_collapse(depression, best_limit) if len(significant) else "none"
     return {"head_depression_mm": depression, "arco2019_collapse": stage,
             "collapse": record}
+
+
+def top_caveat(stage: str | None, record: dict) -> str | None:
+    """What a "none" leaves open at the dome's top, in a few words, or None: "top of the dome not
+    measured" (it lies in a thick-slice axis' end slices, left out of the region) or "not ruled
+    out: X mm limit at the top" (``top_limit_mm`` over ARCO's 2 mm IIIA/IIIB boundary, so that a
+    IIIA collapse would read "none" as well). Staged heads have none."""
+    if stage != "none" or not record:
+        return None
+    if record.get("top_in_end_slices"):
+        return "top of the dome not measured"
+    top = record.get("top_limit_mm")
+    if top is not None and top > IIIB_OVER_MM:
+        return f"not ruled out: {top:.1f} mm limit at the top"
+    return None
+
+
+def assessment_flags(stage: str | None, record: dict, scan_affine: np.ndarray) -> list[str]:
+    """Review flags of a head staged "none" where that call cannot rule out collapse at the dome's
+    top (:func:`top_caveat`), with the reason spelled out."""
+    caveat = top_caveat(stage, record)
+    if caveat is None:
+        return []
+    if record.get("top_in_end_slices"):
+        thick = float(np.linalg.norm(np.asarray(scan_affine, dtype=np.float64)[:3, :3], axis=0).max())
+        return [f"collapse not assessed at the top of the dome: it lies in the end slices of this scan's "
+                f"{thick:.1f} mm slice axis, which the depression measurement leaves out "
+                "(check the dome on the images)"]
+    top = record["top_limit_mm"]
+    rough = record.get("roughness_limit_mm") or 0.0
+    why = (f"{record['roughness_limit_factor']:g} x the outline's roughness of {record['surface_roughness_mm']:.2f} mm"
+           if rough >= top else f"{record['detection_limit_factor']:g} x the voxel's extent")
+    return [f"collapse detection limit at the top of the dome is {top:.1f} mm ({why}), over the 2 mm "
+            "IIIA/IIIB boundary: stage 'none' does not rule out collapse here"]
 
 
 def literature_flags(nf_pct: float | None, jic_type: str | None, settings) -> list[str]:

@@ -17,7 +17,7 @@ from pipeline.geometry.mesh import isotropic_reconstructions, mask_mesh, mesh_vo
 from pipeline.geometry.side import check_side, confirm_side, read_side
 from pipeline.io.scan import Scan
 from pipeline.measures import volumes as measure
-from pipeline.measures.collapse import head_depression, literature_flags
+from pipeline.measures.collapse import assessment_flags, head_depression, literature_flags
 from pipeline.measures.location import location_metrics, weight_bearing_span, zone_map
 from pipeline.measures.results import SCHEMA_VERSION, HipMetrics
 
@@ -121,6 +121,9 @@ def measure_hip(
     collapse = head_depression(head, affine, fit, frame, settings, span=span, mesh=surface, scan_affine=affine,
                                iso_voxel_mm=iso_voxel)
     collapse["collapse"]["surface"] = "isotropic reconstruction" if iso_voxel else "head mask"
+    collapse_flags = assessment_flags(collapse["arco2019_collapse"], collapse["collapse"], affine)
+    review_flags += collapse_flags
+    warnings += collapse_flags
 
     # the one place a HipMetrics is assembled (its field order is the key order of metrics.json)
     result = HipMetrics(

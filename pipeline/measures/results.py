@@ -247,13 +247,20 @@ class HipMetrics:
         """The depression's detection limit at the reported point, mm (docs/method.md 6)."""
         return (self.collapse or {}).get("detection_limit_mm")
 
+    def collapse_caveat(self) -> str | None:
+        """What a stage "none" leaves open at the dome's top (:func:`pipeline.measures.collapse.top_caveat`)."""
+        from pipeline.measures.collapse import top_caveat
+
+        return top_caveat(self.arco2019_collapse, self.collapse or {})
+
     def collapse_short(self) -> str:
         """"collapse IIIB (2.63 mm)", "collapse none" or "collapse -" (not measured): the stage
         in a few words, for the CLI line and table captions."""
         if self.arco2019_collapse is None:
             return "collapse -"
         if self.arco2019_collapse == "none":
-            return "collapse none"
+            caveat = self.collapse_caveat()
+            return "collapse none" + (f" ({caveat})" if caveat else "")
         return f"collapse {self.arco2019_collapse} ({_fmt(self.head_depression_mm, '.2f')} mm)"
 
     def collapse_text(self) -> str:
@@ -267,8 +274,9 @@ class HipMetrics:
             return (f"no collapse: the deepest dip ({_fmt(self.head_depression_mm, '.2f')} mm) is narrower than "
                     f"a collapse (a voxel or two of the outline)")
         if stage == "none":
+            caveat = self.collapse_caveat()
             return (f"no depression above the {_fmt(limit, '.2f')} mm detection limit "
-                    f"(deepest {_fmt(self.head_depression_mm, '.2f')} mm)")
+                    f"(deepest {_fmt(self.head_depression_mm, '.2f')} mm)" + (f"; {caveat}" if caveat else ""))
         zone = (self.collapse or {}).get("jic_zone")
         return (f"head depression {_fmt(self.head_depression_mm, '.2f')} mm, ARCO 2019 {stage}"
                 + (f" (zone {zone})" if zone else ""))
@@ -350,7 +358,8 @@ class HipMetrics:
              + (f" (detection limit {num(self.detection_limit_mm(), '.2f', ' mm')})"
                 if self.detection_limit_mm() is not None else "")),
             ("ARCO 2019 collapse", (self.arco2019_collapse or "–")
-             + (" (the dip is narrower than a collapse)" if (self.collapse or {}).get("narrow") else "")),
+             + (" (the dip is narrower than a collapse)" if (self.collapse or {}).get("narrow") else "")
+             + (f"; {self.collapse_caveat()}" if self.collapse_caveat() else "")),
         ]
         flags = self.literature_flags or []
         rows += [(f"Literature cut-off{f' {k}' if len(flags) > 1 else ''}", flag.removeprefix("literature cut-off: "))

@@ -895,8 +895,9 @@ def depression_title(result) -> str:
         return (f"collapse none: the deepest dip ({result.head_depression_mm:.2f} mm)\n"
                 "is narrower than a collapse")
     if stage == "none":
+        caveat = result.collapse_caveat()
         return (f"collapse none: no depression above\nthe {limit:.2f} mm detection limit "
-                f"(deepest {result.head_depression_mm:.2f} mm)")
+                f"(deepest {result.head_depression_mm:.2f} mm)" + (f"\n{caveat}" if caveat else ""))
     zone = (result.collapse or {}).get("jic_zone")
     return (f"collapse {stage}: head depression {result.head_depression_mm:.2f} mm\n"
             f"(ARCO 2019, through the deepest point{', zone ' + zone if zone else ''})")
