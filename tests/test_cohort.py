@@ -221,7 +221,8 @@ def test_followup_changes_are_flagged_against_the_repeatability_coefficient():
 # collapse (docs/method.md section 6) ---------------------------------------------------------------
 def _collapse_records():
     """Four hips: C1 intact throughout; C2 intact, then IIIB at 12 months (new collapse); C3 IIIA at
-    baseline and IIIB later (collapse, not new); C4 with no stage (a failed measure of the depression)."""
+    baseline and IIIB later (collapse, not new); C4 with no stage (a failed measure of the depression).
+    C1's baseline "none" could not see the dome's top (scans.csv ``collapse_caveat``)."""
     stages = {("C1", "healed"): (("none", 0.2), ("none", 0.3)), ("C2", "progressed"): (("none", 0.1), ("IIIB", 2.7)),
               ("C3", "progressed"): (("IIIA", 1.4), ("IIIB", 3.1)), ("C4", None): ((None, None), ("none", 0.4))}
     scans, changes = [], []
@@ -229,7 +230,9 @@ def _collapse_records():
         for months, (stage, depth) in zip((0.0, 12.0), visits):
             scans.append({"subject": subject, "side": "left", "timepoint_months": months, "outcome": outcome,
                           "status": "ok", "necrotic_fraction_pct": 20.0, "arco2019_collapse": stage,
-                          "head_depression_mm": depth})
+                          "head_depression_mm": depth,
+                          "collapse_caveat": ("top of the dome not measured" if (subject, months) == ("C1", 0.0)
+                                              else None)})
         (_, d0), (stage_t, dt) = visits
         new = None if visits[0][0] is None else (visits[0][0] == "none" and stage_t in ("IIIA", "IIIB"))
         changes.append({"key": f"{subject}_left_m12", "subject": subject, "side": "left", "timepoint_months": 12.0,
@@ -247,6 +250,8 @@ def test_collapse_is_counted_by_timepoint_and_outcome_and_new_collapse_listed():
     assert by_tp["12 months"]["all"]["stages"] == {"none": 2, "IIIA": 0, "IIIB": 2, "not measured": 0}
     assert by_tp["12 months"]["progressed"]["stages"] == {"none": 0, "IIIA": 0, "IIIB": 2, "not measured": 0}
     assert by_tp["12 months"]["healed"]["n"] == 1 and by_tp["12 months"]["no outcome"]["stages"]["none"] == 1
+    assert by_tp["0 months"]["all"]["none_top_open"] == 1 and by_tp["0 months"]["progressed"]["none_top_open"] == 0
+    assert by_tp["12 months"]["all"]["none_top_open"] == 0
     assert by_tp["12 months"]["all"]["head_depression_mm"]["max"] == 3.1
     assert by_tp["0 months"]["all"]["head_depression_mm"]["n"] == 3  # the null depth counts nowhere
     new = summary["new_collapse"]
@@ -258,7 +263,8 @@ def test_collapse_is_counted_by_timepoint_and_outcome_and_new_collapse_listed():
     json.dumps(summary, allow_nan=False)
     md = cohort_markdown(summary)
     assert "## Collapse (ARCO 2019, head depression on MRI)" in md
-    assert "| 12 months | all | 4 | 2 | 0 | 2 | 0 | 1.55 | 0.30-3.10 |" in md
+    assert "| 12 months | all | 4 | 2 | 0 | 0 | 2 | 0 | 1.55 | 0.30-3.10 |" in md
+    assert "| 0 months | all | 4 | 2 | 1 | 1 | 0 | 1 | 0.20 | 0.10-1.40 |" in md
     assert "### New collapse among follow-ups (1 of 3)" in md
     assert "| C2_left_m12 | progressed | none | IIIB | +2.60 |" in md
 
@@ -288,6 +294,8 @@ def test_report_lists_depression_stage_and_literature_cut_offs(tmp_path):
     assert len(rows) == len(scans)
     c2 = [r for r in rows if "C2_left_m12" in r][0]
     assert "<td class='num'>2.70</td>" in c2 and "<td>IIIB</td>" in c2
+    c1_base = [r for r in rows if "C1_left_m00" in r][0]
+    assert "<td>none (top of the dome not measured)</td>" in c1_base
     c2_base = [r for r in rows if "C2_left_m00" in r][0]
     assert ("literature cut-off: necrotic fraction &gt;= 25 % (Hip Int 2022)<br>literature cut-off: JIC type C2"
             in c2_base)

@@ -86,8 +86,8 @@ class HipMetrics:
     CSV_COLUMNS: ClassVar[tuple[str, ...]] = (
         "head_volume_ml", "lesion_volume_ml", "necrotic_fraction_pct", "size_class", "jic_type", "jic_type_3d",
         "arco2021_type", "cna_deg", "kerboul_grade", "arc_coronal_deg", "arc_sagittal_deg", "head_depression_mm",
-        "arco2019_collapse", "head_radius_mm", "sphere_fit_rms_mm", "weight_bearing_source", "segmentation",
-        "review", "n_warnings", "literature_flags", "image_sha256",
+        "arco2019_collapse", "collapse_caveat", "head_radius_mm", "sphere_fit_rms_mm", "weight_bearing_source",
+        "segmentation", "review", "n_warnings", "literature_flags", "image_sha256",
     )
     #: Separator of several literature cut-offs in one table cell (their texts may hold "; ").
     FLAG_SEPARATOR: ClassVar[str] = " | "
@@ -223,7 +223,8 @@ class HipMetrics:
             "jic_type": self.jic_type, "jic_type_3d": self.jic_type_3d, "arco2021_type": self.arco2021_type,
             "cna_deg": self.cna_deg, "kerboul_grade": self.kerboul_grade, "arc_coronal_deg": self.arc_coronal_deg,
             "arc_sagittal_deg": self.arc_sagittal_deg, "head_depression_mm": self.head_depression_mm,
-            "arco2019_collapse": self.arco2019_collapse, "head_radius_mm": self.head_radius_mm,
+            "arco2019_collapse": self.arco2019_collapse, "collapse_caveat": self.collapse_caveat(),
+            "head_radius_mm": self.head_radius_mm,
             "sphere_fit_rms_mm": self.sphere_fit_rms_mm,
             "weight_bearing_source": (self.weight_bearing or {}).get("source"),
             "segmentation": (self.segmentation or {}).get("method"),

@@ -160,12 +160,14 @@ def collapse_counts(scans: list[dict]) -> dict:
     Returns
     -------
     dict
-        ``n``, ``stages`` (none, IIIA, IIIB, not measured -> count) and ``head_depression_mm``
-        (:func:`describe`).
+        ``n``, ``stages`` (none, IIIA, IIIB, not measured -> count), ``none_top_open`` (of the
+        "none", those that cannot rule out collapse at the dome's top: scans.csv
+        ``collapse_caveat``) and ``head_depression_mm`` (:func:`describe`).
     """
     stages = {name: sum(1 for s in scans if s.get("arco2019_collapse") == name) for name in COLLAPSE_STAGES}
     stages[NOT_MEASURED] = sum(1 for s in scans if s.get("arco2019_collapse") not in COLLAPSE_STAGES)
-    return {"n": len(scans), "stages": stages,
+    top_open = sum(1 for s in scans if s.get("arco2019_collapse") == "none" and s.get("collapse_caveat"))
+    return {"n": len(scans), "stages": stages, "none_top_open": top_open,
             "head_depression_mm": describe(s.get("head_depression_mm") for s in scans)}
 
 
@@ -498,15 +500,19 @@ def collapse_markdown(summary: dict) -> list[str]:
         return "-" if v is None else format(v, fmt)
 
     lines = ["", "## Collapse (ARCO 2019, head depression on MRI)", "",
-             "| timepoint | group | n | none | IIIA | IIIB | not measured | depression median (mm) | range (mm) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| timepoint | group | n | none | of which top open | IIIA | IIIB | not measured "
+             "| depression median (mm) | range (mm) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for tp, groups in summary["collapse_arco2019"].items():
         for name, d in groups.items():
             st, dep = d["stages"], d["head_depression_mm"]
-            lines.append(f"| {tp} | {name} | {d['n']} | {st['none']} | {st['IIIA']} | {st['IIIB']} | "
-                         f"{st[NOT_MEASURED]} | {f(dep['median'])} | {f(dep['min'])}-{f(dep['max'])} |")
+            # a summary written before the count has none: "-"
+            lines.append(f"| {tp} | {name} | {d['n']} | {st['none']} | {d.get('none_top_open', '-')} | {st['IIIA']} | "
+                         f"{st['IIIB']} | {st[NOT_MEASURED]} | {f(dep['median'])} | {f(dep['min'])}-{f(dep['max'])} |")
     new = summary["new_collapse"]
-    lines += ["", "None: no depression above the detection limit; IIIA: depression up to 2 mm; IIIB: over 2 mm "
+    lines += ["", "None: no depression above the detection limit; of which top open: a none that cannot rule out "
+              "collapse at the dome's top (limit there over 2 mm, or the top in the end slices of thick axial "
+              "slices; scans.csv collapse_caveat); IIIA: depression up to 2 mm; IIIB: over 2 mm "
               "(docs/method.md section 6).", "",
               f"### New collapse among follow-ups ({new['n_new']} of {new['n_followups']})", ""]
     if new["followups"]:

@@ -141,7 +141,7 @@ def _collapse_table(scans: list[dict]) -> str:
         out.append(f"<tr><td>{html.escape(r['key'])}</td><td class='num'>{r['timepoint_months']:g}</td>"
                    f"<td>{html.escape(r.get('outcome') or 'no outcome')}</td>"
                    f"<td class='num'>{_fmt(r.get('head_depression_mm'), '.2f')}</td>"
-                   f"<td>{html.escape(r.get('arco2019_collapse') or '-')}</td><td class='lit'>{flags}</td></tr>")
+                   f"<td>{html.escape(_stage_cell(r))}</td><td class='lit'>{flags}</td></tr>")
     return "\n".join(out) + "</table>"
 
 
@@ -205,6 +205,12 @@ def _scan_caption(r: dict) -> str:
         # implausible figure from any masks
         caption += f"<br><span class='err'>{html.escape(review)}</span>"
     return caption
+
+
+def _stage_cell(r: dict) -> str:
+    """The stage of a scans.csv record, with what a "none" leaves open at the dome's top."""
+    stage = r.get("arco2019_collapse") or "-"
+    return f"{stage} ({r['collapse_caveat']})" if stage == "none" and r.get("collapse_caveat") else stage
 
 
 def _collapse_caption(r: dict) -> str:
