@@ -437,3 +437,27 @@ def test_an_axial_none_says_the_top_was_not_measured(subject):
     assert caveat in dict(m.table_rows())["ARCO 2019 collapse"]
     assert any("not assessed at the top of the dome" in f and "3.0 mm slice axis" in f for f in m.review_flags)
     assert m.review().startswith("review: ")
+
+
+@pytest.mark.parametrize("grid", ["1 mm isotropic", "oblique coronal 0.8x0.8x4"])
+def test_a_left_hip_reads_as_its_mirror_image(subject, grid):
+    """The dent tables are right hips. The same head mirrored through x = 0 (the affine's x row
+    negated: a left hip) has the same depression, stage, JIC zone and head-frame location (u
+    lateral for either side); only the sphere fit's random samples differ."""
+    from pipeline.io.scan import Scan
+    from pipeline.measures.hip import measure_hip
+
+    head, lesion, aff, _ = V.label_grid(subject, 2.5, grid, (0.31, 0.17, 0.43))
+    settings = Settings(side={"read_neck_from_image": False})  # a label map is no T1 image to read a neck from
+    res = {}
+    for side, affine in (("right", aff), ("left", np.diag([-1.0, 1.0, 1.0, 1.0]) @ aff)):
+        scan = Scan.from_source(head.astype(np.float32), affine, {"path": f"{side}.nii.gz", "format": "phantom"})
+        res[side] = measure_hip(scan, scan.from_source_order(head), scan.from_source_order(lesion), side,
+                                settings).result
+    right, left = res["right"], res["left"]
+    assert right.arco2019_collapse == left.arco2019_collapse == "IIIB"
+    assert left.head_depression_mm == pytest.approx(right.head_depression_mm, abs=0.05)
+    assert left.collapse["jic_zone"] == right.collapse["jic_zone"]
+    assert np.allclose(left.collapse["location_uvw_mm"], right.collapse["location_uvw_mm"], atol=0.3)
+    assert right.collapse["location_uvw_mm"][0] > 5.0  # lateral of the centre on both sides
+    assert left.head_center_ras_mm[0] == pytest.approx(-right.head_center_ras_mm[0], abs=0.05)
