@@ -85,6 +85,18 @@ def radial_extent_mm(directions: np.ndarray, scan_affine: np.ndarray) -> np.ndar
     return np.linalg.norm(comp * spacing, axis=-1)
 
 
+def in_end_cones(directions: np.ndarray, scan_affine: np.ndarray, radius: float) -> np.ndarray:
+    """Whether unit RAS directions (..., 3) from the head centre lie within acos(1 - T/r) of a
+    thick-slice axis (spacing T over 1.5 x the finest): there the sphere's surface lies in the
+    outermost slice, which the partial-volume rule takes or drops whole."""
+    scan_affine = np.asarray(scan_affine, dtype=np.float64)
+    spacing = np.linalg.norm(scan_affine[:3, :3], axis=0)
+    out = np.zeros(np.shape(directions)[:-1], dtype=bool)
+    for k in np.flatnonzero(spacing > 1.5 * spacing.min()):
+        out |= np.abs(directions @ (scan_affine[:3, k] / spacing[k])) > 1.0 - spacing[k] / radius
+    return out
+
+
 def detection_limit_mm(directions: np.ndarray, scan_affine: np.ndarray, factor: float) -> np.ndarray:
     """Detection limit along unit RAS directions (..., 3): ``factor`` x :func:`radial_extent_mm`, mm."""
     return factor * radial_extent_mm(directions, scan_affine)
@@ -489,9 +501,7 @@ def head_depression(head_mask: np.ndarray, affine: np.ndarray, fit: SphereFit, f
     # the ends of a thick-slice axis are left out: within acos(1 - T / r) of the axis the surface
     # lies in the outermost slice of thickness T, which the partial-volume rule takes or drops as a
     # whole (a head whose end slice is about half filled flips by a slice thickness)
-    spacing = np.linalg.norm(scan_affine[:3, :3], axis=0)
-    for k in np.flatnonzero(spacing > 1.5 * spacing.min()):
-        in_region &= np.abs(unit @ (scan_affine[:3, k] / spacing[k])) <= 1.0 - spacing[k] / radius
+    in_region &= ~in_end_cones(unit, scan_affine, radius)
     # the cut face (neck) is no articular surface: the region keeps clear of the surface below it
     # lying deeper than twice its detection limit, by the averaging reach plus two voxels
     cut = below[radius - dist[below] > 2.0 * detection_limit_mm(unit[below], scan_affine, cs.detection_limit_factor)]
@@ -557,8 +567,7 @@ def head_depression(head_mask: np.ndarray, affine: np.ndarray, fit: SphereFit, f
     limit[targets] = np.maximum(limit[targets], roughness_limit)
     # what a "none" rules out at the dome's top, where collapse sits: the limit straight up, or
     # nothing when the top lies in a thick-slice axis' end cone, which the region leaves out
-    top_in_end = any(abs(float(e_sup @ scan_affine[:3, k])) / spacing[k] > 1.0 - spacing[k] / radius
-                     for k in np.flatnonzero(spacing > 1.5 * spacing.min()))
+    top_in_end = bool(in_end_cones(e_sup[None], scan_affine, radius)[0])
     top_limit = None if top_in_end else max(
         float(detection_limit_mm(e_sup[None], scan_affine, cs.detection_limit_factor)[0]), roughness_limit)
     # breadth rule: a point counts as depressed only where the wide average also reaches
