@@ -435,6 +435,7 @@ def test_an_axial_none_says_the_top_was_not_measured(subject):
     assert m.collapse_short() == f"collapse none ({caveat})"
     assert m.collapse_text().endswith(caveat) and caveat in m.qc_title() and caveat in depression_title(m)
     assert caveat in dict(m.table_rows())["ARCO 2019 collapse"]
+    assert m.csv_row()["collapse_caveat"] == caveat  # scans.csv, which the cohort tables count from
     assert any("not assessed at the top of the dome" in f and "3.0 mm slice axis" in f for f in m.review_flags)
     assert m.review().startswith("review: ")
 

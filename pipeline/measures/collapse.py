@@ -50,6 +50,11 @@ Choices where docs/method.md leaves room (settings in the ``collapse`` section):
   area vector, e_f and rho_f its centroid's direction and distance from c, d_f its depth (raw
   r - rho_f less the reference's averaged depth): the integral of (r^3 - rho^3) / 3 over the
   region's solid angle. Net (deeper and shallower parts cancel), clipped at 0, mL.
+* What a "none" rules out (:func:`top_caveat`, :func:`assessment_flags`): collapse sits at the
+  dome's top, so the limit is also read straight up (``top_limit_mm``: voxel and roughness
+  terms), or the top is found to lie in a thick-slice axis' end cone (``top_in_end_slices``,
+  :func:`in_end_cones`), which the region leaves out; either a top limit over 2 mm or an unmeasured
+  top makes a "none" a review flag and a caveat beside the stage.
 """
 
 from __future__ import annotations

@@ -250,6 +250,8 @@ class HipMetrics:
 
     def collapse_caveat(self) -> str | None:
         """What a stage "none" leaves open at the dome's top (:func:`pipeline.measures.collapse.top_caveat`)."""
+        # imported here: pipeline.measures.collapse brings SciPy (0.8 s), which reading a
+        # metrics.json (napari's reader, onfh report) does not otherwise need
         from pipeline.measures.collapse import top_caveat
 
         return top_caveat(self.arco2019_collapse, self.collapse or {})
